@@ -1,0 +1,290 @@
+//! Command-line interface: the flags, their defaults and their parsers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// hioload-ws: a WebSocket network appliance (echo, raw TCP echo) on kernel sockets or DPDK.
+#[derive(Debug, Parser)]
+#[command(name = "hioload-ws", version = hioload_ws_version(), propagate_version = true)]
+pub struct Cli {
+    /// What to serve.
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+fn hioload_ws_version() -> &'static str {
+    // clap wants a 'static str; the build info is computed once per process.
+    Box::leak(hioload_ws::build_info().into_boxed_str())
+}
+
+/// Modes of the appliance.
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// WebSocket echo: every message comes back unchanged (text as text, binary as binary), on any path.
+    Echo(EchoArgs),
+    /// Raw TCP echo: every byte comes back.
+    TcpEcho(TcpEchoArgs),
+}
+
+/// Flags of `echo`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub ws: WsArgs,
+    #[command(flatten)]
+    pub dpdk: DpdkArgs,
+}
+
+/// Flags of `tcp-echo`.
+#[derive(Debug, Args)]
+pub struct TcpEchoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9002", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub dpdk: DpdkArgs,
+}
+
+/// Flags every mode has.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Use kernel sockets instead of DPDK. Implied in builds without the `dpdk` feature (this
+    /// release has no DPDK data plane yet).
+    #[arg(long)]
+    pub no_dpdk: bool,
+
+    /// Worker threads, each with its own listener and poller [default: one per --cpus entry,
+    /// else one per available CPU].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
+    /// CPUs to pin workers to, e.g. `0,2-3`; worker i runs on the i-th (cycling) [default: not pinned].
+    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
+    pub cpus: Option<Vec<usize>>,
+
+    /// Connections open at once across all workers; more are closed right after accept.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Close connections that receive nothing for this long; `0` disables.
+    #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = parse_optional_duration)]
+    pub idle_timeout: OptionalDuration,
+
+    /// Unsent output per connection beyond which the server stops reading from it, so TCP flow
+    /// control pushes back on a client that sends without reading.
+    #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub backpressure_limit: u64,
+
+    /// On SIGINT/SIGTERM: how long to wait for sessions to close before exiting.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log filter, e.g. `info` or `hioload_ws=debug,info` [default: $RUST_LOG, else info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How accepted connections reach workers: `reuseport` (one SO_REUSEPORT listener per
+    /// worker; Linux) or `shared` (one listener, connections handed round-robin to workers).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub accept_mode: Option<AcceptModeArg>,
+}
+
+/// WebSocket flags.
+#[derive(Debug, Args)]
+pub struct WsArgs {
+    /// Largest message (all fragments together); larger ones are refused with close 1009.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_message: u64,
+
+    /// Largest single frame; larger ones are refused with close 1009 [default: --max-message].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_frame: Option<u64>,
+
+    /// Largest upgrade request head; larger ones get HTTP 431.
+    #[arg(long, default_value = "8KiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_header_size: u64,
+
+    /// Time allowed from accept to a complete upgrade request.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Send a ping at this interval and close sessions that leave two in a row unanswered
+    /// (any traffic from the peer counts as an answer); `0` disables.
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_optional_duration)]
+    pub ping_interval: OptionalDuration,
+
+    /// After sending a close frame, how long to wait for the peer's before closing TCP.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+}
+
+/// Options of the DPDK transport. This build has no DPDK data plane: giving any of them is an error.
+#[derive(Debug, Args)]
+pub struct DpdkArgs {
+    /// EAL arguments for DPDK, e.g. "-l 0-1 --no-huge --vdev=net_tap0" (DPDK transport only).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub eal: Option<String>,
+
+    /// The appliance's IPv4 address and prefix on the DPDK port, e.g. 10.0.0.2/24 (DPDK only).
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub ip: Option<String>,
+
+    /// Default gateway for the DPDK port (DPDK transport only).
+    #[arg(long, value_name = "ADDR")]
+    pub gateway: Option<String>,
+}
+
+impl DpdkArgs {
+    /// The first DPDK-only flag given, if any.
+    pub fn first_given(&self) -> Option<&'static str> {
+        [
+            (self.eal.is_some(), "--eal"),
+            (self.ip.is_some(), "--ip"),
+            (self.gateway.is_some(), "--gateway"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `--accept-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AcceptModeArg {
+    /// One SO_REUSEPORT listener per worker.
+    Reuseport,
+    /// One listener; connections handed to workers.
+    Shared,
+}
+
+/// A duration where zero means "off".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalDuration(pub Option<Duration>);
+
+/// Parse `5s`, `250ms`, `2m`, `1h 30m` (humantime syntax).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 5s, 250ms, 2m"))
+}
+
+/// Like [`parse_duration`], with `0`, `off` and `none` meaning disabled.
+pub fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
+    match s.trim() {
+        "0" | "off" | "none" => Ok(OptionalDuration(None)),
+        other => parse_duration(other).map(|d| OptionalDuration((!d.is_zero()).then_some(d))),
+    }
+}
+
+/// Parse a byte size: `4096`, `8KiB`, `64MiB`, `1GiB`, `16k`, `2M` (K/M/G are binary multiples).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}; use e.g. 4096, 8KiB, 64MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {s:?}; use B, KiB, MiB or GiB"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Parse a CPU list such as `0,2-3`.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let bad = || format!("invalid CPU list {s:?}; use e.g. 0,2-3");
+    let mut cpus = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
+                if a > b || b - a > 4096 {
+                    return Err(bad());
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = cpus.iter().find(|c| !seen.insert(**c)) {
+        return Err(format!("CPU {dup} appears twice in {s:?}"));
+    }
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("8KiB"), Ok(8192));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2m"), Ok(2 << 20));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_optional_duration("0"), Ok(OptionalDuration(None)));
+        assert_eq!(parse_optional_duration("off"), Ok(OptionalDuration(None)));
+        assert_eq!(
+            parse_optional_duration("30s"),
+            Ok(OptionalDuration(Some(Duration::from_secs(30))))
+        );
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0,2-3"), Ok(vec![0, 2, 3]));
+        assert_eq!(parse_cpu_list("1"), Ok(vec![1]));
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("0,0").is_err());
+        assert!(parse_cpu_list("a").is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! The `hioload-ws` binary: parses flags, starts the transport with the chosen service, waits for
+//! a signal, shuts down gracefully and reports what it did.
+
+mod cli;
+mod logging;
+mod signals;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use hioload_ws::echo::Echo;
+use hioload_ws::middleware::{Counters, Logging, Metrics, Recover};
+use hioload_ws::stack::kernel::{AcceptMode, KernelConfig, Server, WorkerReport};
+use hioload_ws::tcp_echo::TcpEchoService;
+use hioload_ws::ws::Limits;
+use hioload_ws::{WsConfig, WsService};
+
+use cli::{AcceptModeArg, Cli, CommonArgs, DpdkArgs, Mode};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One clear line; details were logged where they happened.
+            eprintln!("hioload-ws: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.mode {
+        Mode::Echo(args) => {
+            let common = &args.common;
+            logging::init(common.log_level.as_deref(), common.log_format)?;
+            check_transport(common, &args.dpdk)?;
+            let max_frame = args.ws.max_frame.unwrap_or(args.ws.max_message);
+            if max_frame > args.ws.max_message {
+                return Err(format!(
+                    "--max-frame ({max_frame}) is larger than --max-message ({}); a frame can never exceed its message",
+                    args.ws.max_message
+                ));
+            }
+            let ws = WsConfig {
+                limits: Limits {
+                    max_frame,
+                    max_message: args.ws.max_message,
+                },
+                max_header_bytes: usize::try_from(args.ws.max_header_size)
+                    .map_err(|_| "--max-header-size is too large")?,
+                handshake_timeout: args.ws.handshake_timeout,
+                idle_timeout: common.idle_timeout.0,
+                ping_interval: args.ws.ping_interval.0,
+                close_timeout: args.ws.close_timeout,
+            };
+            let kernel = kernel_config(args.listen, common)?;
+            let counters: Arc<Vec<Arc<Counters>>> = Arc::new(
+                (0..kernel.workers)
+                    .map(|_| Arc::new(Counters::default()))
+                    .collect(),
+            );
+            let per_worker = Arc::clone(&counters);
+            let server = Server::start(kernel.clone(), move |i| {
+                let handler =
+                    Logging::new(Recover::new(Metrics::new(Echo, Arc::clone(&per_worker[i]))));
+                WsService::new(handler, ws.clone())
+            })
+            .map_err(|e| e.to_string())?;
+            announce("echo", "ws", &server, &kernel);
+            let reports = serve(server, common)?;
+            let messages: u64 = counters.iter().map(|c| Counters::get(&c.messages_in)).sum();
+            let sessions: u64 = counters
+                .iter()
+                .map(|c| Counters::get(&c.sessions_opened))
+                .sum();
+            summarize(
+                &reports,
+                &format!("sessions {sessions}, messages echoed {messages}"),
+            );
+        }
+        Mode::TcpEcho(args) => {
+            let common = &args.common;
+            logging::init(common.log_level.as_deref(), common.log_format)?;
+            check_transport(common, &args.dpdk)?;
+            let kernel = kernel_config(args.listen, common)?;
+            let idle = common.idle_timeout.0;
+            let server = Server::start(kernel.clone(), move |_| TcpEchoService::new(idle))
+                .map_err(|e| e.to_string())?;
+            announce("tcp-echo", "tcp", &server, &kernel);
+            let reports = serve(server, common)?;
+            summarize(&reports, "");
+        }
+    }
+    Ok(())
+}
+
+/// This build has only the kernel transport: `--no-dpdk` is implied and DPDK flags are errors.
+fn check_transport(common: &CommonArgs, dpdk: &DpdkArgs) -> Result<(), String> {
+    if let Some(flag) = dpdk.first_given() {
+        return Err(if common.no_dpdk {
+            format!("{flag} configures the DPDK transport and cannot be combined with --no-dpdk")
+        } else {
+            format!(
+                "{flag} needs the DPDK transport, which this build does not have (built without the `dpdk` feature); \
+                 drop {flag} to run on kernel sockets"
+            )
+        });
+    }
+    if !common.no_dpdk {
+        tracing::debug!(
+            "built without DPDK: using the kernel-socket transport (--no-dpdk implied)"
+        );
+    }
+    Ok(())
+}
+
+fn kernel_config(
+    listen: std::net::SocketAddr,
+    common: &CommonArgs,
+) -> Result<KernelConfig, String> {
+    let cpus = common.cpus.clone().unwrap_or_default();
+    let workers = match common.workers {
+        Some(n) => usize::from(n),
+        None if !cpus.is_empty() => cpus.len(),
+        None => std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1),
+    };
+    if common.max_connections == 0 {
+        return Err("--max-connections must be at least 1".into());
+    }
+    let accept_mode = match common.accept_mode {
+        Some(AcceptModeArg::Reuseport) if !cfg!(target_os = "linux") => {
+            return Err("--accept-mode reuseport is only available on Linux".into())
+        }
+        Some(AcceptModeArg::Reuseport) => AcceptMode::ReusePort,
+        Some(AcceptModeArg::Shared) => AcceptMode::Shared,
+        None => AcceptMode::default(),
+    };
+    Ok(KernelConfig {
+        listen,
+        workers,
+        cpus,
+        max_connections: common.max_connections,
+        backpressure_limit: usize::try_from(common.backpressure_limit)
+            .map_err(|_| "--backpressure-limit is too large")?,
+        accept_mode,
+        ..KernelConfig::default()
+    })
+}
+
+fn announce(mode: &str, scheme: &str, server: &Server, cfg: &KernelConfig) {
+    let pinning = if cfg.cpus.is_empty() {
+        "not pinned".to_string()
+    } else {
+        format!(
+            "pinned to CPUs {}",
+            cfg.cpus
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    tracing::info!(
+        "hioload-ws {} {mode} listening on {scheme}://{} (transport: kernel sockets, workers: {}, {pinning}, accept: {:?})",
+        hioload_ws::build_info(),
+        server.local_addr(),
+        cfg.workers,
+        cfg.accept_mode,
+    );
+}
+
+fn serve(server: Server, common: &CommonArgs) -> Result<Vec<WorkerReport>, String> {
+    signals::watch(server.shutdown_handle(), common.shutdown_timeout)?;
+    server.join().map_err(|e| e.to_string())
+}
+
+fn summarize(reports: &[WorkerReport], extra: &str) {
+    let sum = |f: fn(&WorkerReport) -> u64| reports.iter().map(f).sum::<u64>();
+    tracing::info!(
+        "stopped: connections accepted {}, refused {}, closed {}, errors {}, abandoned at deadline {}{}{extra}",
+        sum(|r| r.accepted),
+        sum(|r| r.rejected),
+        sum(|r| r.closed),
+        sum(|r| r.errors),
+        sum(|r| r.abandoned),
+        if extra.is_empty() { "" } else { "; " },
+    );
+}

@@ -1,0 +1,37 @@
+//! SIGINT/SIGTERM: the first starts a graceful shutdown, a second one exits at once.
+
+use std::time::Duration;
+
+use hioload_ws::stack::kernel::ShutdownHandle;
+
+/// Watch for termination signals on a background thread.
+#[cfg(unix)]
+pub fn watch(handle: ShutdownHandle, grace: Duration) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::iterator::Signals;
+
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("hioload-signals".into())
+        .spawn(move || {
+            let mut forever = signals.forever();
+            if let Some(sig) = forever.next() {
+                tracing::info!(signal = sig, grace = ?grace, "shutting down: no new connections, closing sessions with 1001");
+                handle.shutdown(grace);
+            }
+            if let Some(sig) = forever.next() {
+                tracing::warn!(signal = sig, "second signal: exiting without waiting for sessions");
+                std::process::exit(130);
+            }
+        })
+        .map_err(|e| format!("cannot start signal thread: {e}"))?;
+    Ok(())
+}
+
+/// Without Unix signals (Windows), Ctrl-C ends the process without a graceful shutdown.
+#[cfg(not(unix))]
+pub fn watch(_handle: ShutdownHandle, _grace: Duration) -> Result<(), String> {
+    tracing::warn!("graceful shutdown on signals is only implemented on Unix");
+    Ok(())
+}

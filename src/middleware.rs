@@ -1,0 +1,149 @@
+//! Handler middleware: each wraps a [`Handler`] and is one itself, so they stack:
+//! `Logging::new(Recover::new(Metrics::new(Echo, counters)))`.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use hioload_stack::ConnId;
+use hioload_wsproto::handshake::Request;
+use hioload_wsproto::{CloseCode, Message, Sender};
+
+use crate::handler::{Decision, Handler};
+
+/// Logs session opens and closes at debug level.
+#[derive(Debug, Clone)]
+pub struct Logging<H>(H);
+
+impl<H> Logging<H> {
+    /// Wrap `inner`.
+    pub fn new(inner: H) -> Self {
+        Self(inner)
+    }
+}
+
+impl<H: Handler> Handler for Logging<H> {
+    fn on_open(&mut self, conn: ConnId, request: &Request<'_>) -> Decision {
+        let decision = self.0.on_open(conn, request);
+        tracing::debug!(%conn, path = request.path, origin = request.origin, ?decision, "handshake");
+        decision
+    }
+
+    fn on_message(&mut self, conn: ConnId, message: Message<'_>, reply: &mut Sender<'_>) {
+        self.0.on_message(conn, message, reply);
+    }
+
+    fn on_close(&mut self, conn: ConnId, code: Option<CloseCode>) {
+        tracing::debug!(%conn, code = code.map(|c| c.0), "session closed");
+        self.0.on_close(conn, code);
+    }
+}
+
+/// Contains a panicking handler: the panic closes only the session it happened on, with 1011
+/// (or, during the handshake, answers 500). The worker and every other session carry on.
+///
+/// The wrapped handler is per worker, so state it was mutating when it panicked may be left
+/// half-updated; handlers that keep cross-session state should keep it consistent at every
+/// point where they can panic.
+#[derive(Debug, Clone)]
+pub struct Recover<H>(H);
+
+impl<H> Recover<H> {
+    /// Wrap `inner`.
+    pub fn new(inner: H) -> Self {
+        Self(inner)
+    }
+}
+
+impl<H: Handler> Handler for Recover<H> {
+    fn on_open(&mut self, conn: ConnId, request: &Request<'_>) -> Decision {
+        catch_unwind(AssertUnwindSafe(|| self.0.on_open(conn, request))).unwrap_or_else(|_| {
+            tracing::error!(%conn, "handler panicked in on_open; answering 500");
+            Decision::Reject {
+                status: 500,
+                reason: "internal error",
+            }
+        })
+    }
+
+    fn on_message(&mut self, conn: ConnId, message: Message<'_>, reply: &mut Sender<'_>) {
+        let inner = &mut self.0;
+        if catch_unwind(AssertUnwindSafe(|| inner.on_message(conn, message, reply))).is_err() {
+            tracing::error!(%conn, "handler panicked in on_message; closing the session with 1011");
+            reply.close(CloseCode::INTERNAL_ERROR, "internal error");
+        }
+    }
+
+    fn on_close(&mut self, conn: ConnId, code: Option<CloseCode>) {
+        if catch_unwind(AssertUnwindSafe(|| self.0.on_close(conn, code))).is_err() {
+            tracing::error!(%conn, "handler panicked in on_close");
+        }
+    }
+}
+
+/// Counters of one worker's sessions. Written only by that worker (relaxed atomics, no
+/// contention); read by anyone holding the `Arc`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Handshakes the handler accepted.
+    pub sessions_opened: AtomicU64,
+    /// Handshakes the handler rejected.
+    pub sessions_rejected: AtomicU64,
+    /// Sessions ended.
+    pub sessions_closed: AtomicU64,
+    /// Messages received.
+    pub messages_in: AtomicU64,
+    /// Payload bytes received in messages.
+    pub bytes_in: AtomicU64,
+}
+
+impl Counters {
+    /// Read one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts sessions and messages into [`Counters`].
+#[derive(Debug, Clone)]
+pub struct Metrics<H> {
+    inner: H,
+    counters: Arc<Counters>,
+}
+
+impl<H> Metrics<H> {
+    /// Wrap `inner`, counting into `counters`.
+    pub fn new(inner: H, counters: Arc<Counters>) -> Self {
+        Self { inner, counters }
+    }
+}
+
+fn bump(c: &AtomicU64, by: u64) {
+    // Single writer per counter: a load and a store avoid the locked read-modify-write.
+    c.store(
+        c.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+impl<H: Handler> Handler for Metrics<H> {
+    fn on_open(&mut self, conn: ConnId, request: &Request<'_>) -> Decision {
+        let d = self.inner.on_open(conn, request);
+        match d {
+            Decision::Accept { .. } => bump(&self.counters.sessions_opened, 1),
+            Decision::Reject { .. } => bump(&self.counters.sessions_rejected, 1),
+        }
+        d
+    }
+
+    fn on_message(&mut self, conn: ConnId, message: Message<'_>, reply: &mut Sender<'_>) {
+        bump(&self.counters.messages_in, 1);
+        bump(&self.counters.bytes_in, message.as_bytes().len() as u64);
+        self.inner.on_message(conn, message, reply);
+    }
+
+    fn on_close(&mut self, conn: ConnId, code: Option<CloseCode>) {
+        bump(&self.counters.sessions_closed, 1);
+        self.inner.on_close(conn, code);
+    }
+}

@@ -1,0 +1,349 @@
+//! [`WsService`]: the WebSocket protocol for a [`Handler`], as a transport [`Service`].
+//!
+//! Per connection: the handshake (buffered only if the request spans reads, bounded by the
+//! header limit and the handshake timeout), then a [`Session`] whose messages go to the handler.
+//! Timers: handshake timeout, idle timeout, server pings, and the close timeout that ends a
+//! closing handshake the peer does not finish.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hioload_stack::{CloseCause, ConnId, Service, Verdict};
+use hioload_wsproto::handshake::{self, HandshakeError};
+use hioload_wsproto::{CloseCode, Event, Limits, Role, Session, SessionState};
+
+use crate::handler::{Decision, Handler};
+
+/// Pings a peer may leave unanswered in a row before the session is closed.
+const MAX_MISSED_PONGS: u8 = 2;
+
+/// WebSocket settings shared by every session of a worker.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// Frame and message size limits.
+    pub limits: Limits,
+    /// Largest request head accepted (431 beyond).
+    pub max_header_bytes: usize,
+    /// Time from accept to a complete upgrade request.
+    pub handshake_timeout: Duration,
+    /// Close sessions that receive nothing for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Send a ping at this interval (`None`: never); close after missed pongs.
+    pub ping_interval: Option<Duration>,
+    /// How long to wait for the peer's close frame after sending ours.
+    pub close_timeout: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            max_header_bytes: handshake::DEFAULT_MAX_HEADER_BYTES,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(120)),
+            ping_interval: None,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs WebSocket sessions for a handler on one worker.
+#[derive(Debug)]
+pub struct WsService<H> {
+    handler: H,
+    config: WsConfig,
+}
+
+impl<H: Handler> WsService<H> {
+    /// A service running `handler` with `config`.
+    pub fn new(handler: H, config: WsConfig) -> Self {
+        Self { handler, config }
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+}
+
+/// One connection's WebSocket state.
+#[derive(Debug)]
+pub struct WsConn {
+    id: ConnId,
+    phase: Phase,
+    last_rx: Instant,
+    next_ping: Option<Instant>,
+    missed_pongs: u8,
+    close_deadline: Option<Instant>,
+    close_code: Option<CloseCode>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for the upgrade request; `buf` holds it only if it spans reads.
+    Handshake {
+        buf: Vec<u8>,
+        deadline: Instant,
+    },
+    Open(Box<Session>),
+    /// Rejected or finished: input is ignored while the transport closes.
+    Done,
+}
+
+impl WsConn {
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+}
+
+impl<H: Handler> WsService<H> {
+    /// Parse the upgrade request in `data`; on success open the session and return the length
+    /// of the request head. `Err` carries the verdict for a finished handshake attempt.
+    fn handshake(
+        &mut self,
+        conn: &mut WsConn,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> Result<Option<usize>, Verdict> {
+        let (req, head_len) = match handshake::parse_request(data, self.config.max_header_bytes) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::debug!(conn = %conn.id, error = %e, status = e.status(), "handshake refused");
+                out.extend_from_slice(&e.response());
+                conn.phase = Phase::Done;
+                return Err(Verdict::Close);
+            }
+        };
+        match self.handler.on_open(conn.id, &req) {
+            Decision::Accept { protocol } => {
+                if let Some(p) = protocol.as_deref() {
+                    if !req.protocols.contains(&p) {
+                        tracing::error!(conn = %conn.id, protocol = p, "handler chose a subprotocol the client did not offer");
+                        out.extend_from_slice(&handshake::error_response(
+                            500,
+                            "internal error",
+                            "",
+                        ));
+                        conn.phase = Phase::Done;
+                        return Err(Verdict::Close);
+                    }
+                }
+                out.extend_from_slice(&handshake::accept_response(&req, protocol.as_deref()));
+                conn.phase = Phase::Open(Box::new(Session::new(Role::Server, self.config.limits)));
+                conn.last_rx = now;
+                conn.next_ping = self.config.ping_interval.map(|i| now + i);
+                Ok(Some(head_len))
+            }
+            Decision::Reject { status, reason } => {
+                let e = HandshakeError::Rejected { status, reason };
+                tracing::debug!(conn = %conn.id, error = %e, "handshake rejected by handler");
+                out.extend_from_slice(&e.response());
+                conn.phase = Phase::Done;
+                Err(Verdict::Close)
+            }
+        }
+    }
+
+    /// Feed frames to the open session and map its state to a verdict.
+    fn frames(
+        &mut self,
+        conn: &mut WsConn,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> Verdict {
+        let Phase::Open(session) = &mut conn.phase else {
+            return Verdict::Continue;
+        };
+        let handler = &mut self.handler;
+        let id = conn.id;
+        let mut peer_code = None;
+        let result = session.feed(input, out, |ev, reply| match ev {
+            Event::Message(m) => handler.on_message(id, m, reply),
+            Event::Close(frame) => peer_code = frame.map(|f| f.code),
+            Event::Ping(_) | Event::Pong(_) => {}
+        });
+        if let Err(e) = result {
+            tracing::debug!(conn = %id, error = %e, code = e.close_code().0, "protocol violation; failing the connection");
+            conn.close_code = Some(e.close_code());
+        } else if peer_code.is_some() {
+            conn.close_code = peer_code;
+        }
+        self.after_session_step(conn, now)
+    }
+
+    fn after_session_step(&mut self, conn: &mut WsConn, now: Instant) -> Verdict {
+        let Phase::Open(session) = &conn.phase else {
+            return Verdict::Continue;
+        };
+        match session.state() {
+            SessionState::Open => Verdict::Continue,
+            SessionState::CloseSent => {
+                conn.close_deadline
+                    .get_or_insert(now + self.config.close_timeout);
+                Verdict::Continue
+            }
+            SessionState::Closed => Verdict::Close,
+        }
+    }
+
+    fn start_close(
+        &mut self,
+        conn: &mut WsConn,
+        out: &mut Vec<u8>,
+        code: CloseCode,
+        reason: &str,
+        now: Instant,
+    ) -> Verdict {
+        match &mut conn.phase {
+            Phase::Open(session) => {
+                session.sender(out).close(code, reason);
+                conn.close_code.get_or_insert(code);
+                self.after_session_step(conn, now)
+            }
+            Phase::Handshake { .. } | Phase::Done => Verdict::Close,
+        }
+    }
+}
+
+impl<H: Handler> Service for WsService<H> {
+    type Conn = WsConn;
+
+    fn open(&mut self, id: ConnId, _peer: SocketAddr, now: Instant) -> WsConn {
+        WsConn {
+            id,
+            phase: Phase::Handshake {
+                buf: Vec::new(),
+                deadline: now + self.config.handshake_timeout,
+            },
+            last_rx: now,
+            next_ping: None,
+            missed_pongs: 0,
+            close_deadline: None,
+            close_code: None,
+        }
+    }
+
+    fn on_data(
+        &mut self,
+        conn: &mut WsConn,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> Verdict {
+        conn.last_rx = now;
+        conn.missed_pongs = 0;
+        match &mut conn.phase {
+            Phase::Open(_) => self.frames(conn, input, out, now),
+            Phase::Done => Verdict::Continue,
+            Phase::Handshake { buf, .. } if buf.is_empty() => {
+                match self.handshake(conn, input, out, now) {
+                    // The whole request was in this read: frames after it are decoded in place.
+                    Ok(Some(head)) => self.frames(conn, &mut input[head..], out, now),
+                    Ok(None) => {
+                        if let Phase::Handshake { buf, .. } = &mut conn.phase {
+                            buf.extend_from_slice(input);
+                        }
+                        Verdict::Continue
+                    }
+                    Err(v) => v,
+                }
+            }
+            Phase::Handshake { buf, .. } => {
+                let mut data = std::mem::take(buf);
+                data.extend_from_slice(input);
+                match self.handshake(conn, &data, out, now) {
+                    Ok(Some(head)) => self.frames(conn, &mut data[head..], out, now),
+                    Ok(None) => {
+                        if let Phase::Handshake { buf, .. } = &mut conn.phase {
+                            *buf = data;
+                        }
+                        Verdict::Continue
+                    }
+                    Err(v) => v,
+                }
+            }
+        }
+    }
+
+    fn on_eof(&mut self, conn: &mut WsConn, _out: &mut Vec<u8>, _now: Instant) -> Verdict {
+        if let Phase::Open(session) = &mut conn.phase {
+            if session.state() != SessionState::Closed {
+                tracing::debug!(conn = %conn.id, "peer closed TCP without a close handshake");
+                session.abort();
+            }
+        }
+        Verdict::Close
+    }
+
+    fn deadline(&self, conn: &WsConn) -> Option<Instant> {
+        match &conn.phase {
+            Phase::Handshake { deadline, .. } => Some(*deadline),
+            Phase::Done => None,
+            Phase::Open(_) => [
+                conn.close_deadline,
+                conn.next_ping,
+                self.config.idle_timeout.map(|t| conn.last_rx + t),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
+        }
+    }
+
+    fn on_deadline(&mut self, conn: &mut WsConn, out: &mut Vec<u8>, now: Instant) -> Verdict {
+        match &mut conn.phase {
+            Phase::Handshake { deadline, .. } if *deadline <= now => {
+                tracing::debug!(conn = %conn.id, "handshake timeout");
+                conn.phase = Phase::Done;
+                return Verdict::Close;
+            }
+            Phase::Open(session) => {
+                if conn.close_deadline.is_some_and(|d| d <= now) {
+                    tracing::debug!(conn = %conn.id, "close timeout: peer did not answer our close frame");
+                    session.abort();
+                    return Verdict::Close;
+                }
+            }
+            _ => return Verdict::Continue,
+        }
+        if conn.close_deadline.is_some() {
+            return Verdict::Continue; // closing already; only the close timeout matters now
+        }
+        if self
+            .config
+            .idle_timeout
+            .is_some_and(|t| conn.last_rx + t <= now)
+        {
+            tracing::debug!(conn = %conn.id, "idle timeout");
+            return self.start_close(conn, out, CloseCode::GOING_AWAY, "idle timeout", now);
+        }
+        if let (Some(at), Some(interval)) = (conn.next_ping, self.config.ping_interval) {
+            if at <= now {
+                if conn.missed_pongs >= MAX_MISSED_PONGS {
+                    tracing::debug!(conn = %conn.id, "peer missed {MAX_MISSED_PONGS} pongs");
+                    return self.start_close(conn, out, CloseCode::GOING_AWAY, "ping timeout", now);
+                }
+                if let Phase::Open(session) = &mut conn.phase {
+                    session.sender(out).ping(b"");
+                }
+                conn.missed_pongs += 1;
+                conn.next_ping = Some(now + interval);
+            }
+        }
+        Verdict::Continue
+    }
+
+    fn on_shutdown(&mut self, conn: &mut WsConn, out: &mut Vec<u8>, now: Instant) -> Verdict {
+        self.start_close(conn, out, CloseCode::GOING_AWAY, "server shutdown", now)
+    }
+
+    fn on_close(&mut self, conn: WsConn, _cause: CloseCause) {
+        if matches!(conn.phase, Phase::Open(_)) {
+            self.handler.on_close(conn.id, conn.close_code);
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! RFC 6455 WebSocket protocol as a sans-IO library.
+//!
+//! Nothing here touches a socket, a thread or a clock of its own: a transport hands in the bytes it
+//! read (mutably, so payloads are unmasked in place) and gets back events plus bytes to write. The
+//! same code serves the kernel-socket path and the DPDK path, and is testable byte by byte.
+//!
+//! - [`handshake`]: the HTTP/1.1 upgrade, server and client side.
+//! - [`frame`]: frame header parsing and encoding (RFC 6455 §5.2).
+//! - [`mask`]: word-wide in-place (un)masking.
+//! - [`utf8`]: incremental UTF-8 validation that fails at the first invalid byte.
+//! - [`close`]: close codes and close-frame payloads.
+//! - [`session`]: the per-connection state machine: decoding, message assembly, control frames,
+//!   the close handshake, and the [`Sender`] that encodes outgoing frames.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod close;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod session;
+pub mod utf8;
+
+pub use close::{CloseCode, CloseFrame};
+pub use error::ProtocolError;
+pub use frame::{FrameHeader, OpCode};
+pub use session::{Event, Limits, Message, Role, Sender, Session, SessionState};

@@ -1,0 +1,540 @@
+//! The per-connection WebSocket state machine, after the handshake.
+//!
+//! [`Session::feed`] takes the bytes a transport just read and reports [`Event`]s to a callback,
+//! together with a [`Sender`] that appends encoded frames to the transport's output buffer. The
+//! session answers pings, echoes the peer's close code, and fails the connection with the right
+//! code on any protocol violation; the application only sees messages (and may watch the rest).
+//!
+//! Copies: a message whose frame lies whole in the input is unmasked in place and handed out as a
+//! slice of the input. Only a message that is fragmented or spans reads is assembled in the
+//! session's own buffer, and only a header cut by a read boundary (at most 14 bytes) is kept.
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::error::ProtocolError;
+use crate::frame::{write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::mask::apply_mask;
+use crate::utf8::Utf8Validator;
+
+/// Assembly buffers larger than this are released after their message instead of kept.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Which end of the connection this session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Receives masked frames, sends unmasked ones.
+    Server,
+    /// Sends masked frames, receives unmasked ones. Holds the state of its masking-key generator.
+    Client {
+        /// xorshift32 state; must not be 0. Seed it from a random source.
+        mask_seed: u32,
+    },
+}
+
+/// Size limits, checked against frame headers before any payload is buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload of one frame.
+    pub max_frame: u64,
+    /// Largest message, the sum of its fragments.
+    pub max_message: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame: 64 << 20,
+            max_message: 64 << 20,
+        }
+    }
+}
+
+/// Where the closing handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    CloseSent,
+    /// The close handshake is complete or the connection failed: flush the output, then close
+    /// the TCP connection. Further input is ignored.
+    Closed,
+}
+
+/// A complete data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A text message, validated as UTF-8.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Message<'a> {
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match *self {
+            Self::Text(s) => s.as_bytes(),
+            Self::Binary(b) => b,
+        }
+    }
+}
+
+/// What the peer sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A complete message.
+    Message(Message<'a>),
+    /// A ping; the session has already queued the pong.
+    Ping(&'a [u8]),
+    /// A pong.
+    Pong(&'a [u8]),
+    /// A close frame; the session has already answered it if it had not sent one itself.
+    Close(Option<CloseFrame<'a>>),
+}
+
+/// Encodes frames into the transport's output buffer.
+pub struct Sender<'a> {
+    out: &'a mut Vec<u8>,
+    tx: &'a mut TxState,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TxState {
+    role: Role,
+    close_sent: bool,
+}
+
+impl TxState {
+    fn next_mask(&mut self) -> Option<[u8; 4]> {
+        match &mut self.role {
+            Role::Server => None,
+            Role::Client { mask_seed } => {
+                let mut x = *mask_seed;
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *mask_seed = x;
+                Some(x.to_ne_bytes())
+            }
+        }
+    }
+}
+
+impl Sender<'_> {
+    /// Send a text message. Ignored once a close frame was sent (RFC 6455 §5.5.1).
+    pub fn text(&mut self, text: &str) {
+        self.frame(true, OpCode::Text, text.as_bytes());
+    }
+
+    /// Send a binary message. Ignored once a close frame was sent.
+    pub fn binary(&mut self, data: &[u8]) {
+        self.frame(true, OpCode::Binary, data);
+    }
+
+    /// Send a message of the same type as `msg`.
+    pub fn message(&mut self, msg: Message<'_>) {
+        match msg {
+            Message::Text(t) => self.text(t),
+            Message::Binary(b) => self.binary(b),
+        }
+    }
+
+    /// Send a ping; payloads over 125 bytes are truncated to 125.
+    pub fn ping(&mut self, payload: &[u8]) {
+        self.frame(true, OpCode::Ping, &payload[..payload.len().min(125)]);
+    }
+
+    /// Send a pong; payloads over 125 bytes are truncated to 125.
+    pub fn pong(&mut self, payload: &[u8]) {
+        self.frame(true, OpCode::Pong, &payload[..payload.len().min(125)]);
+    }
+
+    /// Start the closing handshake. Only the first call sends a frame. The reason is cut to the
+    /// 123 bytes a control frame has room for, at a character boundary.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        if self.tx.close_sent {
+            return;
+        }
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut payload = [0u8; 125];
+        payload[..2].copy_from_slice(&code.0.to_be_bytes());
+        payload[2..2 + end].copy_from_slice(&reason.as_bytes()[..end]);
+        let mask = self.tx.next_mask();
+        write_frame(self.out, true, OpCode::Close, &payload[..2 + end], mask);
+        self.tx.close_sent = true;
+    }
+
+    /// Send one raw frame (for fragmented messages and tests). Ignored once a close was sent.
+    pub fn frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        if self.tx.close_sent {
+            return;
+        }
+        let mask = self.tx.next_mask();
+        write_frame(self.out, fin, opcode, payload, mask);
+    }
+
+    /// Whether a close frame has been sent.
+    pub fn close_sent(&self) -> bool {
+        self.tx.close_sent
+    }
+}
+
+/// Decoder position: between frames, or inside one frame's payload.
+#[derive(Debug, Clone, Copy)]
+enum Rx {
+    Header,
+    Payload { header: FrameHeader, done: u64 },
+}
+
+/// A WebSocket session after a successful handshake.
+#[derive(Debug)]
+pub struct Session {
+    limits: Limits,
+    tx: TxState,
+    rx: Rx,
+    /// Set when the peer's close arrived or the connection failed.
+    finished: bool,
+    /// Bytes of a header cut by the end of a read.
+    hdr: [u8; MAX_HEADER_LEN],
+    hdr_len: u8,
+    /// Type of the data message in progress, if any.
+    msg_type: Option<OpCode>,
+    /// The message in progress, when it is fragmented or spans reads.
+    msg: Vec<u8>,
+    /// A control frame's payload that spans reads.
+    ctrl: Vec<u8>,
+    utf8: Utf8Validator,
+}
+
+impl Session {
+    /// A session in the open state.
+    pub fn new(role: Role, limits: Limits) -> Self {
+        Self {
+            limits,
+            tx: TxState {
+                role,
+                close_sent: false,
+            },
+            rx: Rx::Header,
+            finished: false,
+            hdr: [0; MAX_HEADER_LEN],
+            hdr_len: 0,
+            msg_type: None,
+            msg: Vec::new(),
+            ctrl: Vec::new(),
+            utf8: Utf8Validator::new(),
+        }
+    }
+
+    /// Where the closing handshake stands.
+    pub fn state(&self) -> SessionState {
+        if self.finished {
+            SessionState::Closed
+        } else if self.tx.close_sent {
+            SessionState::CloseSent
+        } else {
+            SessionState::Open
+        }
+    }
+
+    /// Change the size limits (they apply from the next frame header on).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// A sender that appends frames to `out`.
+    pub fn sender<'a>(&'a mut self, out: &'a mut Vec<u8>) -> Sender<'a> {
+        Sender {
+            out,
+            tx: &mut self.tx,
+        }
+    }
+
+    /// Bytes of partial frames and messages held by this session.
+    pub fn buffered(&self) -> usize {
+        self.msg.len() + self.ctrl.len() + self.hdr_len as usize
+    }
+
+    /// Give up on the connection without a handshake (e.g. the close timeout passed).
+    pub fn abort(&mut self) {
+        self.finished = true;
+    }
+
+    /// Decode `input`, which the transport just read; it is unmasked in place.
+    ///
+    /// `on_event` sees each event with a [`Sender`] for replies. Protocol duties are done before
+    /// it is called: pings answered, a close echoed. On a violation the session sends a close
+    /// frame with the matching code, moves to [`SessionState::Closed`] and returns the error for
+    /// the caller to log; input after that, or after the peer's close, is ignored.
+    pub fn feed<F>(
+        &mut self,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+        mut on_event: F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        if self.finished {
+            return Ok(());
+        }
+        let result = self.decode(input, out, &mut on_event);
+        if let Err(e) = &result {
+            Sender {
+                out,
+                tx: &mut self.tx,
+            }
+            .close(e.close_code(), "");
+            self.finished = true;
+        }
+        result
+    }
+
+    fn decode<F>(
+        &mut self,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+        on_event: &mut F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        let mut pos = 0;
+        while pos < input.len() && !self.finished {
+            match self.rx {
+                Rx::Header => {
+                    let Some(header) = self.read_header(input, &mut pos)? else {
+                        return Ok(());
+                    };
+                    self.check_header(&header)?;
+                    if !header.opcode.is_control() {
+                        self.msg_type.get_or_insert(header.opcode);
+                    }
+                    self.rx = Rx::Payload { header, done: 0 };
+                    if header.len == 0 {
+                        self.on_payload(header, 0, &mut [], out, on_event)?;
+                    }
+                }
+                Rx::Payload { header, done } => {
+                    let avail = input.len() - pos;
+                    let take = (header.len - done).min(avail as u64) as usize;
+                    let chunk = &mut input[pos..pos + take];
+                    pos += take;
+                    self.on_payload(header, done, chunk, out, on_event)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Parse the next header from `input[*pos..]`, joining it to a stashed prefix if there is one.
+    fn read_header(
+        &mut self,
+        input: &[u8],
+        pos: &mut usize,
+    ) -> Result<Option<FrameHeader>, ProtocolError> {
+        let rest = &input[*pos..];
+        if self.hdr_len == 0 {
+            if let Some((header, n)) = FrameHeader::parse(rest)? {
+                *pos += n;
+                return Ok(Some(header));
+            }
+            self.hdr[..rest.len()].copy_from_slice(rest);
+            self.hdr_len = rest.len() as u8;
+            *pos = input.len();
+            return Ok(None);
+        }
+        let have = self.hdr_len as usize;
+        let take = (MAX_HEADER_LEN - have).min(rest.len());
+        self.hdr[have..have + take].copy_from_slice(&rest[..take]);
+        match FrameHeader::parse(&self.hdr[..have + take])? {
+            Some((header, n)) => {
+                *pos += n - have;
+                self.hdr_len = 0;
+                Ok(Some(header))
+            }
+            None => {
+                self.hdr_len += take as u8;
+                *pos += take;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The rules of RFC 6455 §5 that a header must meet in this session, and the size limits.
+    fn check_header(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        match (self.tx.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client { .. }, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if h.rsv != 0 {
+            return Err(ProtocolError::ReservedBits(h.rsv));
+        }
+        if h.opcode.is_control() {
+            if !h.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if h.len > 125 {
+                return Err(ProtocolError::ControlFrameTooLong(h.len));
+            }
+            return Ok(());
+        }
+        match (h.opcode, self.msg_type) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
+            _ => {}
+        }
+        if h.len > self.limits.max_frame {
+            return Err(ProtocolError::FrameTooLarge {
+                len: h.len,
+                max: self.limits.max_frame,
+            });
+        }
+        let total = self.msg.len() as u64 + h.len;
+        if total > self.limits.max_message {
+            return Err(ProtocolError::MessageTooLarge {
+                len: total,
+                max: self.limits.max_message,
+            });
+        }
+        Ok(())
+    }
+
+    /// Handle `chunk`, the payload bytes `done..done + chunk.len()` of the current frame.
+    fn on_payload<F>(
+        &mut self,
+        header: FrameHeader,
+        done: u64,
+        chunk: &mut [u8],
+        out: &mut Vec<u8>,
+        on_event: &mut F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        if let Some(key) = header.mask {
+            apply_mask(chunk, key, (done % 4) as usize);
+        }
+        let complete = done + chunk.len() as u64 == header.len;
+        self.rx = if complete {
+            Rx::Header
+        } else {
+            Rx::Payload {
+                header,
+                done: done + chunk.len() as u64,
+            }
+        };
+
+        if header.opcode.is_control() {
+            if complete && done == 0 {
+                return self.on_control(header.opcode, chunk, out, on_event);
+            }
+            self.ctrl.extend_from_slice(chunk);
+            if complete {
+                let ctrl = std::mem::take(&mut self.ctrl);
+                let result = self.on_control(header.opcode, &ctrl, out, on_event);
+                self.ctrl = ctrl;
+                self.ctrl.clear();
+                return result;
+            }
+            return Ok(());
+        }
+
+        let text = self.msg_type == Some(OpCode::Text);
+        let whole = complete && done == 0 && header.fin && header.opcode != OpCode::Continuation;
+        if whole {
+            // Zero-copy: the whole message is in the caller's buffer.
+            self.msg_type = None;
+            let msg = if text {
+                Message::Text(std::str::from_utf8(chunk).map_err(|_| ProtocolError::InvalidUtf8)?)
+            } else {
+                Message::Binary(chunk)
+            };
+            on_event(
+                Event::Message(msg),
+                &mut Sender {
+                    out,
+                    tx: &mut self.tx,
+                },
+            );
+            return Ok(());
+        }
+        if text {
+            self.utf8
+                .feed(chunk)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        self.msg.extend_from_slice(chunk);
+        if complete && header.fin {
+            self.msg_type = None;
+            let msg = if text {
+                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                // Validated piece by piece above; checking again keeps this crate free of unsafe.
+                Message::Text(
+                    std::str::from_utf8(&self.msg).map_err(|_| ProtocolError::InvalidUtf8)?,
+                )
+            } else {
+                Message::Binary(&self.msg)
+            };
+            on_event(
+                Event::Message(msg),
+                &mut Sender {
+                    out,
+                    tx: &mut self.tx,
+                },
+            );
+            self.msg.clear();
+            if self.msg.capacity() > KEEP_CAPACITY {
+                self.msg = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    fn on_control<F>(
+        &mut self,
+        op: OpCode,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+        on_event: &mut F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        let mut sender = Sender {
+            out,
+            tx: &mut self.tx,
+        };
+        match op {
+            OpCode::Ping => {
+                sender.pong(payload);
+                on_event(Event::Ping(payload), &mut sender);
+            }
+            OpCode::Pong => on_event(Event::Pong(payload), &mut sender),
+            OpCode::Close => {
+                let frame = CloseFrame::parse(payload)?;
+                if !sender.close_sent() {
+                    match frame {
+                        Some(f) => sender.close(f.code, ""),
+                        None => {
+                            let mask = sender.tx.next_mask();
+                            write_frame(sender.out, true, OpCode::Close, &[], mask);
+                            sender.tx.close_sent = true;
+                        }
+                    }
+                }
+                self.finished = true;
+                on_event(Event::Close(frame), &mut sender);
+            }
+            // Data opcodes never reach here: `is_control` routed them elsewhere.
+            OpCode::Continuation | OpCode::Text | OpCode::Binary => {}
+        }
+        Ok(())
+    }
+}
