@@ -283,8 +283,9 @@ impl<H: Handler> Service for WsService<H> {
         match &conn.phase {
             Phase::Handshake { deadline, .. } => Some(*deadline),
             Phase::Done => None,
+            // While closing, only the close timeout matters.
+            Phase::Open(_) if conn.close_deadline.is_some() => conn.close_deadline,
             Phase::Open(_) => [
-                conn.close_deadline,
                 conn.next_ping,
                 self.config.idle_timeout.map(|t| conn.last_rx + t),
             ]
@@ -324,8 +325,13 @@ impl<H: Handler> Service for WsService<H> {
         if let (Some(at), Some(interval)) = (conn.next_ping, self.config.ping_interval) {
             if at <= now {
                 if conn.missed_pongs >= MAX_MISSED_PONGS {
+                    // The peer looks dead: say why, but do not wait for a close reply.
                     tracing::debug!(conn = %conn.id, "peer missed {MAX_MISSED_PONGS} pongs");
-                    return self.start_close(conn, out, CloseCode::GOING_AWAY, "ping timeout", now);
+                    self.start_close(conn, out, CloseCode::GOING_AWAY, "ping timeout", now);
+                    if let Phase::Open(session) = &mut conn.phase {
+                        session.abort();
+                    }
+                    return Verdict::Close;
                 }
                 if let Phase::Open(session) = &mut conn.phase {
                     session.sender(out).ping(b"");

@@ -69,7 +69,7 @@ pub struct CommonArgs {
 
     /// CPUs to pin workers to, e.g. `0,2-3`; worker i runs on the i-th (cycling) [default: not pinned].
     #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<CpuList>,
 
     /// Connections open at once across all workers; more are closed right after accept.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
@@ -219,8 +219,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// A list of CPU numbers (one flag value, so clap does not treat it as repeated values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
 /// Parse a CPU list such as `0,2-3`.
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
     let bad = || format!("invalid CPU list {s:?}; use e.g. 0,2-3");
     let mut cpus = Vec::new();
     for part in s.split(',').map(str::trim) {
@@ -242,7 +246,7 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     if let Some(dup) = cpus.iter().find(|c| !seen.insert(**c)) {
         return Err(format!("CPU {dup} appears twice in {s:?}"));
     }
-    Ok(cpus)
+    Ok(CpuList(cpus))
 }
 
 #[cfg(test)]
@@ -281,8 +285,8 @@ mod tests {
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0,2-3"), Ok(vec![0, 2, 3]));
-        assert_eq!(parse_cpu_list("1"), Ok(vec![1]));
+        assert_eq!(parse_cpu_list("0,2-3"), Ok(CpuList(vec![0, 2, 3])));
+        assert_eq!(parse_cpu_list("1"), Ok(CpuList(vec![1])));
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("0,0").is_err());
         assert!(parse_cpu_list("a").is_err());

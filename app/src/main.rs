@@ -120,7 +120,7 @@ fn kernel_config(
     listen: std::net::SocketAddr,
     common: &CommonArgs,
 ) -> Result<KernelConfig, String> {
-    let cpus = common.cpus.clone().unwrap_or_default();
+    let cpus = common.cpus.clone().map(|c| c.0).unwrap_or_default();
     let workers = match common.workers {
         Some(n) => usize::from(n),
         None if !cpus.is_empty() => cpus.len(),

@@ -111,6 +111,8 @@ pub(super) struct Worker<S: Service> {
     ready: VecDeque<usize>,
     dirty: Vec<usize>,
     timers: Timers,
+    /// Scratch list of timer entries being run (kept to reuse its allocation).
+    due: Vec<Entry>,
     generation: u32,
     shutdown: Option<Instant>,
     report: WorkerReport,
@@ -145,6 +147,7 @@ impl<S: Service> Worker<S> {
             ready: VecDeque::new(),
             dirty: Vec::new(),
             timers: Timers::default(),
+            due: Vec::new(),
             generation: 0,
             shutdown: None,
             report: WorkerReport {
@@ -515,7 +518,11 @@ impl<S: Service> Worker<S> {
     }
 
     fn run_timers(&mut self, now: Instant) {
-        while let Some(e) = self.timers.pop_due(now) {
+        // Only entries due when this pass starts: one re-armed in the past by the service runs
+        // in the next loop iteration, after I/O, instead of spinning here.
+        let mut due = std::mem::take(&mut self.due);
+        due.extend(std::iter::from_fn(|| self.timers.pop_due(now)));
+        for e in due.drain(..) {
             let Some(c) = self.conns.get_mut(e.slot) else {
                 continue;
             };
@@ -524,16 +531,14 @@ impl<S: Service> Worker<S> {
             }
             c.armed = None;
             match c.phase {
-                Phase::Open => {
-                    if self.service.deadline(&c.state).is_some_and(|d| d <= now) {
-                        let v = self.service.on_deadline(&mut c.state, &mut c.out, now);
-                        if c.unsent() > 0 && !c.dirty {
-                            c.dirty = true;
-                            self.dirty.push(e.slot);
-                        }
-                        if v == Verdict::Close {
-                            self.begin_close(e.slot, now);
-                        }
+                Phase::Open if self.service.deadline(&c.state).is_some_and(|d| d <= now) => {
+                    let v = self.service.on_deadline(&mut c.state, &mut c.out, now);
+                    if c.unsent() > 0 && !c.dirty {
+                        c.dirty = true;
+                        self.dirty.push(e.slot);
+                    }
+                    if v == Verdict::Close {
+                        self.begin_close(e.slot, now);
                     }
                 }
                 Phase::Flushing { until } | Phase::Draining { until } if until <= now => {
@@ -544,6 +549,7 @@ impl<S: Service> Worker<S> {
             }
             self.arm(e.slot);
         }
+        self.due = due;
         // Output queued by deadlines goes out in this iteration too.
         if !self.dirty.is_empty() {
             self.flush_dirty(now);
