@@ -330,9 +330,10 @@ fn sigterm_sends_1001_to_every_session_and_exits_0() {
         "log:\n{}",
         app.log_text()
     );
-    let log = app.log_text();
-    assert!(log.contains("stopped: connections accepted 20"), "{log}");
-    assert!(log.contains("abandoned at deadline 0"), "{log}");
+    app.wait_for_log(&[
+        "stopped: connections accepted 20",
+        "abandoned at deadline 0",
+    ]);
     // New connections are refused once shutdown began.
     assert!(TcpStream::connect(app.addr).is_err());
 }
@@ -355,11 +356,7 @@ fn shutdown_deadline_bounds_the_wait_for_silent_clients() {
     app.signal("INT");
     assert_eq!(app.wait_exit(Duration::from_secs(5)), Some(0));
     assert!(start.elapsed() < Duration::from_secs(3));
-    assert!(
-        app.log_text().contains("abandoned at deadline 1"),
-        "{}",
-        app.log_text()
-    );
+    app.wait_for_log(&["abandoned at deadline 1"]);
 }
 
 #[test]
@@ -399,9 +396,8 @@ fn shared_accept_mode_spreads_connections_over_workers() {
         ws.send(Message::binary(vec![i as u8; 100])).unwrap();
         assert_eq!(ws.read().unwrap(), Message::binary(vec![i as u8; 100]));
     }
-    let log = app.log_text();
     // Connection ids are worker.slot; both workers must have handshakes.
-    assert!(log.contains("conn=0.") && log.contains("conn=1."), "{log}");
+    app.wait_for_log(&["conn=0.", "conn=1."]);
 }
 
 #[test]
@@ -484,11 +480,7 @@ fn peer_vanishing_mid_session_is_cleaned_up() {
     let ws = connect(&app);
     ws.get_ref().shutdown(Shutdown::Both).unwrap();
     drop(ws);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !app.log_text().contains("session closed") {
-        assert!(Instant::now() < deadline, "{}", app.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    app.wait_for_log(&["session closed"]);
     // And the server still serves.
     let mut ws = connect(&app);
     ws.send(Message::text("ok")).unwrap();

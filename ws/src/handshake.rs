@@ -348,7 +348,7 @@ mod tests {
         let mut s =
             request("Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n");
         let head = s.len();
-        s.push_str("\u{81}");
+        s.push('\u{81}');
         let (req, n) = parse(&s).unwrap().unwrap();
         assert_eq!(n, head);
         assert_eq!(req.path, "/chat");

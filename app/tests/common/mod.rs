@@ -86,6 +86,23 @@ impl Appliance {
         None
     }
 
+    /// Wait until the log contains every one of `needles` (the log is read by a background
+    /// thread, so it can lag behind what the appliance has already done). Panics after 10 s.
+    pub fn wait_for_log(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.log_text();
+            if needles.iter().all(|n| text.contains(n)) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log never contained {needles:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian/Ubuntu machine:
+#   1. installs what the tests need when it is missing (apt: python3-venv, patch, nodejs, npm;
+#      pip: websockets; npm: ws; the Autobahn testsuite via ../shared/tools/autobahn/setup.sh);
+#   2. checks formatting and lints (cargo fmt, cargo clippy -D warnings);
+#   3. runs the Rust unit, property and integration tests (cargo nextest, else cargo test);
+#   4. runs the echo appliance on kernel sockets and drives it with the Python `websockets` and
+#      Node `ws` clients;
+#   5. runs the Autobahn|Testsuite quick set against it and requires zero FAILED.
+# Exits non-zero if any stage fails; stages that cannot run say so in a SKIPPED banner (and fail
+# under CI=true). Extra arguments are passed to the test runner (e.g. a test name filter).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEPS="$ROOT/scripts/.deps"
+AUTOBAHN="${AUTOBAHN_DIR:-$ROOT/../shared/tools/autobahn}"
+cd "$ROOT"
+
+START=$(date +%s)
+PASSED=0
+FAILED=0
+SKIPPED=0
+FAILED_STAGES=()
+PIDS=()
+
+say() { printf '\n=== test.sh: %s (%ss)\n' "$*" "$(($(date +%s) - START))"; }
+skip() {
+  printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+  printf '!!! SKIPPED: %s\n' "$*"
+  printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+  SKIPPED=$((SKIPPED + 1))
+  if [ "${CI:-}" = "true" ]; then
+    FAILED=$((FAILED + 1))
+    FAILED_STAGES+=("skipped under CI: $*")
+  fi
+}
+stage() { # NAME COMMAND...: run a stage, record its result, keep going
+  local name="$1"
+  shift
+  say "$name"
+  if "$@"; then
+    PASSED=$((PASSED + 1))
+  else
+    FAILED=$((FAILED + 1))
+    FAILED_STAGES+=("$name")
+    echo "test.sh: stage FAILED: $name"
+  fi
+}
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------------------------------------
+# 1. What the tests need
+say "checking prerequisites"
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "test.sh: cargo not found. Install Rust (stable) with rustup (https://rustup.rs), then run this again." >&2
+  exit 2
+fi
+need_apt=()
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v patch >/dev/null 2>&1 || need_apt+=(patch)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: missing packages: ${need_apt[*]}; install them (sudo apt-get install ${need_apt[*]}) or run as root." >&2
+    exit 2
+  fi
+  echo "test.sh: installing ${need_apt[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+mkdir -p "$DEPS"
+if [ ! -x "$DEPS/py/bin/python" ]; then
+  python3 -m venv "$DEPS/py"
+fi
+if ! "$DEPS/py/bin/python" -c 'import websockets, sys; sys.exit(websockets.version.version != "15.0.1")' 2>/dev/null; then
+  echo "test.sh: installing Python websockets 15.0.1 into scripts/.deps/py"
+  "$DEPS/py/bin/pip" install --quiet --disable-pip-version-check websockets==15.0.1
+fi
+if [ ! -f "$DEPS/node/node_modules/ws/package.json" ]; then
+  echo "test.sh: installing Node ws 8.18.0 into scripts/.deps/node"
+  npm install --silent --no-audit --no-fund --prefix "$DEPS/node" ws@8.18.0 >/dev/null
+fi
+HAVE_AUTOBAHN=0
+if [ -x "$AUTOBAHN/setup.sh" ]; then
+  "$AUTOBAHN/setup.sh" | tail -1
+  HAVE_AUTOBAHN=1
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 2. Formatting and lints
+if cargo fmt --version >/dev/null 2>&1; then
+  stage "cargo fmt --check" cargo fmt --all -- --check
+else
+  skip "cargo fmt is not installed (rustup component add rustfmt)"
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  stage "cargo clippy -D warnings" cargo clippy --workspace --all-targets --release --quiet -- -D warnings
+else
+  skip "cargo clippy is not installed (rustup component add clippy)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 3. Rust tests (release profile: the same build serves the smoke and conformance stages)
+if cargo nextest --version >/dev/null 2>&1; then
+  stage "cargo nextest (unit, property, integration)" cargo nextest run --workspace --release --no-fail-fast "$@"
+else
+  echo "test.sh: cargo-nextest not installed; using cargo test"
+  stage "cargo test (unit, property, integration)" cargo test --workspace --release --no-fail-fast "$@"
+fi
+cargo build --release --quiet -p hioload-ws-app
+BIN="$ROOT/target/release/hioload-ws"
+
+# Start the appliance on a free port; sets APP_URL. Logs go to $1.
+start_appliance() {
+  local log="$1"
+  shift
+  "$BIN" echo --listen 127.0.0.1:0 --log-level info --log-format text "$@" >"$log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  APP_PID=$pid
+  APP_URL=""
+  for _ in $(seq 1 100); do
+    APP_URL=$(sed -n 's/\x1b\[[0-9;]*m//g; s/.*listening on \(ws:\/\/[^ ]*\).*/\1/p' "$log" | head -1)
+    [ -n "$APP_URL" ] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "test.sh: the appliance did not start; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+stop_appliance() {
+  kill -TERM "$APP_PID" 2>/dev/null || true
+  wait "$APP_PID" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------------------------------------
+# 4. Clients nobody here wrote
+LOGS="$ROOT/target/test-logs"
+mkdir -p "$LOGS"
+if start_appliance "$LOGS/smoke.log" --workers 2; then
+  stage "Python websockets client smoke test ($APP_URL)" "$DEPS/py/bin/python" scripts/smoke/py_client.py "$APP_URL/smoke"
+  stage "Node ws client smoke test ($APP_URL)" env NODE_PATH="$DEPS/node/node_modules" node scripts/smoke/node_client.js "$APP_URL/smoke"
+  stop_appliance
+else
+  FAILED=$((FAILED + 1))
+  FAILED_STAGES+=("appliance start for smoke tests")
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 5. Conformance
+if [ "$HAVE_AUTOBAHN" = 1 ]; then
+  if start_appliance "$LOGS/autobahn.log"; then
+    stage "Autobahn|Testsuite quick set ($APP_URL)" "$AUTOBAHN/run.sh" "$APP_URL" "$ROOT/target/autobahn" quick
+    stop_appliance
+  else
+    FAILED=$((FAILED + 1))
+    FAILED_STAGES+=("appliance start for Autobahn")
+  fi
+else
+  skip "Autobahn testsuite not found at $AUTOBAHN (set AUTOBAHN_DIR)"
+fi
+
+say "done"
+for s in "${FAILED_STAGES[@]}"; do
+  echo "test.sh: failed: $s"
+done
+echo "test.sh stages: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+[ "$FAILED" -eq 0 ]
