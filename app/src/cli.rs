@@ -26,6 +26,70 @@ pub enum Mode {
     Echo(EchoArgs),
     /// Raw TCP echo: every byte comes back.
     TcpEcho(TcpEchoArgs),
+    /// Load generators that measure an appliance end to end.
+    #[command(subcommand)]
+    Bench(BenchKind),
+}
+
+/// What `bench` measures.
+#[derive(Debug, Subcommand)]
+pub enum BenchKind {
+    /// WebSocket echo load: N sessions, D messages in flight each, every echo verified byte for
+    /// byte, round trips in an HDR histogram; progress each second, then a summary.
+    Echo(BenchEchoArgs),
+}
+
+/// Flags of `bench echo`.
+#[derive(Debug, Args)]
+pub struct BenchEchoArgs {
+    /// The echo server's URL.
+    #[arg(
+        long,
+        default_value = "ws://127.0.0.1:8080/",
+        value_name = "ws://HOST:PORT/PATH"
+    )]
+    pub url: String,
+
+    /// WebSocket sessions to open.
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub connections: u32,
+
+    /// Messages in flight per session; 0 opens the sessions and holds them idle (with
+    /// --server-pid this measures server memory per idle connection).
+    #[arg(long, default_value_t = 1, value_name = "D", value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub depth: u32,
+
+    /// Payload size of each message.
+    #[arg(long, default_value = "32", value_name = "SIZE", value_parser = parse_size)]
+    pub size: u64,
+
+    /// Measured time.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Time to run before measuring (connections are opened during it).
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Send text messages (ASCII payloads) instead of binary.
+    #[arg(long, conflicts_with = "binary")]
+    pub text: bool,
+
+    /// Send binary messages (the default).
+    #[arg(long)]
+    pub binary: bool,
+
+    /// PID of the server, to report its CPU time per message (Linux /proc).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// Pin the generator to this CPU.
+    #[arg(long, value_name = "CPU")]
+    pub cpu: Option<usize>,
+
+    /// Print one JSON line with the results instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `echo`.
@@ -95,6 +159,12 @@ pub struct CommonArgs {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// After the last network event, keep polling without sleeping for this long (e.g. `50us`).
+    /// Lowers latency and raises throughput at low concurrency, at the cost of CPU; `0` always
+    /// sleeps in the poller. An idle server sleeps either way once this has passed.
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_optional_duration)]
+    pub busy_poll: OptionalDuration,
 
     /// How accepted connections reach workers: `reuseport` (one SO_REUSEPORT listener per
     /// worker; Linux) or `shared` (one listener, connections handed round-robin to workers).

@@ -60,6 +60,10 @@ pub struct KernelConfig {
     pub close_linger: Duration,
     /// How accepted connections reach workers.
     pub accept_mode: AcceptMode,
+    /// After the last event, keep polling without blocking for this long before sleeping in the
+    /// poller. Trades CPU for latency: a sleeping worker pays a wake-up (expensive on VMs) per
+    /// batch of events. Zero always blocks; an idle worker sleeps once this has passed.
+    pub busy_poll: Duration,
 }
 
 impl Default for KernelConfig {
@@ -73,6 +77,7 @@ impl Default for KernelConfig {
             read_buffer: 64 * 1024,
             close_linger: Duration::from_secs(2),
             accept_mode: AcceptMode::default(),
+            busy_poll: Duration::ZERO,
         }
     }
 }

@@ -115,6 +115,8 @@ pub(super) struct Worker<S: Service> {
     due: Vec<Entry>,
     generation: u32,
     shutdown: Option<Instant>,
+    /// When the poller last returned events (for `busy_poll`).
+    last_activity: Instant,
     report: WorkerReport,
     last_accept_warning: Option<Instant>,
 }
@@ -150,6 +152,7 @@ impl<S: Service> Worker<S> {
             due: Vec::new(),
             generation: 0,
             shutdown: None,
+            last_activity: Instant::now(),
             report: WorkerReport {
                 worker: index,
                 ..WorkerReport::default()
@@ -181,6 +184,9 @@ impl<S: Service> Worker<S> {
                 break;
             }
             let now = Instant::now();
+            if !events.is_empty() {
+                self.last_activity = now;
+            }
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => self.drain_inbox(now),
@@ -221,7 +227,7 @@ impl<S: Service> Worker<S> {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || now.duration_since(self.last_activity) < self.cfg.busy_poll {
             return Some(Duration::ZERO);
         }
         let next = match (self.timers.next(), self.shutdown) {
