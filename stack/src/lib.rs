@@ -6,6 +6,7 @@
 //!   accept, read into a shared per-worker buffer, hand to the [`Service`], write corked output.
 //! - [`service`]: the connection API the transports drive and protocols implement.
 //! - [`timer`]: per-worker deadlines (handshake, idle, ping, close linger).
+//! - [`bufpool`]: output buffers lent to connections only while they have output.
 //! - [`affinity`]: pinning worker threads to CPUs.
 //!
 //! The DPDK transport (EAL, mempools, ports, smoltcp, flow table) lands behind the `dpdk` feature.
@@ -19,6 +20,7 @@ compile_error!(
 );
 
 pub mod affinity;
+pub mod bufpool;
 pub mod error;
 pub mod kernel;
 pub mod service;

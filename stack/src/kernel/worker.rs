@@ -15,6 +15,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::KernelConfig;
+use crate::bufpool::BufPool;
 use crate::service::{CloseCause, ConnId, Service, Verdict};
 use crate::timer::{Entry, Timers};
 
@@ -23,8 +24,9 @@ pub(super) const WAKER: Token = Token(usize::MAX);
 const LISTENER: Token = Token(usize::MAX - 1);
 /// Reads per connection per turn, so one busy client cannot starve the others.
 const READS_PER_TURN: usize = 4;
-/// Output buffers larger than this are released once drained.
-const KEEP_OUT_CAPACITY: usize = 64 * 1024;
+/// Free output buffers a worker keeps for reuse, and their total size.
+const POOLED_BUFFERS: usize = 1024;
+const POOLED_BYTES: usize = 32 << 20;
 
 /// Messages to a worker from other threads.
 pub(super) enum Command {
@@ -108,6 +110,7 @@ pub(super) struct Worker<S: Service> {
     service: S,
     conns: Slab<Conn<S::Conn>>,
     rbuf: Vec<u8>,
+    pool: BufPool,
     ready: VecDeque<usize>,
     dirty: Vec<usize>,
     timers: Timers,
@@ -134,6 +137,9 @@ impl<S: Service> Worker<S> {
         service: S,
     ) -> Self {
         let rbuf = vec![0; cfg.read_buffer.max(1024)];
+        // Address space only: pages are touched as connections arrive, and the slab never has
+        // to move every connection while accepting.
+        let conns = Slab::with_capacity(cfg.max_connections.min(1 << 20));
         Self {
             index,
             cfg,
@@ -144,8 +150,9 @@ impl<S: Service> Worker<S> {
             next_peer: 0,
             active,
             service,
-            conns: Slab::new(),
+            conns,
             rbuf,
+            pool: BufPool::new(POOLED_BUFFERS, POOLED_BYTES),
             ready: VecDeque::new(),
             dirty: Vec::new(),
             timers: Timers::default(),
@@ -358,6 +365,7 @@ impl<S: Service> Worker<S> {
             let Some(c) = self.conns.get_mut(slot) else {
                 return;
             };
+            self.pool.lend(&mut c.out);
             for _ in 0..READS_PER_TURN {
                 if !c.readable
                     || (c.phase == Phase::Open && c.unsent() > self.cfg.backpressure_limit)
@@ -411,6 +419,7 @@ impl<S: Service> Worker<S> {
                 c.dirty = true;
                 self.dirty.push(slot);
             }
+            self.pool.reclaim(&mut c.out);
             if c.readable && !c.queued && c.unsent() <= self.cfg.backpressure_limit {
                 // Budget used up with more to read: continue next turn, after the others.
                 c.queued = true;
@@ -474,9 +483,7 @@ impl<S: Service> Worker<S> {
         if c.out_pos == c.out.len() {
             c.out.clear();
             c.out_pos = 0;
-            if c.out.capacity() > KEEP_OUT_CAPACITY {
-                c.out = Vec::new();
-            }
+            self.pool.reclaim(&mut c.out);
         } else if c.out_pos > c.out.len() / 2 {
             c.out.drain(..c.out_pos);
             c.out_pos = 0;
@@ -538,7 +545,9 @@ impl<S: Service> Worker<S> {
             c.armed = None;
             match c.phase {
                 Phase::Open if self.service.deadline(&c.state).is_some_and(|d| d <= now) => {
+                    self.pool.lend(&mut c.out);
                     let v = self.service.on_deadline(&mut c.state, &mut c.out, now);
+                    self.pool.reclaim(&mut c.out);
                     if c.unsent() > 0 && !c.dirty {
                         c.dirty = true;
                         self.dirty.push(e.slot);
@@ -579,7 +588,9 @@ impl<S: Service> Worker<S> {
                 continue;
             };
             if c.phase == Phase::Open {
+                self.pool.lend(&mut c.out);
                 let v = self.service.on_shutdown(&mut c.state, &mut c.out, now);
+                self.pool.reclaim(&mut c.out);
                 if !c.dirty {
                     c.dirty = true;
                     self.dirty.push(slot);
@@ -610,6 +621,8 @@ impl<S: Service> Worker<S> {
         }
         let mut c = self.conns.remove(slot);
         let _ = self.poll.registry().deregister(&mut c.stream);
+        c.out.clear();
+        self.pool.reclaim(&mut c.out);
         self.active.fetch_sub(1, Ordering::Relaxed);
         match cause {
             CloseCause::Done => self.report.closed += 1,
