@@ -52,12 +52,18 @@ impl Default for WsConfig {
 pub struct WsService<H> {
     handler: H,
     config: WsConfig,
+    /// Zero of the service's millisecond clock.
+    epoch: Instant,
 }
 
 impl<H: Handler> WsService<H> {
     /// A service running `handler` with `config`.
     pub fn new(handler: H, config: WsConfig) -> Self {
-        Self { handler, config }
+        Self {
+            handler,
+            config,
+            epoch: Instant::now(),
+        }
     }
 
     /// The handler.
@@ -66,15 +72,25 @@ impl<H: Handler> WsService<H> {
     }
 }
 
+/// Milliseconds since the service's epoch. Eight bytes instead of an `Instant`'s sixteen: it is
+/// stored several times per connection, and idle connections are meant to cost little.
+type Millis = u64;
+/// "No timer".
+const NEVER: Millis = Millis::MAX;
+
 /// One connection's WebSocket state.
 #[derive(Debug)]
 pub struct WsConn {
     id: ConnId,
     phase: Phase,
-    last_rx: Instant,
-    next_ping: Option<Instant>,
+    /// When the peer last sent anything.
+    last_rx: Millis,
+    /// The phase's own timer: the handshake deadline while handshaking, the close deadline once
+    /// our close frame is out, otherwise the next ping (if pings are on).
+    timer: Millis,
     missed_pongs: u8,
-    close_deadline: Option<Instant>,
+    /// Our close frame is out and `timer` is the close deadline.
+    closing: bool,
     close_code: Option<CloseCode>,
 }
 
@@ -83,9 +99,8 @@ enum Phase {
     /// Waiting for the upgrade request; `buf` holds it only if it spans reads.
     Handshake {
         buf: Vec<u8>,
-        deadline: Instant,
     },
-    Open(Box<Session>),
+    Open(Session),
     /// Rejected or finished: input is ignored while the transport closes.
     Done,
 }
@@ -98,6 +113,14 @@ impl WsConn {
 }
 
 impl<H: Handler> WsService<H> {
+    fn ms(&self, t: Instant) -> Millis {
+        t.saturating_duration_since(self.epoch).as_millis() as Millis
+    }
+
+    fn instant(&self, ms: Millis) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
     /// Parse the upgrade request in `data`; on success open the session and return the length
     /// of the request head. `Err` carries the verdict for a finished handshake attempt.
     fn handshake(
@@ -132,9 +155,13 @@ impl<H: Handler> WsService<H> {
                     }
                 }
                 out.extend_from_slice(&handshake::accept_response(&req, protocol.as_deref()));
-                conn.phase = Phase::Open(Box::new(Session::new(Role::Server, self.config.limits)));
+                conn.phase = Phase::Open(Session::new(Role::Server, self.config.limits));
+                let now = self.ms(now);
                 conn.last_rx = now;
-                conn.next_ping = self.config.ping_interval.map(|i| now + i);
+                conn.timer = self
+                    .config
+                    .ping_interval
+                    .map_or(NEVER, |i| now + i.as_millis() as Millis);
                 Ok(Some(head_len))
             }
             Decision::Reject { status, reason } => {
@@ -182,8 +209,10 @@ impl<H: Handler> WsService<H> {
         match session.state() {
             SessionState::Open => Verdict::Continue,
             SessionState::CloseSent => {
-                conn.close_deadline
-                    .get_or_insert(now + self.config.close_timeout);
+                if !conn.closing {
+                    conn.closing = true;
+                    conn.timer = self.ms(now + self.config.close_timeout);
+                }
                 Verdict::Continue
             }
             SessionState::Closed => Verdict::Close,
@@ -215,14 +244,11 @@ impl<H: Handler> Service for WsService<H> {
     fn open(&mut self, id: ConnId, _peer: SocketAddr, now: Instant) -> WsConn {
         WsConn {
             id,
-            phase: Phase::Handshake {
-                buf: Vec::new(),
-                deadline: now + self.config.handshake_timeout,
-            },
-            last_rx: now,
-            next_ping: None,
+            phase: Phase::Handshake { buf: Vec::new() },
+            last_rx: self.ms(now),
+            timer: self.ms(now + self.config.handshake_timeout),
             missed_pongs: 0,
-            close_deadline: None,
+            closing: false,
             close_code: None,
         }
     }
@@ -234,17 +260,17 @@ impl<H: Handler> Service for WsService<H> {
         out: &mut Vec<u8>,
         now: Instant,
     ) -> Verdict {
-        conn.last_rx = now;
+        conn.last_rx = self.ms(now);
         conn.missed_pongs = 0;
         match &mut conn.phase {
             Phase::Open(_) => self.frames(conn, input, out, now),
             Phase::Done => Verdict::Continue,
-            Phase::Handshake { buf, .. } if buf.is_empty() => {
+            Phase::Handshake { buf } if buf.is_empty() => {
                 match self.handshake(conn, input, out, now) {
                     // The whole request was in this read: frames after it are decoded in place.
                     Ok(Some(head)) => self.frames(conn, &mut input[head..], out, now),
                     Ok(None) => {
-                        if let Phase::Handshake { buf, .. } = &mut conn.phase {
+                        if let Phase::Handshake { buf } = &mut conn.phase {
                             buf.extend_from_slice(input);
                         }
                         Verdict::Continue
@@ -252,13 +278,13 @@ impl<H: Handler> Service for WsService<H> {
                     Err(v) => v,
                 }
             }
-            Phase::Handshake { buf, .. } => {
+            Phase::Handshake { buf } => {
                 let mut data = std::mem::take(buf);
                 data.extend_from_slice(input);
                 match self.handshake(conn, &data, out, now) {
                     Ok(Some(head)) => self.frames(conn, &mut data[head..], out, now),
                     Ok(None) => {
-                        if let Phase::Handshake { buf, .. } = &mut conn.phase {
+                        if let Phase::Handshake { buf } = &mut conn.phase {
                             *buf = data;
                         }
                         Verdict::Continue
@@ -280,50 +306,51 @@ impl<H: Handler> Service for WsService<H> {
     }
 
     fn deadline(&self, conn: &WsConn) -> Option<Instant> {
-        match &conn.phase {
-            Phase::Handshake { deadline, .. } => Some(*deadline),
-            Phase::Done => None,
-            // While closing, only the close timeout matters.
-            Phase::Open(_) if conn.close_deadline.is_some() => conn.close_deadline,
-            Phase::Open(_) => [
-                conn.next_ping,
-                self.config.idle_timeout.map(|t| conn.last_rx + t),
-            ]
-            .into_iter()
-            .flatten()
-            .min(),
-        }
+        let due = match &conn.phase {
+            Phase::Done => return None,
+            Phase::Handshake { .. } => conn.timer,
+            Phase::Open(_) if conn.closing => conn.timer,
+            Phase::Open(_) => {
+                let idle = self
+                    .config
+                    .idle_timeout
+                    .map_or(NEVER, |t| conn.last_rx + t.as_millis() as Millis);
+                conn.timer.min(idle)
+            }
+        };
+        (due != NEVER).then(|| self.instant(due))
     }
 
     fn on_deadline(&mut self, conn: &mut WsConn, out: &mut Vec<u8>, now: Instant) -> Verdict {
+        let at = self.ms(now);
         match &mut conn.phase {
-            Phase::Handshake { deadline, .. } if *deadline <= now => {
+            Phase::Done => return Verdict::Continue,
+            Phase::Handshake { .. } if at >= conn.timer => {
                 tracing::debug!(conn = %conn.id, "handshake timeout");
                 conn.phase = Phase::Done;
                 return Verdict::Close;
             }
-            Phase::Open(session) => {
-                if conn.close_deadline.is_some_and(|d| d <= now) {
+            Phase::Handshake { .. } => return Verdict::Continue,
+            Phase::Open(session) if conn.closing => {
+                if at >= conn.timer {
                     tracing::debug!(conn = %conn.id, "close timeout: peer did not answer our close frame");
                     session.abort();
                     return Verdict::Close;
                 }
+                return Verdict::Continue;
             }
-            _ => return Verdict::Continue,
-        }
-        if conn.close_deadline.is_some() {
-            return Verdict::Continue; // closing already; only the close timeout matters now
+            Phase::Open(_) => {}
         }
         if self
             .config
             .idle_timeout
-            .is_some_and(|t| conn.last_rx + t <= now)
+            .is_some_and(|t| at >= conn.last_rx + t.as_millis() as Millis)
         {
             tracing::debug!(conn = %conn.id, "idle timeout");
             return self.start_close(conn, out, CloseCode::GOING_AWAY, "idle timeout", now);
         }
-        if let (Some(at), Some(interval)) = (conn.next_ping, self.config.ping_interval) {
-            if at <= now {
+        if let Some(interval) = self.config.ping_interval {
+            if at >= conn.timer {
                 if conn.missed_pongs >= MAX_MISSED_PONGS {
                     // The peer looks dead: say why, but do not wait for a close reply.
                     tracing::debug!(conn = %conn.id, "peer missed {MAX_MISSED_PONGS} pongs");
@@ -337,7 +364,7 @@ impl<H: Handler> Service for WsService<H> {
                     session.sender(out).ping(b"");
                 }
                 conn.missed_pongs += 1;
-                conn.next_ping = Some(now + interval);
+                conn.timer = at + interval.as_millis() as Millis;
             }
         }
         Verdict::Continue

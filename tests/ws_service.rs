@@ -56,6 +56,15 @@ fn frames_after_head(out: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
     frames
 }
 
+/// Deadlines are kept to the millisecond: due no more than 1 ms before `nominal`, never after.
+fn assert_due(deadline: Option<Instant>, nominal: Instant) {
+    let d = deadline.expect("a deadline");
+    assert!(
+        d <= nominal && nominal - d < Duration::from_millis(1),
+        "{d:?} vs {nominal:?}"
+    );
+}
+
 fn open<H: Handler>(
     svc: &mut WsService<H>,
     now: Instant,
@@ -84,7 +93,7 @@ fn idle_timeout_sends_close_1001_then_waits_for_the_reply() {
     let mut svc = WsService::new(Echo, cfg.clone());
     let t0 = Instant::now();
     let (mut conn, mut out) = open(&mut svc, t0);
-    assert_eq!(svc.deadline(&conn), Some(t0 + Duration::from_secs(1)));
+    assert_due(svc.deadline(&conn), t0 + Duration::from_secs(1));
     let t1 = t0 + Duration::from_secs(1);
     assert_eq!(svc.on_deadline(&mut conn, &mut out, t1), Verdict::Continue);
     assert_eq!(
@@ -93,7 +102,7 @@ fn idle_timeout_sends_close_1001_then_waits_for_the_reply() {
     );
     // Now only the close timeout is pending; when it passes the transport is told to close.
     let close_at = t1 + cfg.close_timeout;
-    assert_eq!(svc.deadline(&conn), Some(close_at));
+    assert_due(svc.deadline(&conn), close_at);
     assert_eq!(
         svc.on_deadline(&mut conn, &mut out, close_at),
         Verdict::Close
@@ -112,7 +121,7 @@ fn handshake_timeout_closes() {
         Verdict::Continue
     );
     let due = svc.deadline(&conn).expect("handshake deadline");
-    assert_eq!(due, t0 + Duration::from_secs(5));
+    assert_due(Some(due), t0 + Duration::from_secs(5));
     assert_eq!(svc.on_deadline(&mut conn, &mut out, due), Verdict::Close);
     assert!(out.is_empty());
 }
@@ -130,7 +139,7 @@ fn pings_then_close_after_two_missed_pongs() {
     let mut t = t0;
     for _ in 0..2 {
         t += Duration::from_secs(1);
-        assert_eq!(svc.deadline(&conn), Some(t));
+        assert_due(svc.deadline(&conn), t);
         assert_eq!(svc.on_deadline(&mut conn, &mut out, t), Verdict::Continue);
     }
     t += Duration::from_secs(1);

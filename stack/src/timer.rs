@@ -1,21 +1,70 @@
 //! Per-worker deadlines.
 //!
-//! A min-heap of `(instant, slot, generation)`. An entry is only a hint: when it fires, the
+//! A min-heap of `(millisecond, slot, generation)`. An entry is only a hint: when it fires, the
 //! owner checks the slot's current deadline and re-arms if that moved later. So a deadline that
 //! only moves later (an idle timeout refreshed by traffic) costs no heap operation per message;
 //! a new entry is pushed only when a connection's deadline moves earlier than what is armed.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Milliseconds since a worker's epoch. Eight bytes instead of an `Instant`'s sixteen: times are
+/// stored per connection, and a million idle connections are meant to fit in little memory.
+pub type Millis = u64;
+
+/// "No time": a deadline that never comes.
+pub const NEVER: Millis = Millis::MAX;
+
+/// A worker's millisecond clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    /// A clock whose zero is now.
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+        }
+    }
+
+    /// `t` rounded down: for "now", so nothing counts as due before it is.
+    pub fn floor(&self, t: Instant) -> Millis {
+        t.saturating_duration_since(self.epoch).as_millis() as Millis
+    }
+
+    /// `t` rounded up: for deadlines, so a timer never fires before its deadline.
+    pub fn ceil(&self, t: Instant) -> Millis {
+        let d = t.saturating_duration_since(self.epoch);
+        let ms = d.as_millis() as Millis;
+        if d > Duration::from_millis(ms) {
+            ms + 1
+        } else {
+            ms
+        }
+    }
+
+    /// The instant of a millisecond value.
+    pub fn instant(&self, ms: Millis) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// A timer entry: which connection slot (and which incarnation of it) to look at, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Entry {
     /// When to look.
-    pub at: Instant,
-    /// The connection slot.
-    pub slot: usize,
+    pub at: Millis,
+    /// The connection slot (`u32` keeps an entry at 24 bytes; a worker never has 4 billion).
+    pub slot: u32,
     /// The slot's generation when the entry was made.
     pub generation: u32,
 }
@@ -32,13 +81,13 @@ impl Timers {
         self.heap.push(Reverse(entry));
     }
 
-    /// The earliest armed instant.
-    pub fn next(&self) -> Option<Instant> {
+    /// The earliest armed time.
+    pub fn next(&self) -> Option<Millis> {
         self.heap.peek().map(|Reverse(e)| e.at)
     }
 
     /// Remove and return an entry due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Entry> {
+    pub fn pop_due(&mut self, now: Millis) -> Option<Entry> {
         match self.heap.peek() {
             Some(Reverse(e)) if e.at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
@@ -59,25 +108,38 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn pops_in_order_and_only_when_due() {
-        let t0 = Instant::now();
         let mut t = Timers::default();
         for (i, ms) in [30u64, 10, 20].into_iter().enumerate() {
             t.push(Entry {
-                at: t0 + Duration::from_millis(ms),
-                slot: i,
+                at: 100 + ms,
+                slot: i as u32,
                 generation: 0,
             });
         }
-        assert_eq!(t.next(), Some(t0 + Duration::from_millis(10)));
-        assert_eq!(t.pop_due(t0), None);
-        let due: Vec<usize> = std::iter::from_fn(|| t.pop_due(t0 + Duration::from_millis(25)))
+        assert_eq!(t.next(), Some(110));
+        assert_eq!(t.pop_due(100), None);
+        let due: Vec<u32> = std::iter::from_fn(|| t.pop_due(125))
             .map(|e| e.slot)
             .collect();
         assert_eq!(due, [1, 2]);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn deadlines_round_up_and_now_rounds_down() {
+        let clock = Clock::new();
+        let t = clock.instant(5) + Duration::from_micros(300);
+        assert_eq!((clock.floor(t), clock.ceil(t)), (5, 6));
+        assert_eq!(
+            (clock.floor(clock.instant(7)), clock.ceil(clock.instant(7))),
+            (7, 7)
+        );
+        assert!(
+            clock.instant(clock.ceil(t)) >= t,
+            "a timer never fires before its deadline"
+        );
     }
 }

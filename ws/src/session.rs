@@ -182,6 +182,13 @@ impl Sender<'_> {
     }
 }
 
+/// The part of a control frame's payload received so far.
+#[derive(Debug)]
+struct ControlPartial {
+    len: u8,
+    data: [u8; 125],
+}
+
 /// Decoder position: between frames, or inside one frame's payload.
 #[derive(Debug, Clone, Copy)]
 enum Rx {
@@ -204,8 +211,8 @@ pub struct Session {
     msg_type: Option<OpCode>,
     /// The message in progress, when it is fragmented or spans reads.
     msg: Vec<u8>,
-    /// A control frame's payload that spans reads.
-    ctrl: Vec<u8>,
+    /// A control frame's payload that spans reads (rare: allocated only then).
+    ctrl: Option<Box<ControlPartial>>,
     utf8: Utf8Validator,
 }
 
@@ -224,7 +231,7 @@ impl Session {
             hdr_len: 0,
             msg_type: None,
             msg: Vec::new(),
-            ctrl: Vec::new(),
+            ctrl: None,
             utf8: Utf8Validator::new(),
         }
     }
@@ -255,7 +262,7 @@ impl Session {
 
     /// Bytes of partial frames and messages held by this session.
     pub fn buffered(&self) -> usize {
-        self.msg.len() + self.ctrl.len() + self.hdr_len as usize
+        self.msg.len() + self.ctrl.as_ref().map_or(0, |c| c.len as usize) + self.hdr_len as usize
     }
 
     /// Give up on the connection without a handshake (e.g. the close timeout passed).
@@ -435,13 +442,25 @@ impl Session {
             if complete && done == 0 {
                 return self.on_control(header.opcode, chunk, out, on_event);
             }
-            self.ctrl.extend_from_slice(chunk);
+            let partial = self.ctrl.get_or_insert_with(|| {
+                Box::new(ControlPartial {
+                    len: 0,
+                    data: [0; 125],
+                })
+            });
+            // The header check bounds a control payload to 125 bytes, so this fits.
+            let start = partial.len as usize;
+            partial.data[start..start + chunk.len()].copy_from_slice(chunk);
+            partial.len += chunk.len() as u8;
             if complete {
-                let ctrl = std::mem::take(&mut self.ctrl);
-                let result = self.on_control(header.opcode, &ctrl, out, on_event);
-                self.ctrl = ctrl;
-                self.ctrl.clear();
-                return result;
+                if let Some(partial) = self.ctrl.take() {
+                    return self.on_control(
+                        header.opcode,
+                        &partial.data[..partial.len as usize],
+                        out,
+                        on_event,
+                    );
+                }
             }
             return Ok(());
         }

@@ -17,7 +17,7 @@ use slab::Slab;
 use super::KernelConfig;
 use crate::bufpool::BufPool;
 use crate::service::{CloseCause, ConnId, Service, Verdict};
-use crate::timer::{Entry, Timers};
+use crate::timer::{Clock, Entry, Millis, Timers, NEVER};
 
 /// Token of the worker's waker (inbox has commands).
 pub(super) const WAKER: Token = Token(usize::MAX);
@@ -66,9 +66,9 @@ enum Phase {
     /// Input goes to the service.
     Open,
     /// The service is done: write what is left, then shut down our side (give up at `until`).
-    Flushing { until: Instant },
+    Flushing,
     /// Our side is shut down: discard input until the peer's FIN or `until`.
-    Draining { until: Instant },
+    Draining,
 }
 
 struct Conn<C> {
@@ -85,8 +85,10 @@ struct Conn<C> {
     queued: bool,
     /// In the flush list.
     dirty: bool,
-    /// The earliest timer entry armed for this connection.
-    armed: Option<Instant>,
+    /// While Flushing or Draining: when to give up and close.
+    until: Millis,
+    /// The earliest timer entry armed for this connection (`NEVER` if none).
+    armed: Millis,
     generation: u32,
 }
 
@@ -118,6 +120,7 @@ pub(super) struct Worker<S: Service> {
     due: Vec<Entry>,
     generation: u32,
     shutdown: Option<Instant>,
+    clock: Clock,
     /// When the poller last returned events (for `busy_poll`).
     last_activity: Instant,
     report: WorkerReport,
@@ -159,6 +162,7 @@ impl<S: Service> Worker<S> {
             due: Vec::new(),
             generation: 0,
             shutdown: None,
+            clock: Clock::new(),
             last_activity: Instant::now(),
             report: WorkerReport {
                 worker: index,
@@ -237,7 +241,10 @@ impl<S: Service> Worker<S> {
         if !self.ready.is_empty() || now.duration_since(self.last_activity) < self.cfg.busy_poll {
             return Some(Duration::ZERO);
         }
-        let next = match (self.timers.next(), self.shutdown) {
+        let next = match (
+            self.timers.next().map(|ms| self.clock.instant(ms)),
+            self.shutdown,
+        ) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -334,11 +341,12 @@ impl<S: Service> Worker<S> {
             out: Vec::new(),
             out_pos: 0,
             phase: Phase::Open,
+            until: NEVER,
             readable: true,
             peer_eof: false,
             queued: true,
             dirty: false,
-            armed: None,
+            armed: NEVER,
             generation: self.generation,
         });
         self.ready.push_back(slot);
@@ -384,8 +392,8 @@ impl<S: Service> Worker<S> {
                                 Verdict::Continue => AfterRead::Nothing,
                             },
                             // The flush closes the connection once the output is out.
-                            Phase::Flushing { .. } => AfterRead::Nothing,
-                            Phase::Draining { .. } => AfterRead::Close(CloseCause::Done),
+                            Phase::Flushing => AfterRead::Nothing,
+                            Phase::Draining => AfterRead::Close(CloseCause::Done),
                         };
                         break;
                     }
@@ -439,9 +447,8 @@ impl<S: Service> Worker<S> {
             return;
         };
         if c.phase == Phase::Open {
-            c.phase = Phase::Flushing {
-                until: now + self.cfg.close_linger,
-            };
+            c.phase = Phase::Flushing;
+            c.until = self.clock.ceil(now + self.cfg.close_linger);
             if !c.dirty {
                 c.dirty = true;
                 self.dirty.push(slot);
@@ -488,18 +495,15 @@ impl<S: Service> Worker<S> {
             c.out.drain(..c.out_pos);
             c.out_pos = 0;
         }
-        if c.unsent() == 0 {
-            if let Phase::Flushing { .. } = c.phase {
-                if c.peer_eof {
-                    self.close(slot, CloseCause::Done);
-                    return;
-                }
-                // Best effort: if the socket is already gone, the drain read will say so.
-                let _ = c.stream.shutdown(Shutdown::Write);
-                c.phase = Phase::Draining {
-                    until: now + self.cfg.close_linger,
-                };
+        if c.unsent() == 0 && c.phase == Phase::Flushing {
+            if c.peer_eof {
+                self.close(slot, CloseCause::Done);
+                return;
             }
+            // Best effort: if the socket is already gone, the drain read will say so.
+            let _ = c.stream.shutdown(Shutdown::Write);
+            c.phase = Phase::Draining;
+            c.until = self.clock.ceil(now + self.cfg.close_linger);
         }
         // Output drained below the limit: resume a paused reader.
         if c.readable && !c.queued && c.unsent() <= self.cfg.backpressure_limit {
@@ -515,15 +519,15 @@ impl<S: Service> Worker<S> {
             return;
         };
         let due = match c.phase {
-            Phase::Open => self.service.deadline(&c.state),
-            Phase::Flushing { until } | Phase::Draining { until } => Some(until),
+            Phase::Open => self.service.deadline(&c.state).map(|d| self.clock.ceil(d)),
+            Phase::Flushing | Phase::Draining => Some(c.until),
         };
         if let Some(at) = due {
-            if c.armed.is_none_or(|armed| at < armed) {
-                c.armed = Some(at);
+            if at < c.armed {
+                c.armed = at;
                 self.timers.push(Entry {
                     at,
-                    slot,
+                    slot: slot as u32,
                     generation: c.generation,
                 });
             }
@@ -534,15 +538,17 @@ impl<S: Service> Worker<S> {
         // Only entries due when this pass starts: one re-armed in the past by the service runs
         // in the next loop iteration, after I/O, instead of spinning here.
         let mut due = std::mem::take(&mut self.due);
-        due.extend(std::iter::from_fn(|| self.timers.pop_due(now)));
+        let now_ms = self.clock.floor(now);
+        due.extend(std::iter::from_fn(|| self.timers.pop_due(now_ms)));
         for e in due.drain(..) {
-            let Some(c) = self.conns.get_mut(e.slot) else {
+            let slot = e.slot as usize;
+            let Some(c) = self.conns.get_mut(slot) else {
                 continue;
             };
-            if c.generation != e.generation || c.armed != Some(e.at) {
+            if c.generation != e.generation || c.armed != e.at {
                 continue; // stale: a newer entry covers this connection
             }
-            c.armed = None;
+            c.armed = NEVER;
             match c.phase {
                 Phase::Open if self.service.deadline(&c.state).is_some_and(|d| d <= now) => {
                     self.pool.lend(&mut c.out);
@@ -550,19 +556,19 @@ impl<S: Service> Worker<S> {
                     self.pool.reclaim(&mut c.out);
                     if c.unsent() > 0 && !c.dirty {
                         c.dirty = true;
-                        self.dirty.push(e.slot);
+                        self.dirty.push(slot);
                     }
                     if v == Verdict::Close {
-                        self.begin_close(e.slot, now);
+                        self.begin_close(slot, now);
                     }
                 }
-                Phase::Flushing { until } | Phase::Draining { until } if until <= now => {
-                    self.close(e.slot, CloseCause::Done);
+                Phase::Flushing | Phase::Draining if c.until <= now_ms => {
+                    self.close(slot, CloseCause::Done);
                     continue;
                 }
                 _ => {}
             }
-            self.arm(e.slot);
+            self.arm(slot);
         }
         self.due = due;
         // Output queued by deadlines goes out in this iteration too.
