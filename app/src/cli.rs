@@ -135,9 +135,10 @@ pub struct CommonArgs {
     #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
     pub cpus: Option<CpuList>,
 
-    /// Connections open at once across all workers; more are closed right after accept.
-    #[arg(long, default_value_t = 100_000, value_name = "N")]
-    pub max_connections: usize,
+    /// Connections open at once across all workers; more are closed right after accept
+    /// [default: as many as the open-file limit allows, after raising it to the hard limit].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
 
     /// Close connections that receive nothing for this long; `0` disables.
     #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = parse_optional_duration)]

@@ -217,9 +217,20 @@ fn kernel_config(
             .map(usize::from)
             .unwrap_or(1),
     };
-    if common.max_connections == 0 {
-        return Err("--max-connections must be at least 1".into());
-    }
+    let capacity = hioload_ws::stack::kernel::raise_fd_limit(workers);
+    let max_connections = match (common.max_connections, capacity) {
+        (Some(0), _) => return Err("--max-connections must be at least 1".into()),
+        (Some(n), Some(cap)) if n > cap => {
+            tracing::warn!(
+                "--max-connections {n} exceeds what the open-file limit allows (about {cap}); \
+                 connections beyond that are refused: raise the hard limit (ulimit -Hn, systemd LimitNOFILE=)"
+            );
+            n
+        }
+        (Some(n), _) => n,
+        (None, Some(cap)) => cap.clamp(1, 10_000_000),
+        (None, None) => 100_000,
+    };
     let accept_mode = match common.accept_mode {
         Some(AcceptModeArg::Reuseport) if !cfg!(target_os = "linux") => {
             return Err("--accept-mode reuseport is only available on Linux".into())
@@ -232,7 +243,7 @@ fn kernel_config(
         listen,
         workers,
         cpus,
-        max_connections: common.max_connections,
+        max_connections,
         backpressure_limit: usize::try_from(common.backpressure_limit)
             .map_err(|_| "--backpressure-limit is too large")?,
         accept_mode,
@@ -255,11 +266,12 @@ fn announce(mode: &str, scheme: &str, server: &Server, cfg: &KernelConfig) {
         )
     };
     tracing::info!(
-        "hioload-ws {} {mode} listening on {scheme}://{} (transport: kernel sockets, workers: {}, {pinning}, accept: {:?})",
+        "hioload-ws {} {mode} listening on {scheme}://{} (transport: kernel sockets, workers: {}, {pinning}, accept: {:?}, max connections: {})",
         hioload_ws::build_info(),
         server.local_addr(),
         cfg.workers,
         cfg.accept_mode,
+        cfg.max_connections,
     );
 }
 

@@ -204,3 +204,28 @@ impl ShutdownHandle {
         }
     }
 }
+
+/// Raise the soft open-file limit to the hard limit (stock systems start many processes at
+/// 1,024) and return how many connections fit under it, leaving room for the listeners, pollers
+/// and wakers of `workers` workers. `None` where the platform has no such limit to read.
+pub fn raise_fd_limit(workers: usize) -> Option<usize> {
+    let reserved = 3 * workers as u64 + 64;
+    #[cfg(unix)]
+    {
+        match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(limit) => {
+                tracing::debug!(limit, "open-file limit");
+                Some(usize::try_from(limit.saturating_sub(reserved)).unwrap_or(usize::MAX))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reserved;
+        None
+    }
+}
