@@ -20,8 +20,10 @@ fn main() {
 
     if std::env::var_os("CARGO_FEATURE_DPDK").is_some() {
         eprintln!(
-            "error: the `dpdk` feature is not implemented yet: the DPDK data plane (dpdk-sys bindings, \
-             EAL/mempool/port wrappers, smoltcp workers) is tracked by its own issue.\n\
+            "error: the `dpdk` feature of the appliance is not implemented yet: its building blocks \
+             (dpdk-sys bindings, EAL/mempool/port/mbuf wrappers, ARP and the smoltcp device) exist \
+             and are tested with `cargo test -p hioload-stack --features dpdk`, but the DPDK \
+             transport that serves connections is still in progress.\n\
              Build without `--features dpdk`; the kernel-socket transport (`--no-dpdk`) is available."
         );
         std::process::exit(1);

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian/Ubuntu machine:
-#   1. installs what the tests need when it is missing (apt: python3-venv, patch, nodejs, npm;
-#      pip: websockets; npm: ws; the Autobahn testsuite via ../shared/tools/autobahn/setup.sh);
+#   1. installs what the tests need when it is missing (apt: python3-venv, patch, nodejs, npm,
+#      libdpdk-dev, clang/libclang-dev, pkg-config, iproute2, iputils-ping; pip: websockets;
+#      npm: ws; the Autobahn testsuite via ../shared/tools/autobahn/setup.sh);
 #   2. checks formatting and lints (cargo fmt, cargo clippy -D warnings);
-#   3. runs the Rust unit, property and integration tests (cargo nextest, else cargo test);
+#   3. runs the Rust unit, property and integration tests (cargo nextest, else cargo test), and
+#      the DPDK building blocks with real EAL over a net_tap device (root and /dev/net/tun);
 #   4. runs the echo appliance on kernel sockets and drives it with the Python `websockets` and
 #      Node `ws` clients;
 #   5. runs the Autobahn|Testsuite quick set against it and requires zero FAILED.
@@ -67,6 +69,12 @@ command -v patch >/dev/null 2>&1 || need_apt+=(patch)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+pkg-config --exists libdpdk 2>/dev/null || need_apt+=(libdpdk-dev dpdk)
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v ping >/dev/null 2>&1 || need_apt+=(iputils-ping)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing packages: ${need_apt[*]}; install them (sudo apt-get install ${need_apt[*]}) or run as root." >&2
@@ -105,6 +113,8 @@ else
 fi
 if cargo clippy --version >/dev/null 2>&1; then
   stage "cargo clippy -D warnings" cargo clippy --workspace --all-targets --release --quiet -- -D warnings
+  stage "cargo clippy -D warnings (dpdk feature)" \
+    cargo clippy -p hioload-stack -p hioload-dpdk-sys --features hioload-stack/dpdk --all-targets --release --quiet -- -D warnings
 else
   skip "cargo clippy is not installed (rustup component add clippy)"
 fi
@@ -116,6 +126,16 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   echo "test.sh: cargo-nextest not installed; using cargo test"
   stage "cargo test (unit, property, integration)" cargo test --workspace --release --no-fail-fast "$@"
+fi
+# DPDK: real EAL, a real PMD (net_tap) and real mbufs; the kernel on the far side of the TAP.
+if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
+  if cargo nextest --version >/dev/null 2>&1; then
+    stage "DPDK building blocks over net_tap (EAL --no-huge)" cargo nextest run -p hioload-stack --features dpdk --release --no-fail-fast
+  else
+    stage "DPDK building blocks over net_tap (EAL --no-huge)" cargo test -p hioload-stack --features dpdk --release --no-fail-fast
+  fi
+else
+  skip "DPDK tests need root and /dev/net/tun (uid $(id -u), /dev/net/tun $([ -c /dev/net/tun ] && echo present || echo missing))"
 fi
 cargo build --release --quiet -p hioload-ws-app
 BIN="$ROOT/target/release/hioload-ws"

@@ -8,21 +8,21 @@
 //! - [`timer`]: per-worker deadlines (handshake, idle, ping, close linger).
 //! - [`bufpool`]: output buffers lent to connections only while they have output.
 //! - [`affinity`]: pinning worker threads to CPUs.
+//! - [`net`]: Ethernet, ARP and the smoltcp device for the DPDK path (pure, tested without a NIC).
 //!
-//! The DPDK transport (EAL, mempools, ports, smoltcp, flow table) lands behind the `dpdk` feature.
-#![forbid(unsafe_code)]
+//! - [`dpdk`] (feature `dpdk`): safe wrappers over DPDK (EAL, mempools, ports, mbufs). The DPDK
+//!   transport built on them (network layer, smoltcp, flow table, workers) is in progress.
+// Only the `dpdk` module may contain `unsafe` (it allows it for itself); everything else is safe.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
-
-#[cfg(feature = "dpdk")]
-compile_error!(
-    "the DPDK data plane is not implemented yet (tracked by the DPDK data-plane issue); \
-     build without `--features dpdk` and run with the kernel-socket transport (`--no-dpdk`)"
-);
 
 pub mod affinity;
 pub mod bufpool;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod error;
 pub mod kernel;
+pub mod net;
 pub mod service;
 pub mod timer;
 

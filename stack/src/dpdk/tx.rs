@@ -1,0 +1,95 @@
+//! Framing emitted IP packets into mbufs: the [`IpSink`] of the DPDK path.
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use crate::net::arp::{self, ArpCache};
+use crate::net::device::IpSink;
+use crate::net::ethernet::{self, ETHERTYPE_IPV4, HEADER_LEN};
+use crate::net::NetConfig;
+
+use super::{Mbuf, Mempool, TxBatch};
+
+/// Counters of what could not be sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TxDrops {
+    /// No mbuf was free.
+    pub no_mbuf: u64,
+    /// The next hop's MAC is unknown (an ARP request was sent instead).
+    pub no_neighbour: u64,
+    /// No route: off-link destination and no gateway.
+    pub no_route: u64,
+}
+
+/// Puts IP packets into mbufs behind an Ethernet header addressed to the next hop.
+pub struct MbufSink<'a> {
+    /// Our addresses.
+    pub net: &'a NetConfig,
+    /// Where mbufs come from.
+    pub pool: &'a Mempool,
+    /// Where framed packets go.
+    pub batch: &'a mut TxBatch,
+    /// Neighbours.
+    pub arp: &'a mut ArpCache,
+    /// Now, for the ARP cache.
+    pub now: Instant,
+    /// Packets not sent, by reason.
+    pub drops: &'a mut TxDrops,
+    /// Room for packets that are dropped (smoltcp must be given a buffer regardless).
+    pub scratch: &'a mut Vec<u8>,
+}
+
+impl IpSink for MbufSink<'_> {
+    fn emit<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        let Some(mut m) = Mbuf::alloc(self.pool) else {
+            self.drops.no_mbuf += 1;
+            return self.discard(len, fill);
+        };
+        let Some(buf) = u16::try_from(HEADER_LEN + len)
+            .ok()
+            .and_then(|l| m.append(l))
+        else {
+            self.drops.no_mbuf += 1;
+            return self.discard(len, fill);
+        };
+        let r = fill(&mut buf[HEADER_LEN..]);
+        let dst = match buf.get(HEADER_LEN + 16..HEADER_LEN + 20) {
+            Some(d) => Ipv4Addr::new(d[0], d[1], d[2], d[3]),
+            None => return r,
+        };
+        let Some(hop) = self.net.next_hop(dst) else {
+            self.drops.no_route += 1;
+            return r;
+        };
+        match self.arp.lookup(hop, self.now) {
+            Some(mac) => {
+                ethernet::write(buf, mac, self.net.mac, ETHERTYPE_IPV4);
+                self.batch.push(m);
+            }
+            None => {
+                // TCP retransmits; meanwhile ask who has the next hop.
+                self.drops.no_neighbour += 1;
+                drop(m);
+                if self.arp.should_request(hop, self.now) {
+                    if let Some(mut req) = Mbuf::alloc(self.pool) {
+                        let mut frame = [0u8; arp::FRAME_LEN];
+                        let n = arp::request(self.net, hop, &mut frame);
+                        if let Some(out) = req.append(n as u16) {
+                            out.copy_from_slice(&frame[..n]);
+                            self.batch.push(req);
+                        }
+                    }
+                }
+            }
+        }
+        r
+    }
+}
+
+impl MbufSink<'_> {
+    fn discard<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.scratch.clear();
+        self.scratch.resize(len, 0);
+        fill(self.scratch)
+    }
+}

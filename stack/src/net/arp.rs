@@ -1,0 +1,219 @@
+//! ARP for IPv4 over Ethernet: answer requests for our address, learn the senders we hear from,
+//! and build requests for next hops we do not know yet.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress};
+
+use super::ethernet::{self, BROADCAST, ETHERTYPE_ARP, HEADER_LEN};
+use super::NetConfig;
+
+/// Length of an ARP-over-Ethernet frame (without padding).
+pub const FRAME_LEN: usize = HEADER_LEN + 28;
+
+/// How long a learned entry is trusted.
+pub const ENTRY_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Neighbours: IPv4 address → MAC, with expiry.
+#[derive(Debug, Default)]
+pub struct ArpCache {
+    entries: HashMap<Ipv4Addr, ([u8; 6], Instant)>,
+    /// When a request for an address was last sent (so a burst of packets sends one).
+    requested: HashMap<Ipv4Addr, Instant>,
+}
+
+impl ArpCache {
+    /// The MAC of `ip`, if known and fresh.
+    pub fn lookup(&self, ip: Ipv4Addr, now: Instant) -> Option<[u8; 6]> {
+        self.entries
+            .get(&ip)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(mac, _)| *mac)
+    }
+
+    /// Remember `ip` is at `mac`.
+    pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
+        self.entries.insert(ip, (mac, now + ENTRY_LIFETIME));
+        self.requested.remove(&ip);
+    }
+
+    /// Entries (fresh or not).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drop expired entries.
+    pub fn expire(&mut self, now: Instant) {
+        self.entries.retain(|_, (_, expires)| *expires > now);
+        self.requested
+            .retain(|_, at| now.duration_since(*at) < Duration::from_secs(1));
+    }
+
+    /// Whether a request for `ip` should go out now (at most one per second per address).
+    pub fn should_request(&mut self, ip: Ipv4Addr, now: Instant) -> bool {
+        match self.requested.get(&ip) {
+            Some(at) if now.duration_since(*at) < Duration::from_secs(1) => false,
+            _ => {
+                self.requested.insert(ip, now);
+                true
+            }
+        }
+    }
+}
+
+/// Handle a received ARP frame: learn the sender if the frame concerns us, and if it is a
+/// request for our address, write the reply into `out` and return its length.
+pub fn process(
+    frame: &[u8],
+    cfg: &NetConfig,
+    cache: &mut ArpCache,
+    now: Instant,
+    out: &mut [u8; FRAME_LEN],
+) -> Option<usize> {
+    let packet = ArpPacket::new_checked(frame.get(HEADER_LEN..)?).ok()?;
+    let ArpRepr::EthernetIpv4 {
+        operation,
+        source_hardware_addr,
+        source_protocol_addr,
+        target_protocol_addr,
+        ..
+    } = ArpRepr::parse(&packet).ok()?
+    else {
+        return None;
+    };
+    if target_protocol_addr != cfg.ip {
+        return None;
+    }
+    let sender_mac = source_hardware_addr.0;
+    if source_protocol_addr.is_unspecified() || sender_mac == BROADCAST || sender_mac[0] & 1 != 0 {
+        return None;
+    }
+    cache.learn(source_protocol_addr, sender_mac, now);
+    if operation != ArpOperation::Request {
+        return None;
+    }
+    let reply = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: EthernetAddress(cfg.mac),
+        source_protocol_addr: cfg.ip,
+        target_hardware_addr: source_hardware_addr,
+        target_protocol_addr: source_protocol_addr,
+    };
+    Some(write_frame(&reply, sender_mac, cfg.mac, out))
+}
+
+/// Write a request for `target` (broadcast) into `out`; returns its length.
+pub fn request(cfg: &NetConfig, target: Ipv4Addr, out: &mut [u8; FRAME_LEN]) -> usize {
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(cfg.mac),
+        source_protocol_addr: cfg.ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    write_frame(&repr, BROADCAST, cfg.mac, out)
+}
+
+/// A gratuitous ARP announcing our address (a request for our own address), sent at start so
+/// neighbours and switches learn where we are.
+pub fn gratuitous(cfg: &NetConfig, out: &mut [u8; FRAME_LEN]) -> usize {
+    request(cfg, cfg.ip, out)
+}
+
+fn write_frame(repr: &ArpRepr, dst: [u8; 6], src: [u8; 6], out: &mut [u8; FRAME_LEN]) -> usize {
+    ethernet::write(out, dst, src, ETHERTYPE_ARP);
+    repr.emit(&mut ArpPacket::new_unchecked(&mut out[HEADER_LEN..]));
+    FRAME_LEN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> NetConfig {
+        NetConfig {
+            mac: [2, 0, 0, 0, 0, 2],
+            ip: Ipv4Addr::new(10, 0, 0, 2),
+            prefix: 24,
+            gateway: None,
+        }
+    }
+
+    fn peer() -> NetConfig {
+        NetConfig {
+            mac: [2, 0, 0, 0, 0, 9],
+            ip: Ipv4Addr::new(10, 0, 0, 9),
+            prefix: 24,
+            gateway: None,
+        }
+    }
+
+    #[test]
+    fn answers_requests_for_us_and_learns_the_sender() {
+        let now = Instant::now();
+        let mut req = [0u8; FRAME_LEN];
+        request(&peer(), cfg().ip, &mut req);
+        let mut cache = ArpCache::default();
+        let mut out = [0u8; FRAME_LEN];
+        let n = process(&req, &cfg(), &mut cache, now, &mut out).expect("a reply");
+        assert_eq!(cache.lookup(peer().ip, now), Some(peer().mac));
+        let eth = ethernet::parse(&out[..n]).unwrap();
+        assert_eq!(
+            (eth.dst, eth.src, eth.ethertype),
+            (peer().mac, cfg().mac, ETHERTYPE_ARP)
+        );
+        // The reply teaches the peer our address.
+        let mut peer_cache = ArpCache::default();
+        assert_eq!(
+            process(
+                &out[..n],
+                &peer(),
+                &mut peer_cache,
+                now,
+                &mut [0; FRAME_LEN]
+            ),
+            None
+        );
+        assert_eq!(peer_cache.lookup(cfg().ip, now), Some(cfg().mac));
+    }
+
+    #[test]
+    fn ignores_requests_for_others_and_garbage() {
+        let now = Instant::now();
+        let mut req = [0u8; FRAME_LEN];
+        request(&peer(), Ipv4Addr::new(10, 0, 0, 77), &mut req);
+        let mut cache = ArpCache::default();
+        assert_eq!(
+            process(&req, &cfg(), &mut cache, now, &mut [0; FRAME_LEN]),
+            None
+        );
+        assert!(cache.is_empty());
+        for len in 0..FRAME_LEN {
+            assert_eq!(
+                process(&req[..len], &cfg(), &mut cache, now, &mut [0; FRAME_LEN]),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn entries_expire_and_requests_are_rate_limited() {
+        let now = Instant::now();
+        let mut cache = ArpCache::default();
+        cache.learn(peer().ip, peer().mac, now);
+        assert_eq!(cache.lookup(peer().ip, now + ENTRY_LIFETIME), None);
+        cache.expire(now + ENTRY_LIFETIME);
+        assert!(cache.is_empty());
+        let ip = Ipv4Addr::new(10, 0, 0, 5);
+        assert!(cache.should_request(ip, now));
+        assert!(!cache.should_request(ip, now + Duration::from_millis(500)));
+        assert!(cache.should_request(ip, now + Duration::from_secs(1)));
+    }
+}
