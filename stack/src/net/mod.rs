@@ -9,6 +9,7 @@
 
 pub mod arp;
 pub mod device;
+pub mod engine;
 pub mod ethernet;
 
 use std::net::Ipv4Addr;

@@ -1,0 +1,441 @@
+//! The userspace TCP engine of one worker: IP packets in, IP packets out, a [`Service`] on top.
+//!
+//! One smoltcp `Interface` (`Medium::Ip`) per worker, and one single-socket `SocketSet` per
+//! connection behind our own flow table, so the cost per packet does not grow with the number of
+//! connections (smoltcp scans every socket of a set per packet; ours hold one). A SYN to the
+//! listening port creates a connection, up to `max_half_open` not yet established; any other
+//! segment without a flow meets an empty set, and smoltcp answers it with RST (and answers ICMP
+//! echo the same way).
+//!
+//! The engine never touches a NIC: the DPDK worker feeds it packets from mbufs and gives it a sink
+//! that frames what it emits. Tests drive it with plain byte buffers.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
+
+use super::device::{IpSink, PacketDevice};
+use crate::service::{CloseCause, ConnId, Service, Verdict};
+use crate::timer::{Clock, Entry, Millis, Timers, NEVER};
+
+/// Settings of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Worker index (goes into connection ids).
+    pub worker: u16,
+    /// Our address and prefix.
+    pub ip: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// The TCP port we accept connections on.
+    pub listen_port: u16,
+    /// smoltcp receive buffer per connection: its receive window.
+    pub tcp_rx_buf: usize,
+    /// smoltcp send buffer per connection.
+    pub tcp_tx_buf: usize,
+    /// Connections not yet established, at most; SYNs beyond are dropped.
+    pub max_half_open: usize,
+    /// Connections at most; SYNs beyond are dropped.
+    pub max_connections: usize,
+    /// Unsent output per connection beyond which the engine stops reading it.
+    pub backpressure_limit: usize,
+    /// IP MTU.
+    pub mtu: usize,
+    /// Leave IPv4 and TCP checksums of outgoing packets to the NIC.
+    pub tx_checksum_offload: bool,
+}
+
+/// Counters of an engine.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Connections established.
+    pub accepted: u64,
+    /// Connections ended.
+    pub closed: u64,
+    /// SYNs dropped because `max_half_open` connections were pending.
+    pub syn_dropped_half_open: u64,
+    /// SYNs dropped because `max_connections` were open.
+    pub syn_dropped_full: u64,
+    /// Packets that were not IPv4/TCP for us (answered or dropped by smoltcp).
+    pub other_packets: u64,
+}
+
+/// The key of a flow: the peer's address and port, and our port (our address is the engine's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Peer address.
+    pub peer: Ipv4Addr,
+    /// Peer port.
+    pub peer_port: u16,
+    /// Our port.
+    pub port: u16,
+}
+
+struct Flow<C> {
+    key: FlowKey,
+    set: SocketSet<'static>,
+    handle: SocketHandle,
+    /// The service's state, once the connection is established.
+    conn: Option<C>,
+    out: Vec<u8>,
+    /// The service asked to close: send what is left, then FIN.
+    closing: bool,
+    /// The peer's FIN was reported to the service.
+    eof_reported: bool,
+    dirty: bool,
+    armed: Millis,
+    generation: u32,
+}
+
+/// One worker's TCP engine.
+pub struct Engine<S: Service> {
+    cfg: EngineConfig,
+    iface: Interface,
+    service: S,
+    flows: Slab<Flow<S::Conn>>,
+    table: HashMap<FlowKey, usize>,
+    empty: SocketSet<'static>,
+    dirty: Vec<usize>,
+    half_open: usize,
+    timers: Timers,
+    due: Vec<Entry>,
+    clock: Clock,
+    epoch: Instant,
+    generation: u32,
+    stats: EngineStats,
+    shutting_down: bool,
+}
+
+impl<S: Service> Engine<S> {
+    /// An engine for `service`; `sink` is only used to ask smoltcp's device capabilities.
+    pub fn new(cfg: EngineConfig, service: S, sink: &mut impl IpSink, now: Instant) -> Self {
+        let epoch = now;
+        let mut iface = {
+            let mut dev = PacketDevice::new(None, sink, cfg.mtu, cfg.tx_checksum_offload);
+            let mut config = Config::new(HardwareAddress::Ip);
+            config.random_seed =
+                u64::from(cfg.worker) ^ 0x9e37_79b9_7f4a_7c15 ^ now.elapsed().as_nanos() as u64;
+            Interface::new(config, &mut dev, smol(epoch, now))
+        };
+        iface.update_ip_addrs(|a| {
+            // A fresh interface has room for addresses; failing here would be a smoltcp bug.
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(cfg.ip), cfg.prefix));
+        });
+        Self {
+            cfg,
+            iface,
+            service,
+            flows: Slab::new(),
+            table: HashMap::new(),
+            empty: SocketSet::new(Vec::new()),
+            dirty: Vec::new(),
+            half_open: 0,
+            timers: Timers::default(),
+            due: Vec::new(),
+            clock: Clock::new(),
+            epoch,
+            generation: 0,
+            stats: EngineStats::default(),
+            shutting_down: false,
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Open connections (established or not).
+    pub fn connections(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Connections not yet established.
+    pub fn half_open(&self) -> usize {
+        self.half_open
+    }
+
+    /// The service.
+    pub fn service(&self) -> &S {
+        &self.service
+    }
+
+    /// The earliest timer, if any.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.next().map(|ms| self.clock.instant(ms))
+    }
+
+    /// Handle one received IP packet.
+    pub fn ingress(&mut self, packet: &[u8], sink: &mut impl IpSink, now: Instant) {
+        let t = smol(self.epoch, now);
+        let Some(key) = self.tcp_key(packet) else {
+            self.stats.other_packets += 1;
+            let mut dev = PacketDevice::new(
+                Some(packet),
+                sink,
+                self.cfg.mtu,
+                self.cfg.tx_checksum_offload,
+            );
+            self.iface.poll_ingress_single(t, &mut dev, &mut self.empty);
+            return;
+        };
+        let slot = match self.table.get(&key) {
+            Some(&slot) => slot,
+            None => match self.accept(packet, key) {
+                Some(slot) => slot,
+                None => {
+                    // No flow: the empty set makes smoltcp answer with RST (or drop, for a RST).
+                    let mut dev = PacketDevice::new(
+                        Some(packet),
+                        sink,
+                        self.cfg.mtu,
+                        self.cfg.tx_checksum_offload,
+                    );
+                    self.iface.poll_ingress_single(t, &mut dev, &mut self.empty);
+                    return;
+                }
+            },
+        };
+        let flow = &mut self.flows[slot];
+        let mut dev = PacketDevice::new(
+            Some(packet),
+            sink,
+            self.cfg.mtu,
+            self.cfg.tx_checksum_offload,
+        );
+        self.iface.poll_ingress_single(t, &mut dev, &mut flow.set);
+        if !flow.dirty {
+            flow.dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Let every connection that received something run its service and send.
+    pub fn process(&mut self, sink: &mut impl IpSink, now: Instant) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for slot in dirty.drain(..) {
+            if let Some(f) = self.flows.get_mut(slot) {
+                f.dirty = false;
+                self.step(slot, sink, now);
+            }
+        }
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Run what is due: smoltcp's retransmissions and the service's deadlines.
+    pub fn run_timers(&mut self, sink: &mut impl IpSink, now: Instant) {
+        let now_ms = self.clock.floor(now);
+        let mut due = std::mem::take(&mut self.due);
+        due.extend(std::iter::from_fn(|| self.timers.pop_due(now_ms)));
+        for e in due.drain(..) {
+            let slot = e.slot as usize;
+            let Some(f) = self.flows.get_mut(slot) else {
+                continue;
+            };
+            if f.generation != e.generation || f.armed != e.at {
+                continue;
+            }
+            f.armed = NEVER;
+            if let Some(conn) = f.conn.as_mut() {
+                if !f.closing && self.service.deadline(conn).is_some_and(|d| d <= now) {
+                    if self.service.on_deadline(conn, &mut f.out, now) == Verdict::Close {
+                        f.closing = true;
+                    }
+                }
+            }
+            self.step(slot, sink, now);
+        }
+        self.due = due;
+    }
+
+    /// Stop accepting and ask the service to close every established connection.
+    pub fn shutdown(&mut self, sink: &mut impl IpSink, now: Instant) {
+        self.shutting_down = true;
+        let slots: Vec<usize> = self.flows.iter().map(|(s, _)| s).collect();
+        for slot in slots {
+            let f = &mut self.flows[slot];
+            if let Some(conn) = f.conn.as_mut() {
+                if self.service.on_shutdown(conn, &mut f.out, now) == Verdict::Close {
+                    f.closing = true;
+                }
+            }
+            self.step(slot, sink, now);
+        }
+    }
+
+    /// The 4-tuple of a TCP segment addressed to us, if it is one.
+    fn tcp_key(&self, packet: &[u8]) -> Option<FlowKey> {
+        let ip = Ipv4Packet::new_checked(packet).ok()?;
+        if ip.next_header() != IpProtocol::Tcp
+            || ip.dst_addr() != self.cfg.ip
+            || ip.more_frags()
+            || ip.frag_offset() != 0
+        {
+            return None;
+        }
+        let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+        Some(FlowKey {
+            peer: ip.src_addr(),
+            peer_port: tcp.src_port(),
+            port: tcp.dst_port(),
+        })
+    }
+
+    /// A SYN to the listening port: make a connection for it, if limits allow.
+    fn accept(&mut self, packet: &[u8], key: FlowKey) -> Option<usize> {
+        let ip = Ipv4Packet::new_checked(packet).ok()?;
+        let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+        if !(tcp.syn() && !tcp.ack() && !tcp.rst())
+            || key.port != self.cfg.listen_port
+            || self.shutting_down
+        {
+            return None;
+        }
+        if self.half_open >= self.cfg.max_half_open {
+            self.stats.syn_dropped_half_open += 1;
+            return None;
+        }
+        if self.flows.len() >= self.cfg.max_connections {
+            self.stats.syn_dropped_full += 1;
+            return None;
+        }
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_rx_buf]),
+            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_tx_buf]),
+        );
+        socket.set_nagle_enabled(false);
+        socket.set_congestion_control(tcp::CongestionControl::Cubic);
+        socket.listen(self.cfg.listen_port).ok()?;
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(socket);
+        self.generation = self.generation.wrapping_add(1);
+        let slot = self.flows.insert(Flow {
+            key,
+            set,
+            handle,
+            conn: None,
+            out: Vec::new(),
+            closing: false,
+            eof_reported: false,
+            dirty: false,
+            armed: NEVER,
+            generation: self.generation,
+        });
+        self.table.insert(key, slot);
+        self.half_open += 1;
+        Some(slot)
+    }
+
+    /// Move one connection forward: establishment, input to the service, output to the socket,
+    /// close, egress, timers, and removal once closed.
+    fn step(&mut self, slot: usize, sink: &mut impl IpSink, now: Instant) {
+        let t = smol(self.epoch, now);
+        let Some(f) = self.flows.get_mut(slot) else {
+            return;
+        };
+        let socket = f.set.get_mut::<tcp::Socket>(f.handle);
+        if f.conn.is_none() && socket.state() == tcp::State::Established {
+            self.half_open -= 1;
+            self.stats.accepted += 1;
+            let peer = SocketAddr::V4(SocketAddrV4::new(f.key.peer, f.key.peer_port));
+            let id = ConnId {
+                worker: self.cfg.worker,
+                slot: slot as u32,
+            };
+            f.conn = Some(self.service.open(id, peer, now));
+        }
+        if let Some(conn) = f.conn.as_mut() {
+            flush(socket, &mut f.out);
+            while !f.closing && f.out.len() <= self.cfg.backpressure_limit && socket.can_recv() {
+                let service = &mut self.service;
+                let out = &mut f.out;
+                let verdict = socket.recv(|buf| {
+                    let n = buf.len();
+                    (n, service.on_data(conn, buf, out, now))
+                });
+                flush(socket, &mut f.out);
+                if verdict == Ok(Verdict::Close) {
+                    f.closing = true;
+                }
+            }
+            if !f.eof_reported
+                && !socket.may_recv()
+                && !socket.can_recv()
+                && socket.state() != tcp::State::Listen
+            {
+                f.eof_reported = true;
+                if self.service.on_eof(conn, &mut f.out, now) == Verdict::Close {
+                    f.closing = true;
+                }
+                flush(socket, &mut f.out);
+            }
+            if f.closing && f.out.is_empty() && socket.may_send() {
+                socket.close();
+            }
+        }
+        {
+            let mut dev = PacketDevice::new(None, sink, self.cfg.mtu, self.cfg.tx_checksum_offload);
+            self.iface.poll_egress(t, &mut dev, &mut f.set);
+        }
+        let socket = f.set.get_mut::<tcp::Socket>(f.handle);
+        // TIME-WAIT holds nothing we need: the server closed last, the peer has its answer.
+        if matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait) {
+            let f = self.flows.remove(slot);
+            self.table.remove(&f.key);
+            match f.conn {
+                Some(conn) => {
+                    self.stats.closed += 1;
+                    self.service.on_close(conn, CloseCause::Done);
+                }
+                None => self.half_open -= 1,
+            }
+            return;
+        }
+        // Arm the earlier of smoltcp's next action and the service's deadline.
+        let smol_at = self
+            .iface
+            .poll_at(t, &f.set)
+            .map(|at| self.epoch + Duration::from_micros(at.total_micros() as u64));
+        let svc_at = f
+            .conn
+            .as_ref()
+            .filter(|_| !f.closing)
+            .and_then(|c| self.service.deadline(c));
+        let at = match (smol_at, svc_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = at {
+            let at = self.clock.ceil(at);
+            if at < f.armed {
+                f.armed = at;
+                self.timers.push(Entry {
+                    at,
+                    slot: slot as u32,
+                    generation: f.generation,
+                });
+            }
+        }
+    }
+}
+
+/// Move as much of `out` into the socket's send buffer as fits.
+fn flush(socket: &mut tcp::Socket<'_>, out: &mut Vec<u8>) {
+    if out.is_empty() || !socket.may_send() {
+        return;
+    }
+    if let Ok(n) = socket.send_slice(out) {
+        out.drain(..n);
+    }
+}
+
+fn smol(epoch: Instant, now: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(now.saturating_duration_since(epoch).as_micros() as i64)
+}

@@ -1,0 +1,329 @@
+//! The TCP engine against a smoltcp client, packets carried in memory: no NIC needed.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hioload_stack::net::device::IpSink;
+use hioload_stack::net::engine::{Engine, EngineConfig};
+use hioload_stack::{CloseCause, ConnId, Service, Verdict};
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{
+    HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr,
+    TcpSeqNumber,
+};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
+const PORT: u16 = 7000;
+
+/// Echo, closing after the peer's FIN.
+struct Echo;
+
+impl Service for Echo {
+    type Conn = ();
+    fn open(&mut self, _: ConnId, _: SocketAddr, _: Instant) {}
+    fn on_data(&mut self, _: &mut (), input: &mut [u8], out: &mut Vec<u8>, _: Instant) -> Verdict {
+        out.extend_from_slice(input);
+        Verdict::Continue
+    }
+    fn on_eof(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
+        Verdict::Close
+    }
+    fn deadline(&self, _: &()) -> Option<Instant> {
+        None
+    }
+    fn on_deadline(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
+        Verdict::Continue
+    }
+    fn on_shutdown(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
+        Verdict::Close
+    }
+    fn on_close(&mut self, _: (), _: CloseCause) {}
+}
+
+#[derive(Default)]
+struct Queue(VecDeque<Vec<u8>>);
+
+impl IpSink for Queue {
+    fn emit<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        let mut buf = vec![0; len];
+        let r = fill(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+/// The client's device: receives from one queue, sends into another.
+struct ClientDev<'a> {
+    rx: &'a mut Queue,
+    tx: &'a mut Queue,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut Queue);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        self.0.emit(len, f)
+    }
+}
+
+impl Device for ClientDev<'_> {
+    type RxToken<'b>
+        = Rx
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = Tx<'b>
+    where
+        Self: 'b;
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.rx.0.pop_front()?;
+        Some((Rx(p), Tx(self.tx)))
+    }
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        Some(Tx(self.tx))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = 1500;
+        c
+    }
+}
+
+fn config(max_half_open: usize) -> EngineConfig {
+    EngineConfig {
+        worker: 0,
+        ip: SERVER,
+        prefix: 24,
+        listen_port: PORT,
+        tcp_rx_buf: 4096,
+        tcp_tx_buf: 4096,
+        max_half_open,
+        max_connections: 1000,
+        backpressure_limit: 1 << 20,
+        mtu: 1500,
+        tx_checksum_offload: false,
+    }
+}
+
+struct World {
+    engine: Engine<Echo>,
+    client: Interface,
+    sockets: SocketSet<'static>,
+    c2s: Queue,
+    s2c: Queue,
+    t0: Instant,
+    now: Instant,
+}
+
+impl World {
+    fn new(max_half_open: usize) -> Self {
+        let t0 = Instant::now();
+        let mut s2c = Queue::default();
+        let mut c2s = Queue::default();
+        let engine = Engine::new(config(max_half_open), Echo, &mut s2c, t0);
+        let mut client = {
+            let mut dev = ClientDev {
+                rx: &mut s2c,
+                tx: &mut c2s,
+            };
+            Interface::new(
+                Config::new(HardwareAddress::Ip),
+                &mut dev,
+                smoltcp::time::Instant::from_millis(0),
+            )
+        };
+        client.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::Ipv4(CLIENT), 24)).unwrap());
+        Self {
+            engine,
+            client,
+            sockets: SocketSet::new(Vec::new()),
+            c2s,
+            s2c,
+            t0,
+            now: t0,
+        }
+    }
+
+    /// Exchange packets until nothing moves, advancing virtual time by 1 ms per round.
+    fn run(&mut self, rounds: usize) {
+        for _ in 0..rounds {
+            self.now += Duration::from_millis(1);
+            let t = smoltcp::time::Instant::from_micros((self.now - self.t0).as_micros() as i64);
+            let mut dev = ClientDev {
+                rx: &mut self.s2c,
+                tx: &mut self.c2s,
+            };
+            self.client.poll(t, &mut dev, &mut self.sockets);
+            while let Some(p) = self.c2s.0.pop_front() {
+                self.engine.ingress(&p, &mut self.s2c, self.now);
+            }
+            self.engine.process(&mut self.s2c, self.now);
+            self.engine.run_timers(&mut self.s2c, self.now);
+        }
+    }
+
+    fn connect(&mut self, local_port: u16) -> smoltcp::iface::SocketHandle {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 65536]),
+            tcp::SocketBuffer::new(vec![0; 65536]),
+        );
+        s.connect(
+            self.client.context(),
+            (IpAddress::Ipv4(SERVER), PORT),
+            local_port,
+        )
+        .unwrap();
+        self.sockets.add(s)
+    }
+}
+
+#[test]
+fn echo_half_close_and_cleanup() {
+    let mut w = World::new(16);
+    let h = w.connect(40000);
+    w.run(5);
+    assert_eq!(
+        w.sockets.get::<tcp::Socket>(h).state(),
+        tcp::State::Established
+    );
+    assert_eq!((w.engine.connections(), w.engine.half_open()), (1, 0));
+    let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sent = 0;
+    let mut got = Vec::new();
+    for _ in 0..2000 {
+        let s = w.sockets.get_mut::<tcp::Socket>(h);
+        if sent < payload.len() {
+            sent += s.send_slice(&payload[sent..]).unwrap();
+        }
+        while s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        if got.len() == payload.len() {
+            break;
+        }
+        w.run(1);
+    }
+    assert!(
+        got == payload,
+        "echoed {} of {} bytes",
+        got.len(),
+        payload.len()
+    );
+    // Half-close: the engine finishes and closes; the flow is removed.
+    w.sockets.get_mut::<tcp::Socket>(h).close();
+    w.run(50);
+    assert_eq!(w.engine.connections(), 0, "flow removed after the close");
+    assert_eq!((w.engine.stats().accepted, w.engine.stats().closed), (1, 1));
+    assert!(matches!(
+        w.sockets.get::<tcp::Socket>(h).state(),
+        tcp::State::TimeWait | tcp::State::Closed
+    ));
+}
+
+#[test]
+fn many_connections_each_get_their_own_echo() {
+    let mut w = World::new(1000);
+    let handles: Vec<_> = (0..200).map(|i| w.connect(41000 + i)).collect();
+    w.run(10);
+    assert_eq!(w.engine.connections(), 200);
+    for (i, h) in handles.iter().enumerate() {
+        w.sockets
+            .get_mut::<tcp::Socket>(*h)
+            .send_slice(format!("conn {i}").as_bytes())
+            .unwrap();
+    }
+    w.run(10);
+    for (i, h) in handles.iter().enumerate() {
+        let s = w.sockets.get_mut::<tcp::Socket>(*h);
+        let mut got = Vec::new();
+        s.recv(|b| {
+            got.extend_from_slice(b);
+            (b.len(), ())
+        })
+        .unwrap();
+        assert_eq!(got, format!("conn {i}").as_bytes());
+    }
+}
+
+/// A raw TCP segment from the client.
+fn segment(src_port: u16, dst_port: u16, syn: bool, payload: &[u8]) -> Vec<u8> {
+    let tcp = TcpRepr {
+        src_port,
+        dst_port,
+        control: if syn {
+            smoltcp::wire::TcpControl::Syn
+        } else {
+            smoltcp::wire::TcpControl::None
+        },
+        seq_number: TcpSeqNumber(1000),
+        ack_number: if syn { None } else { Some(TcpSeqNumber(1)) },
+        window_len: 1000,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload,
+    };
+    let ip = Ipv4Repr {
+        src_addr: CLIENT,
+        dst_addr: SERVER,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0; ip.buffer_len() + tcp.buffer_len()];
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(&mut buf[ip.buffer_len()..]),
+        &IpAddress::Ipv4(CLIENT),
+        &IpAddress::Ipv4(SERVER),
+        &caps,
+    );
+    buf
+}
+
+#[test]
+fn unknown_segments_get_rst_and_syn_floods_stop_at_the_half_open_cap() {
+    let mut w = World::new(8);
+    let mut out = Queue::default();
+    // A data segment with no connection: RST.
+    w.engine
+        .ingress(&segment(5555, PORT, false, b"stray"), &mut out, w.now);
+    let rst = out.0.pop_front().expect("an answer");
+    let ip = Ipv4Packet::new_checked(&rst[..]).unwrap();
+    assert!(TcpPacket::new_checked(ip.payload()).unwrap().rst());
+    // A SYN to a port nobody listens on: RST too.
+    w.engine
+        .ingress(&segment(5556, PORT + 1, true, b""), &mut out, w.now);
+    assert!(out.0.pop_front().is_some_and(|p| TcpPacket::new_checked(
+        Ipv4Packet::new_checked(&p[..]).unwrap().payload()
+    )
+    .unwrap()
+    .rst()));
+    // A flood of SYNs that never complete: only 8 connections are made.
+    for port in 0..1000u16 {
+        w.engine
+            .ingress(&segment(20000 + port, PORT, true, b""), &mut out, w.now);
+    }
+    w.engine.process(&mut out, w.now);
+    assert_eq!((w.engine.connections(), w.engine.half_open()), (8, 8));
+    assert_eq!(w.engine.stats().syn_dropped_half_open, 992);
+}
