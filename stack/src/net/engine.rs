@@ -244,10 +244,11 @@ impl<S: Service> Engine<S> {
             }
             f.armed = NEVER;
             if let Some(conn) = f.conn.as_mut() {
-                if !f.closing && self.service.deadline(conn).is_some_and(|d| d <= now) {
-                    if self.service.on_deadline(conn, &mut f.out, now) == Verdict::Close {
-                        f.closing = true;
-                    }
+                if !f.closing
+                    && self.service.deadline(conn).is_some_and(|d| d <= now)
+                    && self.service.on_deadline(conn, &mut f.out, now) == Verdict::Close
+                {
+                    f.closing = true;
                 }
             }
             self.step(slot, sink, now);
