@@ -95,9 +95,9 @@ pub struct BenchEchoArgs {
 /// Flags of `echo`.
 #[derive(Debug, Args)]
 pub struct EchoArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
-    pub listen: SocketAddr,
+    /// Address to listen on [default: 127.0.0.1:8080; with DPDK, the --ip address, port 8080].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
@@ -109,9 +109,9 @@ pub struct EchoArgs {
 /// Flags of `tcp-echo`.
 #[derive(Debug, Args)]
 pub struct TcpEchoArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:9002", value_name = "ADDR:PORT")]
-    pub listen: SocketAddr,
+    /// Address to listen on [default: 127.0.0.1:9002; with DPDK, the --ip address, port 9002].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
@@ -121,8 +121,7 @@ pub struct TcpEchoArgs {
 /// Flags every mode has.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Use kernel sockets instead of DPDK. Implied in builds without the `dpdk` feature (this
-    /// release has no DPDK data plane yet).
+    /// Use kernel sockets instead of DPDK. Implied in builds without the `dpdk` feature.
     #[arg(long)]
     pub no_dpdk: bool,
 
@@ -202,10 +201,11 @@ pub struct WsArgs {
     pub close_timeout: Duration,
 }
 
-/// Options of the DPDK transport. This build has no DPDK data plane: giving any of them is an error.
+/// Options of the DPDK transport (builds with the `dpdk` feature; elsewhere giving one is an error).
 #[derive(Debug, Args)]
 pub struct DpdkArgs {
-    /// EAL arguments for DPDK, e.g. "-l 0-1 --no-huge --vdev=net_tap0" (DPDK transport only).
+    /// EAL arguments, e.g. "-l 0 --no-huge -m 512 --vdev=net_tap0,iface=hl0" or "-l 2 -a 0000:3b:00.0"
+    /// (DPDK transport only).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub eal: Option<String>,
 
@@ -213,9 +213,36 @@ pub struct DpdkArgs {
     #[arg(long, value_name = "ADDR/PREFIX")]
     pub ip: Option<String>,
 
-    /// Default gateway for the DPDK port (DPDK transport only).
+    /// Default gateway for the DPDK port (DPDK only).
     #[arg(long, value_name = "ADDR")]
-    pub gateway: Option<String>,
+    pub gateway: Option<std::net::Ipv4Addr>,
+
+    /// DPDK port to serve on (DPDK only) [default: 0].
+    #[arg(long, value_name = "N")]
+    pub port_id: Option<u16>,
+
+    /// smoltcp receive buffer per connection: its TCP receive window (DPDK only). With
+    /// --tcp-tx-buf it sets memory per connection: the two buffers plus about 1 KiB
+    /// [default: 16KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub tcp_rx_buf: Option<u64>,
+
+    /// smoltcp send buffer per connection (DPDK only) [default: 16KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub tcp_tx_buf: Option<u64>,
+
+    /// Connections not yet established at once; SYNs beyond are dropped (DPDK only) [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_half_open: Option<usize>,
+
+    /// Mbufs in the packet pool (DPDK only) [default: 16383].
+    #[arg(long, value_name = "N")]
+    pub mbufs: Option<u32>,
+
+    /// When idle: `adaptive` backs off to short sleeps; `busy` polls without ever sleeping (DPDK only)
+    /// [default: adaptive].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub poll_mode: Option<PollMode>,
 }
 
 impl DpdkArgs {
@@ -225,10 +252,25 @@ impl DpdkArgs {
             (self.eal.is_some(), "--eal"),
             (self.ip.is_some(), "--ip"),
             (self.gateway.is_some(), "--gateway"),
+            (self.port_id.is_some(), "--port-id"),
+            (self.tcp_rx_buf.is_some(), "--tcp-rx-buf"),
+            (self.tcp_tx_buf.is_some(), "--tcp-tx-buf"),
+            (self.max_half_open.is_some(), "--max-half-open"),
+            (self.mbufs.is_some(), "--mbufs"),
+            (self.poll_mode.is_some(), "--poll-mode"),
         ]
         .into_iter()
         .find_map(|(given, name)| given.then_some(name))
     }
+}
+
+/// DPDK idle behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PollMode {
+    /// Spin briefly, then sleep up to 100 µs at a time while idle.
+    Adaptive,
+    /// Never sleep.
+    Busy,
 }
 
 /// Log output format.

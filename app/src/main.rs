@@ -3,6 +3,8 @@
 
 mod bench;
 mod cli;
+#[cfg(feature = "dpdk")]
+mod dpdk;
 mod logging;
 mod signals;
 
@@ -36,7 +38,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Mode::Echo(args) => {
             let common = &args.common;
             logging::init(common.log_level.as_deref(), common.log_format)?;
-            check_transport(common, &args.dpdk)?;
+            let transport = choose_transport(common, &args.dpdk)?;
             let max_frame = args.ws.max_frame.unwrap_or(args.ws.max_message);
             if max_frame > args.ws.max_message {
                 return Err(format!(
@@ -56,42 +58,63 @@ fn run(cli: Cli) -> Result<(), String> {
                 ping_interval: args.ws.ping_interval.0,
                 close_timeout: args.ws.close_timeout,
             };
-            let kernel = kernel_config(args.listen, common)?;
-            let counters: Arc<Vec<Arc<Counters>>> = Arc::new(
-                (0..kernel.workers)
-                    .map(|_| Arc::new(Counters::default()))
-                    .collect(),
-            );
-            let per_worker = Arc::clone(&counters);
-            let server = Server::start(kernel.clone(), move |i| {
-                let handler =
-                    Logging::new(Recover::new(Metrics::new(Echo, Arc::clone(&per_worker[i]))));
-                WsService::new(handler, ws.clone())
-            })
-            .map_err(|e| e.to_string())?;
-            announce("echo", "ws", &server, &kernel);
-            let reports = serve(server, common)?;
-            let messages: u64 = counters.iter().map(|c| Counters::get(&c.messages_in)).sum();
-            let sessions: u64 = counters
-                .iter()
-                .map(|c| Counters::get(&c.sessions_opened))
-                .sum();
-            summarize(
-                &reports,
-                &format!("sessions {sessions}, messages echoed {messages}"),
-            );
+            match transport {
+                Transport::Kernel => {
+                    let kernel = kernel_config(
+                        args.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
+                        common,
+                    )?;
+                    let counters: Arc<Vec<Arc<Counters>>> = Arc::new(
+                        (0..kernel.workers)
+                            .map(|_| Arc::new(Counters::default()))
+                            .collect(),
+                    );
+                    let per_worker = Arc::clone(&counters);
+                    let server =
+                        Server::start(kernel.clone(), move |i| echo_service(&per_worker[i], &ws))
+                            .map_err(|e| e.to_string())?;
+                    announce("echo", "ws", &server, &kernel);
+                    let reports = serve(server, common)?;
+                    summarize(&reports, &echo_summary(&counters));
+                }
+                #[cfg(feature = "dpdk")]
+                Transport::Dpdk => {
+                    let counters = Arc::new(Counters::default());
+                    let service = echo_service(&counters, &ws);
+                    dpdk::serve("echo", "ws", args.listen, 8080, common, &args.dpdk, service)?;
+                    tracing::info!("{}", echo_summary(&[counters]));
+                }
+            }
         }
         Mode::TcpEcho(args) => {
             let common = &args.common;
             logging::init(common.log_level.as_deref(), common.log_format)?;
-            check_transport(common, &args.dpdk)?;
-            let kernel = kernel_config(args.listen, common)?;
             let idle = common.idle_timeout.0;
-            let server = Server::start(kernel.clone(), move |_| TcpEchoService::new(idle))
-                .map_err(|e| e.to_string())?;
-            announce("tcp-echo", "tcp", &server, &kernel);
-            let reports = serve(server, common)?;
-            summarize(&reports, "");
+            match choose_transport(common, &args.dpdk)? {
+                Transport::Kernel => {
+                    let kernel = kernel_config(
+                        args.listen.unwrap_or(([127, 0, 0, 1], 9002).into()),
+                        common,
+                    )?;
+                    let server = Server::start(kernel.clone(), move |_| TcpEchoService::new(idle))
+                        .map_err(|e| e.to_string())?;
+                    announce("tcp-echo", "tcp", &server, &kernel);
+                    let reports = serve(server, common)?;
+                    summarize(&reports, "");
+                }
+                #[cfg(feature = "dpdk")]
+                Transport::Dpdk => {
+                    dpdk::serve(
+                        "tcp-echo",
+                        "tcp",
+                        args.listen,
+                        9002,
+                        common,
+                        &args.dpdk,
+                        TcpEchoService::new(idle),
+                    )?;
+                }
+            }
         }
         Mode::Bench(BenchKind::Echo(args)) => {
             logging::init(Some("warn"), cli::LogFormat::Text)?;
@@ -99,6 +122,73 @@ fn run(cli: Cli) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The echo handler chain of one worker.
+fn echo_service(
+    counters: &Arc<Counters>,
+    ws: &WsConfig,
+) -> WsService<Logging<Recover<Metrics<Echo>>>> {
+    WsService::new(
+        Logging::new(Recover::new(Metrics::new(Echo, Arc::clone(counters)))),
+        ws.clone(),
+    )
+}
+
+fn echo_summary(counters: &[Arc<Counters>]) -> String {
+    let messages: u64 = counters.iter().map(|c| Counters::get(&c.messages_in)).sum();
+    let sessions: u64 = counters
+        .iter()
+        .map(|c| Counters::get(&c.sessions_opened))
+        .sum();
+    format!("sessions {sessions}, messages echoed {messages}")
+}
+
+/// Which transport serves.
+enum Transport {
+    Kernel,
+    #[cfg(feature = "dpdk")]
+    Dpdk,
+}
+
+/// DPDK unless `--no-dpdk` (or a build without it); DPDK flags only go with DPDK.
+fn choose_transport(common: &CommonArgs, dpdk: &DpdkArgs) -> Result<Transport, String> {
+    let given = dpdk.first_given();
+    if !cfg!(feature = "dpdk") {
+        if let Some(flag) = given {
+            return Err(format!(
+                "{flag} needs the DPDK transport, which this build does not have (built without the `dpdk` feature); \
+                 drop {flag} to run on kernel sockets"
+            ));
+        }
+        if !common.no_dpdk {
+            tracing::debug!(
+                "built without DPDK: using the kernel-socket transport (--no-dpdk implied)"
+            );
+        }
+        return Ok(Transport::Kernel);
+    }
+    if common.no_dpdk {
+        if let Some(flag) = given {
+            return Err(format!(
+                "{flag} configures the DPDK transport and cannot be combined with --no-dpdk"
+            ));
+        }
+        return Ok(Transport::Kernel);
+    }
+    #[cfg(feature = "dpdk")]
+    {
+        if dpdk.eal.is_none() || dpdk.ip.is_none() {
+            return Err(
+                "the DPDK transport needs --eal \"EAL ARGS\" and --ip ADDR/PREFIX; \
+                        add --no-dpdk to use kernel sockets instead"
+                    .into(),
+            );
+        }
+        Ok(Transport::Dpdk)
+    }
+    #[cfg(not(feature = "dpdk"))]
+    unreachable!("handled above")
 }
 
 fn bench_echo(args: &BenchEchoArgs) -> Result<(), String> {
@@ -185,26 +275,6 @@ fn bench_echo(args: &BenchEchoArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// This build has only the kernel transport: `--no-dpdk` is implied and DPDK flags are errors.
-fn check_transport(common: &CommonArgs, dpdk: &DpdkArgs) -> Result<(), String> {
-    if let Some(flag) = dpdk.first_given() {
-        return Err(if common.no_dpdk {
-            format!("{flag} configures the DPDK transport and cannot be combined with --no-dpdk")
-        } else {
-            format!(
-                "{flag} needs the DPDK transport, which this build does not have (built without the `dpdk` feature); \
-                 drop {flag} to run on kernel sockets"
-            )
-        });
-    }
-    if !common.no_dpdk {
-        tracing::debug!(
-            "built without DPDK: using the kernel-socket transport (--no-dpdk implied)"
-        );
-    }
-    Ok(())
-}
-
 fn kernel_config(
     listen: std::net::SocketAddr,
     common: &CommonArgs,
@@ -276,7 +346,9 @@ fn announce(mode: &str, scheme: &str, server: &Server, cfg: &KernelConfig) {
 }
 
 fn serve(server: Server, common: &CommonArgs) -> Result<Vec<WorkerReport>, String> {
-    signals::watch(server.shutdown_handle(), common.shutdown_timeout)?;
+    let handle = server.shutdown_handle();
+    let grace = common.shutdown_timeout;
+    signals::watch(move || handle.shutdown(grace), grace)?;
     server.join().map_err(|e| e.to_string())
 }
 

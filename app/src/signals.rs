@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
-use hioload_ws::stack::kernel::ShutdownHandle;
-
-/// Watch for termination signals on a background thread.
+/// Watch for termination signals on a background thread; the first runs `shutdown`.
 #[cfg(unix)]
-pub fn watch(handle: ShutdownHandle, grace: Duration) -> Result<(), String> {
+pub fn watch(shutdown: impl FnOnce() + Send + 'static, grace: Duration) -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     use signal_hook::iterator::Signals;
 
@@ -18,7 +16,7 @@ pub fn watch(handle: ShutdownHandle, grace: Duration) -> Result<(), String> {
             let mut forever = signals.forever();
             if let Some(sig) = forever.next() {
                 tracing::info!(signal = sig, grace = ?grace, "shutting down: no new connections, closing sessions with 1001");
-                handle.shutdown(grace);
+                shutdown();
             }
             if let Some(sig) = forever.next() {
                 tracing::warn!(signal = sig, "second signal: exiting without waiting for sessions");
@@ -31,7 +29,7 @@ pub fn watch(handle: ShutdownHandle, grace: Duration) -> Result<(), String> {
 
 /// Without Unix signals (Windows), Ctrl-C ends the process without a graceful shutdown.
 #[cfg(not(unix))]
-pub fn watch(_handle: ShutdownHandle, _grace: Duration) -> Result<(), String> {
+pub fn watch(_shutdown: impl FnOnce() + Send + 'static, _grace: Duration) -> Result<(), String> {
     tracing::warn!("graceful shutdown on signals is only implemented on Unix");
     Ok(())
 }

@@ -47,7 +47,7 @@ fn help_explains_every_flag_with_its_default() {
         assert!(out.contains(default), "{default} missing from help:\n{out}");
     }
     let (_, out, _) = run(&["tcp-echo", "--help"]);
-    assert!(out.contains("[default: 127.0.0.1:9002]"));
+    assert!(out.contains("[default: 127.0.0.1:9002;"));
 }
 
 #[test]

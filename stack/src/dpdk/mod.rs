@@ -13,6 +13,7 @@ pub mod error;
 pub mod mbuf;
 pub mod mempool;
 pub mod port;
+pub mod server;
 pub mod tx;
 
 pub use eal::Eal;
