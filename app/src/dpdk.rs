@@ -64,7 +64,7 @@ pub fn serve<S: Service>(
     let transport = DpdkTransport::start(cfg.clone()).map_err(|e| e.to_string())?;
     tracing::info!(
         "hioload-ws {} {mode} listening on {scheme}://{ip}:{} (transport: {}, port {} ({}), 1 worker on the main lcore, poll: {poll}, \
-         TCP buffers {} + {} bytes per connection, max connections: {})",
+         TCP buffers {} + {} bytes per connection, max connections: {}, mbufs in use {})",
         hioload_ws::build_info(),
         cfg.listen_port,
         transport.version(),
@@ -73,6 +73,7 @@ pub fn serve<S: Service>(
         cfg.tcp_rx_buf,
         cfg.tcp_tx_buf,
         cfg.max_connections,
+        transport.pool().in_use(),
     );
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);

@@ -17,9 +17,15 @@ pub struct Appliance {
 impl Appliance {
     /// Start `hioload-ws MODE --listen 127.0.0.1:0 ARGS...` and wait for its startup line.
     pub fn start(mode: &str, args: &[&str]) -> Self {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Self::spawn(mode, &all)
+    }
+
+    fn spawn(mode: &str, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hioload-ws"))
             .arg(mode)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "text"])
+            .args(["--log-format", "text"])
             .args(args)
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
@@ -58,6 +64,29 @@ impl Appliance {
             }
         };
         Self { child, addr, log }
+    }
+
+    /// Start `hioload-ws MODE` on DPDK over a new TAP device `iface` with address
+    /// 198.18.NET.2/24, give the kernel side 198.18.NET.1, and wait until it serves.
+    pub fn start_dpdk(mode: &str, iface: &str, net: u8, args: &[&str]) -> Self {
+        let eal = format!("-l 0 --no-huge -m 512 --no-pci --no-shconf --file-prefix {iface} --vdev=net_tap0,iface={iface}");
+        let ip = format!("198.18.{net}.2/24");
+        let mut all = vec!["--eal", eal.as_str(), "--ip", ip.as_str()];
+        all.extend_from_slice(args);
+        let app = Self::spawn(mode, &all);
+        let kernel_ip = format!("198.18.{net}.1/24");
+        for cmd in [
+            vec!["addr", "add", kernel_ip.as_str(), "dev", iface],
+            vec!["link", "set", iface, "up"],
+        ] {
+            let ok = Command::new("ip")
+                .args(&cmd)
+                .status()
+                .expect("run ip")
+                .success();
+            assert!(ok, "ip {cmd:?} failed");
+        }
+        app
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,183 @@
+//! The appliance on DPDK: EAL with `--no-huge`, a `net_tap` device per test, and the kernel's
+//! TCP stack as the client on the far side of the TAP. Needs the `dpdk` feature, root and
+//! /dev/net/tun (scripts/test.sh checks and prints a SKIPPED banner otherwise).
+#![cfg(feature = "dpdk")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use common::Appliance;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::{Message, WebSocket};
+
+type Ws = WebSocket<TcpStream>;
+
+fn connect(app: &Appliance) -> Ws {
+    let stream = TcpStream::connect(app.addr).expect("connect through the TAP");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (ws, _) =
+        tungstenite::client(format!("ws://{}/dpdk", app.addr), stream).expect("handshake");
+    ws
+}
+
+/// The number after `label` in the log (e.g. "mbufs in use 1023").
+fn number_after(log: &str, label: &str) -> u64 {
+    let i = log
+        .rfind(label)
+        .unwrap_or_else(|| panic!("{label:?} not in log:\n{log}"));
+    log[i + label.len()..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect(label)
+}
+
+#[test]
+fn websocket_echo_over_dpdk() {
+    let app = Appliance::start_dpdk("echo", "hld1", 81, &[]);
+    let ok = std::process::Command::new("ping")
+        .args(["-c", "1", "-W", "2", "198.18.81.2"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ping through the TAP");
+    let mut ws = connect(&app);
+    ws.send(Message::text("héllo over DPDK")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("héllo over DPDK"));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+    let big: Vec<u8> = (0..(1 << 20)).map(|i| (i * 7 % 253) as u8).collect();
+    ws.send(Message::binary(big.clone())).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::binary(big));
+    ws.write(Message::Frame(Frame::message(
+        b"frag".to_vec(),
+        OpCode::Data(Data::Text),
+        false,
+    )))
+    .unwrap();
+    ws.write(Message::Frame(Frame::message(
+        b"mented".to_vec(),
+        OpCode::Data(Data::Continue),
+        true,
+    )))
+    .unwrap();
+    ws.flush().unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("fragmented"));
+    for i in 0..300 {
+        ws.write(Message::text(format!("m{i}"))).unwrap();
+    }
+    ws.flush().unwrap();
+    for i in 0..300 {
+        assert_eq!(ws.read().unwrap(), Message::text(format!("m{i}")));
+    }
+    // The close handshake completes and the server closes TCP.
+    ws.close(None).unwrap();
+    assert!(matches!(ws.read(), Ok(Message::Close(_))));
+    assert!(matches!(
+        ws.read(),
+        Err(tungstenite::Error::ConnectionClosed)
+    ));
+}
+
+#[test]
+fn thousand_concurrent_connections_keep_payload_integrity() {
+    let app = Appliance::start_dpdk(
+        "echo",
+        "hld2",
+        82,
+        &["--tcp-rx-buf", "4KiB", "--tcp-tx-buf", "4KiB"],
+    );
+    let mut clients: Vec<Ws> = (0..1000).map(|_| connect(&app)).collect();
+    for (i, ws) in clients.iter_mut().enumerate() {
+        ws.send(Message::binary(
+            format!("connection {i} payload {}", "x".repeat(i % 200)).into_bytes(),
+        ))
+        .unwrap();
+    }
+    for (i, ws) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            ws.read().unwrap(),
+            Message::binary(format!("connection {i} payload {}", "x".repeat(i % 200)).into_bytes())
+        );
+    }
+}
+
+#[test]
+fn tcp_echo_over_dpdk() {
+    let app = Appliance::start_dpdk("tcp-echo", "hld3", 83, &[]);
+    let mut s = TcpStream::connect(app.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let mut w = s.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&sent).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back)
+        .expect("the appliance closes after echoing everything");
+    writer.join().unwrap();
+    assert!(
+        back == data,
+        "echoed {} of {} bytes",
+        back.len(),
+        data.len()
+    );
+}
+
+#[test]
+fn sigterm_closes_sessions_with_1001_and_exits_0() {
+    let mut app = Appliance::start_dpdk("echo", "hld4", 84, &[]);
+    let mut clients: Vec<Ws> = (0..20).map(|_| connect(&app)).collect();
+    for ws in &mut clients {
+        ws.send(Message::text("before")).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text("before"));
+    }
+    app.signal("TERM");
+    for ws in &mut clients {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => assert_eq!(f.code, CloseCode::Away),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+    drop(clients);
+    assert_eq!(
+        app.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        app.log_text()
+    );
+    app.wait_for_log(&["connections accepted 20", "abandoned at deadline 0"]);
+}
+
+#[test]
+fn ten_thousand_cycles_return_to_baseline() {
+    let mut app = Appliance::start_dpdk("echo", "hld5", 85, &[]);
+    let baseline = number_after(&app.wait_for_log(&["mbufs in use"]), "mbufs in use");
+    for i in 0..10_000 {
+        let mut ws = connect(&app);
+        ws.send(Message::text(format!("cycle {i}"))).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text(format!("cycle {i}")));
+        ws.close(None).unwrap();
+        while ws.read().is_ok() {}
+    }
+    app.signal("TERM");
+    assert_eq!(app.wait_exit(Duration::from_secs(15)), Some(0));
+    let log = app.wait_for_log(&["stopped:"]);
+    assert_eq!(number_after(&log, "connections accepted"), 10_000);
+    assert_eq!(number_after(&log, "closed"), 10_000, "{log}");
+    assert_eq!(number_after(&log, "abandoned at deadline"), 0);
+    assert_eq!(
+        number_after(&log, "mbufs in use"),
+        baseline,
+        "mbufs leaked: {log}"
+    );
+}
