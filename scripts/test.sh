@@ -4,11 +4,13 @@
 #      libdpdk-dev, clang/libclang-dev, pkg-config, iproute2, iputils-ping; pip: websockets;
 #      npm: ws; the Autobahn testsuite via ../shared/tools/autobahn/setup.sh);
 #   2. checks formatting and lints (cargo fmt, cargo clippy -D warnings);
-#   3. runs the Rust unit, property and integration tests (cargo nextest, else cargo test), and
-#      the DPDK building blocks with real EAL over a net_tap device (root and /dev/net/tun);
+#   3. runs the Rust unit, property and integration tests (cargo nextest, else cargo test);
 #   4. runs the echo appliance on kernel sockets and drives it with the Python `websockets` and
 #      Node `ws` clients;
-#   5. runs the Autobahn|Testsuite quick set against it and requires zero FAILED.
+#   5. runs the Autobahn|Testsuite quick set against it and requires zero FAILED;
+#   6. the same on DPDK (root and /dev/net/tun): EAL --no-huge with a net_tap device, the kernel
+#      as the client: the stack's DPDK tests, the appliance's DPDK tests, the Python client and
+#      the Autobahn quick set against `hioload-ws echo` on DPDK.
 # Exits non-zero if any stage fails; stages that cannot run say so in a SKIPPED banner (and fail
 # under CI=true). Extra arguments are passed to the test runner (e.g. a test name filter).
 set -euo pipefail
@@ -35,6 +37,12 @@ skip() {
     FAILED=$((FAILED + 1))
     FAILED_STAGES+=("skipped under CI: $*")
   fi
+}
+notice_skip() { # a skip the issue allows (e.g. no hugepages on this machine): loud, not a failure
+  printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+  printf '!!! SKIPPED: %s\n' "$*"
+  printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+  SKIPPED=$((SKIPPED + 1))
 }
 stage() { # NAME COMMAND...: run a stage, record its result, keep going
   local name="$1"
@@ -127,16 +135,6 @@ else
   echo "test.sh: cargo-nextest not installed; using cargo test"
   stage "cargo test (unit, property, integration)" cargo test --workspace --release --no-fail-fast "$@"
 fi
-# DPDK: real EAL, a real PMD (net_tap) and real mbufs; the kernel on the far side of the TAP.
-if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
-  if cargo nextest --version >/dev/null 2>&1; then
-    stage "DPDK building blocks over net_tap (EAL --no-huge)" cargo nextest run -p hioload-stack --features dpdk --release --no-fail-fast
-  else
-    stage "DPDK building blocks over net_tap (EAL --no-huge)" cargo test -p hioload-stack --features dpdk --release --no-fail-fast
-  fi
-else
-  skip "DPDK tests need root and /dev/net/tun (uid $(id -u), /dev/net/tun $([ -c /dev/net/tun ] && echo present || echo missing))"
-fi
 cargo build --release --quiet -p hioload-ws-app
 BIN="$ROOT/target/release/hioload-ws"
 
@@ -189,6 +187,69 @@ if [ "$HAVE_AUTOBAHN" = 1 ]; then
   fi
 else
   skip "Autobahn testsuite not found at $AUTOBAHN (set AUTOBAHN_DIR)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 6. DPDK: real EAL, a real PMD (net_tap), real mbufs; the kernel on the far side of the TAP.
+# (Runs last: building the appliance with the `dpdk` feature replaces target/release/hioload-ws.)
+run_tests() { # PACKAGE ARGS...
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --release --no-fail-fast -p "$@"
+  else
+    cargo test --release --no-fail-fast -p "$@"
+  fi
+}
+# Start the appliance on DPDK over TAP device $1 (198.18.$2.2/24; the kernel side gets .1);
+# $3: EAL memory options (default: no hugepages).
+start_dpdk_appliance() {
+  local iface="$1" net="$2" mem="${3:---no-huge -m 512}" log="$LOGS/dpdk-$1.log"
+  "$BIN" echo --eal "-l 0 $mem --no-pci --no-shconf --file-prefix $iface --vdev=net_tap0,iface=$iface" \
+    --ip "198.18.$net.2/24" --log-level info --log-format text >"$log" 2>&1 &
+  APP_PID=$!
+  PIDS+=("$APP_PID")
+  for _ in $(seq 1 100); do
+    if grep -q "listening on" "$log"; then
+      ip addr add "198.18.$net.1/24" dev "$iface" && ip link set "$iface" up
+      APP_URL="ws://198.18.$net.2:8080"
+      return 0
+    fi
+    kill -0 "$APP_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "test.sh: the DPDK appliance did not start; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
+  stage "DPDK building blocks over net_tap (EAL --no-huge)" run_tests hioload-stack --features dpdk
+  stage "DPDK appliance tests over net_tap" run_tests hioload-ws-app --features dpdk --test dpdk
+  cargo build --release --quiet -p hioload-ws-app --features dpdk
+  if start_dpdk_appliance hltest0 91; then
+    stage "Python websockets client smoke test over DPDK ($APP_URL)" "$DEPS/py/bin/python" scripts/smoke/py_client.py "$APP_URL/smoke"
+    if [ "$HAVE_AUTOBAHN" = 1 ]; then
+      stage "Autobahn|Testsuite quick set over DPDK ($APP_URL)" "$AUTOBAHN/run.sh" "$APP_URL" "$ROOT/target/autobahn-dpdk" quick
+    fi
+    stop_appliance
+  else
+    FAILED=$((FAILED + 1))
+    FAILED_STAGES+=("DPDK appliance start")
+  fi
+  # Real hugepages, when the machine can reserve them.
+  if hp=$(scripts/setup-hugepages.sh 256 2>&1); then
+    echo "$hp"
+    if start_dpdk_appliance hltest1 92 "-m 256"; then
+      stage "Python websockets client smoke test over DPDK on hugepages ($APP_URL)" \
+        "$DEPS/py/bin/python" scripts/smoke/py_client.py "$APP_URL/smoke"
+      stop_appliance
+    else
+      FAILED=$((FAILED + 1))
+      FAILED_STAGES+=("DPDK appliance start on hugepages")
+    fi
+  else
+    notice_skip "DPDK on real hugepages: $hp"
+  fi
+else
+  skip "DPDK tests need root and /dev/net/tun (uid $(id -u), /dev/net/tun $([ -c /dev/net/tun ] && echo present || echo missing))"
 fi
 
 say "done"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run the echo appliance on DPDK over a TAP device, so a browser or any client on this machine
+# reaches it through real EAL, a real poll-mode driver (net_tap), mbufs and the smoltcp stack.
+#
+#   scripts/demo-tap.sh [IFACE] [NET]     (defaults: hldemo0, 198.18.99.0/24; needs root)
+#
+# The appliance gets 198.18.NET.2, the kernel side of the TAP 198.18.NET.1. EAL runs with
+# --no-huge, so no hugepages are needed. Ctrl-C stops it (gracefully: sessions get close 1001).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+IFACE="${1:-hldemo0}"
+NET="${2:-99}"
+[ "$(id -u)" -eq 0 ] || { echo "demo-tap.sh: needs root (EAL and the TAP device)" >&2; exit 2; }
+[ -c /dev/net/tun ] || { echo "demo-tap.sh: /dev/net/tun is missing (modprobe tun)" >&2; exit 2; }
+pkg-config --exists libdpdk || { echo "demo-tap.sh: DPDK not found: apt-get install libdpdk-dev dpdk pkg-config clang libclang-dev" >&2; exit 2; }
+
+cargo build --release --quiet -p hioload-ws-app --features dpdk --manifest-path "$ROOT/Cargo.toml"
+LOG="$(mktemp /tmp/hioload-demo.XXXXXX.log)"
+"$ROOT/target/release/hioload-ws" echo \
+  --eal "-l 0 --no-huge -m 512 --no-pci --no-shconf --file-prefix $IFACE --vdev=net_tap0,iface=$IFACE" \
+  --ip "198.18.$NET.2/24" --log-level info >"$LOG" 2>&1 &
+PID=$!
+trap 'kill -TERM $PID 2>/dev/null; wait $PID 2>/dev/null; echo "demo-tap.sh: stopped; log: $LOG"' EXIT INT TERM
+for _ in $(seq 1 100); do
+  grep -q "listening on" "$LOG" && break
+  kill -0 "$PID" 2>/dev/null || { cat "$LOG" >&2; exit 1; }
+  sleep 0.1
+done
+ip addr add "198.18.$NET.1/24" dev "$IFACE"
+ip link set "$IFACE" up
+grep "listening on" "$LOG" | sed 's/\x1b\[[0-9;]*m//g'
+cat <<MSG
+
+  The echo appliance runs on DPDK (net_tap device $IFACE).
+  Open  ws://198.18.$NET.2:8080/  from this machine, for example in a browser console:
+      let ws = new WebSocket("ws://198.18.$NET.2:8080/"); ws.onmessage = e => console.log(e.data); ws.onopen = () => ws.send("hello");
+  or:  ping 198.18.$NET.2
+  Ctrl-C to stop.
+MSG
+wait "$PID"
