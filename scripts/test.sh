@@ -237,7 +237,7 @@ if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
   # Real hugepages, when the machine can reserve them.
   if hp=$(scripts/setup-hugepages.sh 256 2>&1); then
     echo "$hp"
-    if start_dpdk_appliance hltest1 92 "-m 256"; then
+    if start_dpdk_appliance hltest1 92 "-m 256 --huge-unlink"; then
       stage "Python websockets client smoke test over DPDK on hugepages ($APP_URL)" \
         "$DEPS/py/bin/python" scripts/smoke/py_client.py "$APP_URL/smoke"
       stop_appliance
