@@ -11,16 +11,23 @@ use hioload_ws::stack::Service;
 use crate::cli::{CommonArgs, DpdkArgs, PollMode};
 use crate::signals;
 
-/// Run `service` on the DPDK transport until a signal, then shut down gracefully.
-pub fn serve<S: Service>(
+/// Run `make_service(worker)` on every DPDK worker until a signal, then shut down gracefully.
+/// `before_serve(workers)` runs once the transport is up (e.g. to size per-worker counters).
+#[allow(clippy::too_many_arguments)]
+pub fn serve<S, F>(
     mode: &str,
     scheme: &str,
     listen: Option<SocketAddr>,
     default_port: u16,
     common: &CommonArgs,
     args: &DpdkArgs,
-    service: S,
-) -> Result<(), String> {
+    before_serve: impl FnOnce(usize),
+    make_service: F,
+) -> Result<(), String>
+where
+    S: Service,
+    F: Fn(usize) -> S + Sync,
+{
     let (ip, prefix) =
         parse_cidr(args.ip.as_deref().unwrap_or_default()).map_err(|e| format!("--ip: {e}"))?;
     let listen = listen.unwrap_or(SocketAddr::from((ip, default_port)));
@@ -62,18 +69,27 @@ pub fn serve<S: Service>(
     };
     let poll = if cfg.busy_poll { "busy" } else { "adaptive" };
     let transport = DpdkTransport::start(cfg.clone()).map_err(|e| e.to_string())?;
+    let lcores = transport
+        .lcores()
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    before_serve(transport.lcores().len());
     tracing::info!(
-        "hioload-ws {} {mode} listening on {scheme}://{ip}:{} (transport: {}, port {} ({}), 1 worker on the main lcore, poll: {poll}, \
-         TCP buffers {} + {} bytes per connection, max connections: {}, mbufs in use {})",
+        "hioload-ws {} {mode} listening on {scheme}://{ip}:{} (transport: {}, port {} ({}), workers: {} on lcores {lcores}, \
+         RSS: {}, poll: {poll}, TCP buffers {} + {} bytes per connection, max connections: {}, mbufs in use {})",
         hioload_ws::build_info(),
         cfg.listen_port,
         transport.version(),
         cfg.port,
         transport.mac(),
+        transport.lcores().len(),
+        if transport.rss() { "on" } else { "off" },
         cfg.tcp_rx_buf,
         cfg.tcp_tx_buf,
         cfg.max_connections,
-        transport.pool().in_use(),
+        transport.mbufs_in_use(),
     );
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -81,21 +97,36 @@ pub fn serve<S: Service>(
         move || flag.store(true, Ordering::Relaxed),
         common.shutdown_timeout,
     )?;
-    let r = transport.serve(service, &stop, common.shutdown_timeout);
+    let r = transport.serve(make_service, &stop, common.shutdown_timeout);
+    let per_worker = r
+        .workers
+        .iter()
+        .map(|w| w.engine.accepted.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     tracing::info!(
-        "stopped: connections accepted {}, closed {}, abandoned at deadline {}; SYNs dropped {} (half-open cap) + {} (full); \
-         packets in {} out {}, missed {}, tx refused {}, tx drops {:?}; mbufs in use {}",
-        r.engine.accepted,
-        r.engine.closed,
-        r.abandoned,
-        r.engine.syn_dropped_half_open,
-        r.engine.syn_dropped_full,
+        "stopped: connections accepted {} (per worker {per_worker}), closed {}, abandoned at deadline {}; \
+         SYNs dropped {} (half-open cap) + {} (full); packets in {} out {}, missed {}, tx refused {}, \
+         tx drops (no mbuf {}, no neighbour {}, no route {}); mbufs in use {}",
+        r.total(|w| w.engine.accepted),
+        r.total(|w| w.engine.closed),
+        r.total(|w| w.abandoned as u64),
+        r.total(|w| w.engine.syn_dropped_half_open),
+        r.total(|w| w.engine.syn_dropped_full),
         r.port.rx_packets,
         r.port.tx_packets,
         r.port.rx_missed,
-        r.tx_refused,
-        r.tx_drops,
-        transport.pool().in_use(),
+        r.total(|w| w.tx_refused),
+        r.total(|w| w.tx_drops.no_mbuf),
+        r.total(|w| w.tx_drops.no_neighbour),
+        r.total(|w| w.tx_drops.no_route),
+        transport.mbufs_in_use(),
     );
+    if !r.failed_workers.is_empty() {
+        return Err(format!(
+            "DPDK workers {:?} failed (see the log above)",
+            r.failed_workers
+        ));
+    }
     Ok(())
 }

@@ -79,10 +79,32 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
                 #[cfg(feature = "dpdk")]
                 Transport::Dpdk => {
-                    let counters = Arc::new(Counters::default());
-                    let service = echo_service(&counters, &ws);
-                    dpdk::serve("echo", "ws", args.listen, 8080, common, &args.dpdk, service)?;
-                    tracing::info!("{}", echo_summary(&[counters]));
+                    let counters = std::sync::OnceLock::<Vec<Arc<Counters>>>::new();
+                    dpdk::serve(
+                        "echo",
+                        "ws",
+                        args.listen,
+                        8080,
+                        common,
+                        &args.dpdk,
+                        |workers| {
+                            let _ = counters.set(
+                                (0..workers)
+                                    .map(|_| Arc::new(Counters::default()))
+                                    .collect(),
+                            );
+                        },
+                        |i| {
+                            echo_service(
+                                &counters.get().map(|c| c[i].clone()).unwrap_or_default(),
+                                &ws,
+                            )
+                        },
+                    )?;
+                    tracing::info!(
+                        "{}",
+                        echo_summary(counters.get().map(Vec::as_slice).unwrap_or_default())
+                    );
                 }
             }
         }
@@ -111,7 +133,8 @@ fn run(cli: Cli) -> Result<(), String> {
                         9002,
                         common,
                         &args.dpdk,
-                        TcpEchoService::new(idle),
+                        |_| {},
+                        |_| TcpEchoService::new(idle),
                     )?;
                 }
             }

@@ -181,3 +181,40 @@ fn ten_thousand_cycles_return_to_baseline() {
         "mbufs leaked: {log}"
     );
 }
+
+#[test]
+fn two_workers_on_two_queues_both_carry_connections() {
+    let mut app = Appliance::start_dpdk_on("echo", "0-1", "hld6", 86, &[]);
+    app.wait_for_log(&["workers: 2 on lcores 0,1"]);
+    let mut clients: Vec<Ws> = (0..64).map(|_| connect(&app)).collect();
+    for (i, ws) in clients.iter_mut().enumerate() {
+        ws.send(Message::text(format!("worker test {i}"))).unwrap();
+        assert_eq!(
+            ws.read().unwrap(),
+            Message::text(format!("worker test {i}"))
+        );
+    }
+    drop(clients);
+    app.signal("TERM");
+    assert_eq!(
+        app.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        app.log_text()
+    );
+    let log = app.wait_for_log(&["per worker"]);
+    let i = log.find("per worker ").expect("per-worker counts") + "per worker ".len();
+    let counts: Vec<u64> = log[i..]
+        .split(')')
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(|c| c.trim().parse().unwrap_or(0))
+        .collect();
+    assert_eq!(counts.len(), 2, "{log}");
+    assert_eq!(counts.iter().sum::<u64>(), 64, "{log}");
+    assert!(
+        counts.iter().all(|&c| c > 0),
+        "both workers carry connections: {counts:?}"
+    );
+}

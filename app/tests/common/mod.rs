@@ -69,7 +69,12 @@ impl Appliance {
     /// Start `hioload-ws MODE` on DPDK over a new TAP device `iface` with address
     /// 198.18.NET.2/24, give the kernel side 198.18.NET.1, and wait until it serves.
     pub fn start_dpdk(mode: &str, iface: &str, net: u8, args: &[&str]) -> Self {
-        let eal = format!("-l 0 --no-huge -m 512 --no-pci --no-shconf --file-prefix {iface} --vdev=net_tap0,iface={iface}");
+        Self::start_dpdk_on(mode, "0", iface, net, args)
+    }
+
+    /// Like [`Appliance::start_dpdk`], with EAL's lcore list (one worker per lcore).
+    pub fn start_dpdk_on(mode: &str, lcores: &str, iface: &str, net: u8, args: &[&str]) -> Self {
+        let eal = format!("-l {lcores} --no-huge -m 512 --no-pci --no-shconf --file-prefix {iface} --vdev=net_tap0,iface={iface}");
         let ip = format!("198.18.{net}.2/24");
         let mut all = vec!["--eal", eal.as_str(), "--ip", ip.as_str()];
         all.extend_from_slice(args);

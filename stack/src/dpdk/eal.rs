@@ -84,3 +84,77 @@ fn hint(errno: i32) -> &'static str {
         _ => "; see the EAL messages above",
     }
 }
+
+/// The lcores EAL was given: the main lcore first, then the others in order.
+pub fn lcores(_eal: &Eal) -> Vec<u32> {
+    // SAFETY: EAL is initialised (we hold a reference); these only read EAL's lcore table.
+    unsafe {
+        let main = sys::rte_get_main_lcore();
+        let mut all = vec![main];
+        let mut i = sys::rte_get_next_lcore(u32::MAX, 1, 0);
+        while i < sys::RTE_MAX_LCORE {
+            all.push(i);
+            i = sys::rte_get_next_lcore(i, 1, 0);
+        }
+        all
+    }
+}
+
+/// NUMA socket of an lcore.
+pub fn lcore_socket(_eal: &Eal, lcore: u32) -> u32 {
+    // SAFETY: EAL is initialised; any lcore id is accepted (unknown ones give socket 0).
+    unsafe { sys::rte_lcore_to_socket_id(lcore) }
+}
+
+/// What one lcore runs: `job(worker_index)`.
+struct Job<'a> {
+    run: &'a (dyn Fn(usize) + Sync),
+    index: usize,
+}
+
+unsafe extern "C" fn trampoline(arg: *mut std::os::raw::c_void) -> std::os::raw::c_int {
+    // SAFETY: `arg` is the `Job` that `run_on_lcores` passed for this lcore; it stays alive until
+    // that function has waited for this lcore to return.
+    let job = unsafe { &*(arg as *const Job<'_>) };
+    // A panic must not unwind into C.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.run)(job.index))) {
+        Ok(()) => 0,
+        Err(_) => -1,
+    }
+}
+
+impl Eal {
+    /// Run `job(i)` for worker `i` on each of `lcores` (the first must be the main lcore, which
+    /// runs worker 0 on this thread) and return when all have finished. Returns the workers whose
+    /// job panicked or could not be launched.
+    pub fn run_on_lcores(&self, lcores: &[u32], job: &(dyn Fn(usize) + Sync)) -> Vec<usize> {
+        let jobs: Vec<Job<'_>> = (0..lcores.len())
+            .map(|index| Job { run: job, index })
+            .collect();
+        let mut launched = Vec::new();
+        let mut failed = Vec::new();
+        for (i, &lcore) in lcores.iter().enumerate().skip(1) {
+            let arg = &jobs[i] as *const Job<'_> as *mut std::os::raw::c_void;
+            // SAFETY: the lcore is a worker lcore of this EAL (from `lcores`), `trampoline` has
+            // the expected signature, and `arg` outlives the job: we wait for every launched lcore
+            // below, before `jobs` is dropped, whatever happens on this thread.
+            if unsafe { sys::rte_eal_remote_launch(Some(trampoline), arg, lcore) } == 0 {
+                launched.push((i, lcore));
+            } else {
+                tracing::error!(lcore, "rte_eal_remote_launch failed");
+                failed.push(i);
+            }
+        }
+        let main_ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(0))).is_ok();
+        if !main_ok {
+            failed.push(0);
+        }
+        for (i, lcore) in launched {
+            // SAFETY: waits for a worker lcore we launched; returns its job's return value.
+            if unsafe { sys::rte_eal_wait_lcore(lcore) } != 0 {
+                failed.push(i);
+            }
+        }
+        failed
+    }
+}

@@ -193,6 +193,13 @@ impl Port {
         })
     }
 
+    /// NUMA socket of port `id` (0 when unknown), before it is started.
+    pub fn socket_of(id: u16) -> u32 {
+        // SAFETY: any port id is accepted; invalid ones return a negative value.
+        let s = unsafe { sys::rte_eth_dev_socket_id(id) };
+        u32::try_from(s).unwrap_or(0)
+    }
+
     /// Port id.
     pub fn id(&self) -> u16 {
         self.id

@@ -1,5 +1,6 @@
-//! The DPDK transport: EAL, a mempool, a port, and a worker loop that runs the TCP engine over
-//! them. Run to completion on the calling thread (the EAL main lcore).
+//! The DPDK transport: EAL, a mempool per NUMA socket, a port with one queue pair per lcore, and
+//! a run-to-completion worker per lcore that runs the TCP engine over its queue (worker 0 on the
+//! calling thread, the EAL main lcore).
 //!
 //! ```text
 //! loop {
@@ -11,10 +12,13 @@
 //! }
 //! ```
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::net::arp::{self, ArpCache};
 use crate::net::engine::{Engine, EngineConfig, EngineStats};
@@ -23,7 +27,7 @@ use crate::net::NetConfig;
 use crate::service::Service;
 
 use super::tx::{MbufSink, TxDrops};
-use super::{DpdkError, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, TxBatch};
+use super::{eal, DpdkError, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, TxBatch};
 
 /// Settings of the DPDK transport.
 #[derive(Debug, Clone)]
@@ -56,13 +60,11 @@ pub struct DpdkConfig {
     pub busy_poll: bool,
 }
 
-/// What the transport reports when it stops.
+/// What one worker reports when it stops.
 #[derive(Debug, Clone, Default)]
-pub struct DpdkReport {
+pub struct WorkerReport {
     /// Engine counters.
     pub engine: EngineStats,
-    /// Port counters.
-    pub port: PortStats,
     /// Transmit drops.
     pub tx_drops: TxDrops,
     /// Packets the NIC would not take.
@@ -71,38 +73,73 @@ pub struct DpdkReport {
     pub abandoned: usize,
 }
 
-/// A started port with everything the worker needs; created before serving so that errors reach
+/// What the transport reports when it stops.
+#[derive(Debug, Clone, Default)]
+pub struct DpdkReport {
+    /// Per worker, in worker order.
+    pub workers: Vec<WorkerReport>,
+    /// Port counters.
+    pub port: PortStats,
+    /// Workers that panicked or could not be launched.
+    pub failed_workers: Vec<usize>,
+}
+
+impl DpdkReport {
+    /// Sum of a counter over workers.
+    pub fn total(&self, f: impl Fn(&WorkerReport) -> u64) -> u64 {
+        self.workers.iter().map(f).sum()
+    }
+}
+
+/// A started port with everything the workers need; created before serving so that errors reach
 /// the user before the startup line.
 pub struct DpdkTransport {
-    // Field order is drop order: the port closes before the pool is freed, then EAL cleans up.
+    // Field order is drop order: the port closes before the pools are freed, then EAL cleans up.
     port: Port,
-    pool: Arc<Mempool>,
+    /// One pool per NUMA socket in use, by socket.
+    pools: HashMap<u32, Arc<Mempool>>,
+    lcores: Vec<u32>,
     eal: Eal,
     net: NetConfig,
     cfg: DpdkConfig,
 }
 
 impl DpdkTransport {
-    /// Initialise EAL, create the pool and start the port.
+    /// Initialise EAL, create a pool per NUMA socket in use, and start the port with one RX/TX
+    /// queue pair per lcore (RSS spreads flows over them when the device supports it).
     pub fn start(cfg: DpdkConfig) -> Result<Self, DpdkError> {
         let eal = Eal::init(&cfg.eal_args)?;
-        let pool = Arc::new(Mempool::create(
-            &eal,
-            "hioload_rx",
-            cfg.mbufs,
-            256,
-            2048 + 128,
-            -1,
-        )?);
+        let lcores = eal::lcores(&eal);
+        let port_socket = Port::socket_of(cfg.port);
+        let mut pools = HashMap::new();
+        for socket in lcores
+            .iter()
+            .map(|&l| eal::lcore_socket(&eal, l))
+            .chain([port_socket])
+        {
+            if let std::collections::hash_map::Entry::Vacant(e) = pools.entry(socket) {
+                let pool = Mempool::create(
+                    &eal,
+                    &format!("hioload_s{socket}"),
+                    cfg.mbufs,
+                    256,
+                    2048 + 128,
+                    socket as i32,
+                )?;
+                e.insert(Arc::new(pool));
+            }
+        }
+        let rx_pool = pools[&port_socket].clone();
+        let queues = lcores.len() as u16;
         let port = Port::start(
             cfg.port,
             &PortConfig {
-                queues: 1,
+                queues,
                 rx_desc: 1024,
                 tx_desc: 1024,
                 mtu: None,
             },
-            vec![pool.clone()],
+            vec![rx_pool],
         )?;
         if !port.wait_for_link(Duration::from_secs(10)) {
             tracing::warn!(
@@ -118,7 +155,8 @@ impl DpdkTransport {
         };
         Ok(Self {
             port,
-            pool,
+            pools,
+            lcores,
             eal,
             net,
             cfg,
@@ -140,15 +178,80 @@ impl DpdkTransport {
             .join(":")
     }
 
-    /// The pool (for counters).
-    pub fn pool(&self) -> &Mempool {
-        &self.pool
+    /// The lcores workers run on (worker i on `lcores()[i]`; the first is the main lcore).
+    pub fn lcores(&self) -> &[u32] {
+        &self.lcores
     }
 
-    /// Serve `service` until `stop` is set, then close connections gracefully for up to `grace`.
-    pub fn serve<S: Service>(&self, service: S, stop: &AtomicBool, grace: Duration) -> DpdkReport {
+    /// Whether the port spreads flows over queues with RSS.
+    pub fn rss(&self) -> bool {
+        self.port.offloads().rss
+    }
+
+    /// Mbufs in use over all pools.
+    pub fn mbufs_in_use(&self) -> u32 {
+        self.pools.values().map(|p| p.in_use()).sum()
+    }
+
+    /// Serve until `stop` is set, then close connections gracefully for up to `grace`. Worker `i`
+    /// runs on lcore `lcores()[i]` with `make_service(i)`, RX/TX queue `i`, and the pool of its
+    /// NUMA socket; workers share what they learn by ARP through their inboxes.
+    pub fn serve<S, F>(&self, make_service: F, stop: &AtomicBool, grace: Duration) -> DpdkReport
+    where
+        S: Service,
+        F: Fn(usize) -> S + Sync,
+    {
+        let n = self.lcores.len();
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
+            .map(|_| crossbeam_channel::unbounded::<(Ipv4Addr, [u8; 6])>())
+            .unzip();
+        let receivers: Vec<Mutex<Option<Receiver<(Ipv4Addr, [u8; 6])>>>> =
+            receivers.into_iter().map(|r| Mutex::new(Some(r))).collect();
+        let reports: Mutex<Vec<Option<WorkerReport>>> = Mutex::new(vec![None; n]);
+        let job = |i: usize| {
+            // Taken once at start; the mutexes are not touched on the fast path.
+            let inbox = receivers[i].lock().ok().and_then(|mut r| r.take());
+            let peers: Vec<Sender<(Ipv4Addr, [u8; 6])>> = senders
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, s)| s.clone())
+                .collect();
+            let pool = &self.pools[&eal::lcore_socket(&self.eal, self.lcores[i])];
+            let report = self.worker(i, make_service(i), pool, inbox, &peers, stop, grace);
+            if let Ok(mut r) = reports.lock() {
+                r[i] = Some(report);
+            }
+        };
+        let failed_workers = self.eal.run_on_lcores(&self.lcores, &job);
+        let workers = reports
+            .into_inner()
+            .unwrap_or_default()
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        DpdkReport {
+            workers,
+            port: self.port.stats(),
+            failed_workers,
+        }
+    }
+
+    /// One worker's loop on queue `q`.
+    #[allow(clippy::too_many_arguments)]
+    fn worker<S: Service>(
+        &self,
+        q: usize,
+        service: S,
+        pool: &Mempool,
+        inbox: Option<Receiver<(Ipv4Addr, [u8; 6])>>,
+        peers: &[Sender<(Ipv4Addr, [u8; 6])>],
+        stop: &AtomicBool,
+        grace: Duration,
+    ) -> WorkerReport {
         let cfg = &self.cfg;
         let net = self.net;
+        let queue = q as u16;
         let mut arp_cache = ArpCache::default();
         let mut batch = TxBatch::with_capacity(512);
         let mut drops = TxDrops::default();
@@ -158,7 +261,7 @@ impl DpdkTransport {
         let mut engine = {
             let mut sink = MbufSink {
                 net: &net,
-                pool: &self.pool,
+                pool,
                 batch: &mut batch,
                 arp: &mut arp_cache,
                 now: start,
@@ -167,14 +270,14 @@ impl DpdkTransport {
             };
             Engine::new(
                 EngineConfig {
-                    worker: 0,
+                    worker: queue,
                     ip: cfg.ip,
                     prefix: cfg.prefix,
                     listen_port: cfg.listen_port,
                     tcp_rx_buf: cfg.tcp_rx_buf,
                     tcp_tx_buf: cfg.tcp_tx_buf,
-                    max_half_open: cfg.max_half_open,
-                    max_connections: cfg.max_connections,
+                    max_half_open: cfg.max_half_open.div_ceil(self.lcores.len()).max(1),
+                    max_connections: cfg.max_connections.div_ceil(self.lcores.len()).max(1),
                     backpressure_limit: cfg.backpressure_limit,
                     mtu: 1500,
                     tx_checksum_offload: false,
@@ -184,15 +287,17 @@ impl DpdkTransport {
                 start,
             )
         };
-        // Tell the neighbours where we are.
-        push_frame(&self.pool, &mut batch, |f| arp::gratuitous(&net, f));
+        if q == 0 {
+            // Tell the neighbours where we are.
+            push_frame(pool, &mut batch, |f| arp::gratuitous(&net, f));
+        }
 
         let mut idle_rounds = 0u32;
         let mut stop_deadline: Option<Instant> = None;
         let mut last_expiry = start;
         loop {
             let now = Instant::now();
-            let received = self.port.rx_burst(0, 32, |m| {
+            let received = self.port.rx_burst(queue, 32, |m| {
                 if m.segments() != 1 {
                     return; // jumbo frames are not enabled; a multi-segment packet is not ours
                 }
@@ -207,7 +312,7 @@ impl DpdkTransport {
                         let mut out = [0u8; arp::FRAME_LEN];
                         if let Some(n) = arp::process(m.data(), &net, &mut arp_cache, now, &mut out)
                         {
-                            push_frame(&self.pool, &mut batch, |f| {
+                            push_frame(pool, &mut batch, |f| {
                                 f.copy_from_slice(&out);
                                 n
                             });
@@ -216,7 +321,7 @@ impl DpdkTransport {
                     ETHERTYPE_IPV4 if eth.dst == net.mac => {
                         let mut sink = MbufSink {
                             net: &net,
-                            pool: &self.pool,
+                            pool,
                             batch: &mut batch,
                             arp: &mut arp_cache,
                             now,
@@ -228,10 +333,22 @@ impl DpdkTransport {
                     _ => {}
                 }
             });
+            // Share what ARP taught us; learn what the others heard.
+            for (ip, mac) in arp_cache.drain_learned() {
+                for p in peers {
+                    // A worker that has exited has dropped its inbox; nothing to tell it.
+                    let _ = p.send((ip, mac));
+                }
+            }
+            if let Some(inbox) = &inbox {
+                while let Ok((ip, mac)) = inbox.try_recv() {
+                    arp_cache.learn_from_peer(ip, mac, now);
+                }
+            }
             {
                 let mut sink = MbufSink {
                     net: &net,
-                    pool: &self.pool,
+                    pool,
                     batch: &mut batch,
                     arp: &mut arp_cache,
                     now,
@@ -243,7 +360,7 @@ impl DpdkTransport {
             }
             let queued = batch.len();
             if queued > 0 {
-                self.port.tx_burst(0, &mut batch);
+                self.port.tx_burst(queue, &mut batch);
                 if batch.len() > 256 {
                     // The NIC is not keeping up: drop rather than hold mbufs without bound.
                     tx_refused += batch.drop_all() as u64;
@@ -255,10 +372,14 @@ impl DpdkTransport {
             }
             match stop_deadline {
                 None if stop.load(Ordering::Relaxed) => {
-                    tracing::info!(open = engine.connections(), "DPDK worker shutting down");
+                    tracing::debug!(
+                        worker = q,
+                        open = engine.connections(),
+                        "DPDK worker shutting down"
+                    );
                     let mut sink = MbufSink {
                         net: &net,
-                        pool: &self.pool,
+                        pool,
                         batch: &mut batch,
                         arp: &mut arp_cache,
                         now,
@@ -270,7 +391,7 @@ impl DpdkTransport {
                 }
                 Some(deadline) if engine.connections() == 0 || now >= deadline => {
                     // Send what the last round produced before leaving.
-                    self.port.tx_burst(0, &mut batch);
+                    self.port.tx_burst(queue, &mut batch);
                     break;
                 }
                 _ => {}
@@ -289,9 +410,8 @@ impl DpdkTransport {
                 idle_rounds = 0;
             }
         }
-        DpdkReport {
+        WorkerReport {
             engine: engine.stats(),
-            port: self.port.stats(),
             tx_drops: drops,
             tx_refused,
             abandoned: engine.connections(),

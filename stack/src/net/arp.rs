@@ -22,6 +22,8 @@ pub struct ArpCache {
     entries: HashMap<Ipv4Addr, ([u8; 6], Instant)>,
     /// When a request for an address was last sent (so a burst of packets sends one).
     requested: HashMap<Ipv4Addr, Instant>,
+    /// Entries learned from the wire since the last `drain_learned`, for other workers.
+    learned: Vec<(Ipv4Addr, [u8; 6])>,
 }
 
 impl ArpCache {
@@ -33,10 +35,21 @@ impl ArpCache {
             .map(|(mac, _)| *mac)
     }
 
-    /// Remember `ip` is at `mac`.
+    /// Remember `ip` is at `mac`, heard on the wire: also queued for [`ArpCache::drain_learned`].
     pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
+        self.learn_from_peer(ip, mac, now);
+        self.learned.push((ip, mac));
+    }
+
+    /// Remember what another worker heard (not queued again, so nothing echoes between workers).
+    pub fn learn_from_peer(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
         self.entries.insert(ip, (mac, now + ENTRY_LIFETIME));
         self.requested.remove(&ip);
+    }
+
+    /// Entries learned from the wire since the last call, to share with the other workers.
+    pub fn drain_learned(&mut self) -> std::vec::Drain<'_, (Ipv4Addr, [u8; 6])> {
+        self.learned.drain(..)
     }
 
     /// Entries (fresh or not).
@@ -201,6 +214,20 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn only_first_hand_entries_are_shared() {
+        let now = Instant::now();
+        let mut cache = ArpCache::default();
+        cache.learn_from_peer(Ipv4Addr::new(10, 0, 0, 7), [2, 0, 0, 0, 0, 7], now);
+        cache.learn(peer().ip, peer().mac, now);
+        assert_eq!(
+            cache.drain_learned().collect::<Vec<_>>(),
+            [(peer().ip, peer().mac)]
+        );
+        assert_eq!(cache.drain_learned().count(), 0);
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]
