@@ -29,6 +29,9 @@ use crate::service::Service;
 use super::tx::{MbufSink, TxDrops};
 use super::{eal, DpdkError, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, TxBatch};
 
+/// A neighbour learned by one worker, sent to the others.
+type Neighbour = (Ipv4Addr, [u8; 6]);
+
 /// Settings of the DPDK transport.
 #[derive(Debug, Clone)]
 pub struct DpdkConfig {
@@ -203,15 +206,15 @@ impl DpdkTransport {
     {
         let n = self.lcores.len();
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
-            .map(|_| crossbeam_channel::unbounded::<(Ipv4Addr, [u8; 6])>())
+            .map(|_| crossbeam_channel::unbounded::<Neighbour>())
             .unzip();
-        let receivers: Vec<Mutex<Option<Receiver<(Ipv4Addr, [u8; 6])>>>> =
+        let receivers: Vec<Mutex<Option<Receiver<Neighbour>>>> =
             receivers.into_iter().map(|r| Mutex::new(Some(r))).collect();
         let reports: Mutex<Vec<Option<WorkerReport>>> = Mutex::new(vec![None; n]);
         let job = |i: usize| {
             // Taken once at start; the mutexes are not touched on the fast path.
             let inbox = receivers[i].lock().ok().and_then(|mut r| r.take());
-            let peers: Vec<Sender<(Ipv4Addr, [u8; 6])>> = senders
+            let peers: Vec<Sender<Neighbour>> = senders
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
@@ -244,8 +247,8 @@ impl DpdkTransport {
         q: usize,
         service: S,
         pool: &Mempool,
-        inbox: Option<Receiver<(Ipv4Addr, [u8; 6])>>,
-        peers: &[Sender<(Ipv4Addr, [u8; 6])>],
+        inbox: Option<Receiver<Neighbour>>,
+        peers: &[Sender<Neighbour>],
         stop: &AtomicBool,
         grace: Duration,
     ) -> WorkerReport {
