@@ -203,7 +203,8 @@ run_tests() { # PACKAGE ARGS...
 # $3: EAL memory options (default: no hugepages).
 start_dpdk_appliance() {
   local iface="$1" net="$2" mem="${3:---no-huge -m 512}" log="$LOGS/dpdk-$1.log"
-  "$BIN" echo --eal "-l 0 $mem --no-pci --no-shconf --file-prefix $iface --vdev=net_tap0,iface=$iface" \
+  # Two lcores: two workers on two queues.
+  "$BIN" echo --eal "-l 0-1 $mem --no-pci --no-shconf --file-prefix $iface --vdev=net_tap0,iface=$iface" \
     --ip "198.18.$net.2/24" --log-level info --log-format text >"$log" 2>&1 &
   APP_PID=$!
   PIDS+=("$APP_PID")

@@ -243,9 +243,26 @@ pub struct DpdkArgs {
     /// [default: adaptive].
     #[arg(long, value_enum, value_name = "MODE")]
     pub poll_mode: Option<PollMode>,
+
+    /// EAL arguments after `--`, appended to those of --eal (DPDK only).
+    #[arg(last = true, value_name = "EAL ARGS")]
+    pub eal_rest: Vec<String>,
 }
 
 impl DpdkArgs {
+    /// Every EAL argument: --eal split on spaces, then those after `--`.
+    pub fn eal_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = self
+            .eal
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        args.extend(self.eal_rest.iter().cloned());
+        args
+    }
+
     /// The first DPDK-only flag given, if any.
     pub fn first_given(&self) -> Option<&'static str> {
         [
@@ -258,6 +275,7 @@ impl DpdkArgs {
             (self.max_half_open.is_some(), "--max-half-open"),
             (self.mbufs.is_some(), "--mbufs"),
             (self.poll_mode.is_some(), "--poll-mode"),
+            (!self.eal_rest.is_empty(), "EAL arguments after --"),
         ]
         .into_iter()
         .find_map(|(given, name)| given.then_some(name))

@@ -47,13 +47,7 @@ where
         }
     };
     let cfg = DpdkConfig {
-        eal_args: args
-            .eal
-            .as_deref()
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
+        eal_args: args.eal_args(),
         port: args.port_id.unwrap_or(0),
         ip,
         prefix,

@@ -201,12 +201,10 @@ fn choose_transport(common: &CommonArgs, dpdk: &DpdkArgs) -> Result<Transport, S
     }
     #[cfg(feature = "dpdk")]
     {
-        if dpdk.eal.is_none() || dpdk.ip.is_none() {
-            return Err(
-                "the DPDK transport needs --eal \"EAL ARGS\" and --ip ADDR/PREFIX; \
+        if dpdk.eal_args().is_empty() || dpdk.ip.is_none() {
+            return Err("the DPDK transport needs EAL arguments (--eal \"ARGS\", or after --) and --ip ADDR/PREFIX; \
                         add --no-dpdk to use kernel sockets instead"
-                    .into(),
-            );
+                .into());
         }
         Ok(Transport::Dpdk)
     }

@@ -326,4 +326,17 @@ fn unknown_segments_get_rst_and_syn_floods_stop_at_the_half_open_cap() {
     w.engine.process(&mut out, w.now);
     assert_eq!((w.engine.connections(), w.engine.half_open()), (8, 8));
     assert_eq!(w.engine.stats().syn_dropped_half_open, 992);
+    // Nobody completes those handshakes: after the handshake timeout the slots are free again,
+    // and a real client gets in.
+    for _ in 0..(hioload_stack::net::engine::HANDSHAKE_TIMEOUT.as_millis() / 100 + 20) {
+        w.now += Duration::from_millis(100);
+        w.engine.run_timers(&mut out, w.now);
+    }
+    assert_eq!((w.engine.connections(), w.engine.half_open()), (0, 0));
+    let h = w.connect(40001);
+    w.run(5);
+    assert_eq!(
+        w.sockets.get::<tcp::Socket>(h).state(),
+        tcp::State::Established
+    );
 }

@@ -23,6 +23,11 @@ use super::device::{IpSink, PacketDevice};
 use crate::service::{CloseCause, ConnId, Service, Verdict};
 use crate::timer::{Clock, Entry, Millis, Timers, NEVER};
 
+/// How long a connection may stay half-open (SYN received, handshake not completed).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long sent data may stay unacknowledged before the connection is reset.
+pub const UNACKED_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Settings of an engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -313,6 +318,10 @@ impl<S: Service> Engine<S> {
         );
         socket.set_nagle_enabled(false);
         socket.set_congestion_control(tcp::CongestionControl::Cubic);
+        // A handshake nobody completes (a spoofed SYN) frees its half-open slot after this.
+        socket.set_timeout(Some(smoltcp::time::Duration::from_millis(
+            HANDSHAKE_TIMEOUT.as_millis() as u64,
+        )));
         socket.listen(self.cfg.listen_port).ok()?;
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
@@ -351,6 +360,10 @@ impl<S: Service> Engine<S> {
                 slot: slot as u32,
             };
             f.conn = Some(self.service.open(id, peer, now));
+            // From now on the timeout only ends connections whose sent data goes unacknowledged.
+            socket.set_timeout(Some(smoltcp::time::Duration::from_millis(
+                UNACKED_TIMEOUT.as_millis() as u64,
+            )));
         }
         if let Some(conn) = f.conn.as_mut() {
             flush(socket, &mut f.out);
