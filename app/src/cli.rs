@@ -251,6 +251,7 @@ pub struct DpdkArgs {
 
 impl DpdkArgs {
     /// Every EAL argument: --eal split on spaces, then those after `--`.
+    #[cfg(feature = "dpdk")]
     pub fn eal_args(&self) -> Vec<String> {
         let mut args: Vec<String> = self
             .eal

@@ -72,7 +72,7 @@ where
     before_serve(transport.lcores().len());
     tracing::info!(
         "hioload-ws {} {mode} listening on {scheme}://{ip}:{} (transport: {}, port {} ({}), workers: {} on lcores {lcores}, \
-         RSS: {}, poll: {poll}, TCP buffers {} + {} bytes per connection, max connections: {}, mbufs in use {})",
+         RSS: {}, checksum offload: {}, poll: {poll}, TCP buffers {} + {} bytes per connection, max connections: {}, mbufs in use {})",
         hioload_ws::build_info(),
         cfg.listen_port,
         transport.version(),
@@ -80,6 +80,7 @@ where
         transport.mac(),
         transport.lcores().len(),
         if transport.rss() { "on" } else { "off" },
+        if transport.checksum_offload() { "on" } else { "off" },
         cfg.tcp_rx_buf,
         cfg.tcp_tx_buf,
         cfg.max_connections,

@@ -3,7 +3,9 @@
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_ip.h>
 #include <rte_mempool.h>
+#include <rte_tcp.h>
 
 #include "shim.h"
 
@@ -47,6 +49,18 @@ void hl_rte_mbuf_tx_offload_ipv4_tcp(struct rte_mbuf *m, uint16_t l2_len, uint16
     m->l2_len = l2_len;
     m->l3_len = l3_len;
     m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_TCP_CKSUM;
+    struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, l2_len);
+    struct rte_tcp_hdr *tcp = rte_pktmbuf_mtod_offset(m, struct rte_tcp_hdr *, l2_len + l3_len);
+    ip->hdr_checksum = 0;
+    /* The offload contract: the application puts the pseudo-header checksum in the TCP field. */
+    tcp->cksum = rte_ipv4_phdr_cksum(ip, m->ol_flags);
+}
+
+void hl_rte_mbuf_tx_offload_ipv4(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len) {
+    m->l2_len = l2_len;
+    m->l3_len = l3_len;
+    m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
+    rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, l2_len)->hdr_checksum = 0;
 }
 
 unsigned int hl_rte_lcore_id(void) { return rte_lcore_id(); }

@@ -30,8 +30,10 @@ char *hl_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 uint16_t hl_rte_pktmbuf_tailroom(const struct rte_mbuf *m);
 /* The NIC's RSS hash, if it set one (returns 1 and fills *hash), else 0. */
 int hl_rte_mbuf_rss_hash(const struct rte_mbuf *m, uint32_t *hash);
-/* Request IPv4 and TCP checksum offload on a packet with 14+ihl*4 header bytes. */
+/* Request IPv4 header and TCP checksum offload (fills the TCP pseudo-header checksum). */
 void hl_rte_mbuf_tx_offload_ipv4_tcp(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len);
+/* Request IPv4 header checksum offload only (other protocols carry their own checksums). */
+void hl_rte_mbuf_tx_offload_ipv4(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len);
 unsigned int hl_rte_lcore_id(void);
 int hl_rte_errno(void);
 /* Mempool counters. */

@@ -102,6 +102,7 @@ fn kernel_pings_the_appliance_through_a_tap() {
             now: Instant::now(),
             drops: &mut drops,
             scratch: &mut scratch,
+            checksum_offload: false,
         };
         let mut dev = PacketDevice::new(None, &mut sink, 1500, false);
         Interface::new(Config::new(HardwareAddress::Ip), &mut dev, smol_now())
@@ -156,6 +157,7 @@ fn kernel_pings_the_appliance_through_a_tap() {
                         now,
                         drops: &mut drops,
                         scratch: &mut scratch,
+                        checksum_offload: false,
                     };
                     let mut dev =
                         PacketDevice::new(Some(&m.data()[HEADER_LEN..]), &mut sink, 1500, false);

@@ -103,11 +103,28 @@ impl Mbuf {
         (unsafe { sys::hl_rte_mbuf_rss_hash(self.ptr.as_ptr(), &mut h) } != 0).then_some(h)
     }
 
-    /// Ask the NIC to compute the IPv4 header and TCP checksums of this packet.
+    /// Ask the NIC to compute the IPv4 header and TCP checksums of this packet, whose IPv4 header
+    /// starts at `l2_len` and is `l3_len` long, with the TCP header right after it.
     #[inline]
     pub fn offload_ipv4_tcp_checksums(&mut self, l2_len: u16, l3_len: u16) {
-        // SAFETY: the mbuf is valid and exclusively ours.
+        assert!(
+            self.data().len() >= usize::from(l2_len) + usize::from(l3_len) + 20,
+            "no TCP header there"
+        );
+        // SAFETY: the mbuf is valid and exclusively ours, and holds IPv4 and TCP headers at those
+        // offsets (checked above), which the shim writes.
         unsafe { sys::hl_rte_mbuf_tx_offload_ipv4_tcp(self.ptr.as_ptr(), l2_len, l3_len) }
+    }
+
+    /// Ask the NIC to compute the IPv4 header checksum of this packet.
+    #[inline]
+    pub fn offload_ipv4_checksum(&mut self, l2_len: u16, l3_len: u16) {
+        assert!(
+            self.data().len() >= usize::from(l2_len) + usize::from(l3_len).max(20),
+            "no IPv4 header there"
+        );
+        // SAFETY: as above, for the IPv4 header only.
+        unsafe { sys::hl_rte_mbuf_tx_offload_ipv4(self.ptr.as_ptr(), l2_len, l3_len) }
     }
 }
 

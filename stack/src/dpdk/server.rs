@@ -186,6 +186,11 @@ impl DpdkTransport {
         &self.lcores
     }
 
+    /// Whether the NIC computes IPv4 and TCP checksums of what we send.
+    pub fn checksum_offload(&self) -> bool {
+        self.port.offloads().tx_checksum
+    }
+
     /// Whether the port spreads flows over queues with RSS.
     pub fn rss(&self) -> bool {
         self.port.offloads().rss
@@ -260,6 +265,7 @@ impl DpdkTransport {
         let mut drops = TxDrops::default();
         let mut scratch = Vec::new();
         let mut tx_refused = 0u64;
+        let checksum_offload = self.port.offloads().tx_checksum;
         let start = Instant::now();
         let mut engine = {
             let mut sink = MbufSink {
@@ -270,6 +276,7 @@ impl DpdkTransport {
                 now: start,
                 drops: &mut drops,
                 scratch: &mut scratch,
+                checksum_offload,
             };
             Engine::new(
                 EngineConfig {
@@ -283,7 +290,7 @@ impl DpdkTransport {
                     max_connections: cfg.max_connections.div_ceil(self.lcores.len()).max(1),
                     backpressure_limit: cfg.backpressure_limit,
                     mtu: 1500,
-                    tx_checksum_offload: false,
+                    tx_checksum_offload: checksum_offload,
                 },
                 service,
                 &mut sink,
@@ -330,6 +337,7 @@ impl DpdkTransport {
                             now,
                             drops: &mut drops,
                             scratch: &mut scratch,
+                            checksum_offload,
                         };
                         engine.ingress(&m.data()[HEADER_LEN..], &mut sink, now);
                     }
@@ -357,6 +365,7 @@ impl DpdkTransport {
                     now,
                     drops: &mut drops,
                     scratch: &mut scratch,
+                    checksum_offload,
                 };
                 engine.process(&mut sink, now);
                 engine.run_timers(&mut sink, now);
@@ -388,6 +397,7 @@ impl DpdkTransport {
                         now,
                         drops: &mut drops,
                         scratch: &mut scratch,
+                        checksum_offload,
                     };
                     engine.shutdown(&mut sink, now);
                     stop_deadline = Some(now + grace);

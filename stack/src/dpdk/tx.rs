@@ -37,6 +37,8 @@ pub struct MbufSink<'a> {
     pub drops: &'a mut TxDrops,
     /// Room for packets that are dropped (smoltcp must be given a buffer regardless).
     pub scratch: &'a mut Vec<u8>,
+    /// The NIC computes IPv4 and TCP checksums (smoltcp was told to leave them).
+    pub checksum_offload: bool,
 }
 
 impl IpSink for MbufSink<'_> {
@@ -64,6 +66,16 @@ impl IpSink for MbufSink<'_> {
         match self.arp.lookup(hop, self.now) {
             Some(mac) => {
                 ethernet::write(buf, mac, self.net.mac, ETHERTYPE_IPV4);
+                if self.checksum_offload {
+                    let ihl = u16::from(buf[HEADER_LEN] & 0x0f) * 4;
+                    let is_tcp =
+                        buf[HEADER_LEN + 9] == 6 && buf.len() >= HEADER_LEN + usize::from(ihl) + 20;
+                    if is_tcp {
+                        m.offload_ipv4_tcp_checksums(HEADER_LEN as u16, ihl);
+                    } else {
+                        m.offload_ipv4_checksum(HEADER_LEN as u16, ihl);
+                    }
+                }
                 self.batch.push(m);
             }
             None => {
