@@ -122,7 +122,8 @@ fi
 if cargo clippy --version >/dev/null 2>&1; then
   stage "cargo clippy -D warnings" cargo clippy --workspace --all-targets --release --quiet -- -D warnings
   stage "cargo clippy -D warnings (dpdk feature)" \
-    cargo clippy -p hioload-stack -p hioload-dpdk-sys --features hioload-stack/dpdk --all-targets --release --quiet -- -D warnings
+    cargo clippy -p hioload-stack -p hioload-dpdk-sys -p hioload-ws-app --features hioload-stack/dpdk,hioload-ws-app/dpdk \
+    --all-targets --release --quiet -- -D warnings
 else
   skip "cargo clippy is not installed (rustup component add clippy)"
 fi

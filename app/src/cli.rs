@@ -235,6 +235,10 @@ pub struct DpdkArgs {
     #[arg(long, value_name = "N")]
     pub max_half_open: Option<usize>,
 
+    /// MTU of the DPDK port, 68 to 9000 (DPDK only) [default: the device's, usually 1500].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(68..=9000))]
+    pub mtu: Option<u16>,
+
     /// Mbufs in the packet pool (DPDK only) [default: 16383].
     #[arg(long, value_name = "N")]
     pub mbufs: Option<u32>,
@@ -275,6 +279,7 @@ impl DpdkArgs {
             (self.tcp_tx_buf.is_some(), "--tcp-tx-buf"),
             (self.max_half_open.is_some(), "--max-half-open"),
             (self.mbufs.is_some(), "--mbufs"),
+            (self.mtu.is_some(), "--mtu"),
             (self.poll_mode.is_some(), "--poll-mode"),
             (!self.eal_rest.is_empty(), "EAL arguments after --"),
         ]

@@ -59,8 +59,15 @@ where
         max_connections: common.max_connections.unwrap_or(1_000_000).max(1),
         backpressure_limit: usize::try_from(common.backpressure_limit).unwrap_or(usize::MAX),
         mbufs: args.mbufs.unwrap_or(16383).max(1023),
+        mtu: args.mtu,
         busy_poll: args.poll_mode == Some(PollMode::Busy),
     };
+    if args.mtu.is_some_and(|m| m > 2048 - 14) {
+        return Err(format!(
+            "--mtu {}: frames must fit one mbuf (at most 2034 bytes of IP); jumbo frames are not supported yet",
+            args.mtu.unwrap_or_default()
+        ));
+    }
     let poll = if cfg.busy_poll { "busy" } else { "adaptive" };
     let transport = DpdkTransport::start(cfg.clone()).map_err(|e| e.to_string())?;
     let lcores = transport

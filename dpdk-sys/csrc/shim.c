@@ -63,6 +63,14 @@ void hl_rte_mbuf_tx_offload_ipv4(struct rte_mbuf *m, uint16_t l2_len, uint16_t l
     rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, l2_len)->hdr_checksum = 0;
 }
 
+int hl_rte_eth_link_up(uint16_t port_id) {
+    struct rte_eth_link link;
+    int ret = rte_eth_link_get_nowait(port_id, &link);
+    if (ret < 0)
+        return ret;
+    return link.link_status == RTE_ETH_LINK_UP;
+}
+
 unsigned int hl_rte_lcore_id(void) { return rte_lcore_id(); }
 
 int hl_rte_errno(void) { return rte_errno; }

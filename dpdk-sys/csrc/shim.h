@@ -34,6 +34,9 @@ int hl_rte_mbuf_rss_hash(const struct rte_mbuf *m, uint32_t *hash);
 void hl_rte_mbuf_tx_offload_ipv4_tcp(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len);
 /* Request IPv4 header checksum offload only (other protocols carry their own checksums). */
 void hl_rte_mbuf_tx_offload_ipv4(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len);
+/* 1 if the port's link is up, 0 if down, negative on error (rte_eth_link's layout differs
+ * between releases; this keeps it out of the Rust side). */
+int hl_rte_eth_link_up(uint16_t port_id);
 unsigned int hl_rte_lcore_id(void);
 int hl_rte_errno(void);
 /* Mempool counters. */

@@ -222,10 +222,8 @@ impl Port {
 
     /// Whether the link is up now.
     pub fn link_up(&self) -> bool {
-        let mut link = sys::rte_eth_link::default();
-        // SAFETY: started port, valid out-parameter.
-        let ret = unsafe { sys::rte_eth_link_get_nowait(self.id, &mut link) };
-        ret == 0 && u32::from(link.link_status()) == sys::RTE_ETH_LINK_UP
+        // SAFETY: started port; the shim reads the link into its own stack variable.
+        unsafe { sys::hl_rte_eth_link_up(self.id) == 1 }
     }
 
     /// Wait up to `limit` for the link to come up; returns whether it did.

@@ -57,8 +57,10 @@ pub struct DpdkConfig {
     pub max_connections: usize,
     /// Unsent output per connection beyond which reading it pauses.
     pub backpressure_limit: usize,
-    /// Mbufs in the pool.
+    /// Mbufs in each pool.
     pub mbufs: u32,
+    /// Port MTU, if not the device's default (frames must fit one mbuf: at most 2048 bytes).
+    pub mtu: Option<u16>,
     /// Never sleep when idle (lowest latency, one core at 100 %).
     pub busy_poll: bool,
 }
@@ -140,7 +142,7 @@ impl DpdkTransport {
                 queues,
                 rx_desc: 1024,
                 tx_desc: 1024,
-                mtu: None,
+                mtu: cfg.mtu,
             },
             vec![rx_pool],
         )?;
@@ -289,7 +291,7 @@ impl DpdkTransport {
                     max_half_open: cfg.max_half_open.div_ceil(self.lcores.len()).max(1),
                     max_connections: cfg.max_connections.div_ceil(self.lcores.len()).max(1),
                     backpressure_limit: cfg.backpressure_limit,
-                    mtu: 1500,
+                    mtu: usize::from(cfg.mtu.unwrap_or(1500)),
                     tx_checksum_offload: checksum_offload,
                 },
                 service,
