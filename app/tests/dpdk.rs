@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::Appliance;
@@ -111,20 +110,15 @@ fn thousand_concurrent_connections_keep_payload_integrity() {
 
 #[test]
 fn tcp_echo_over_dpdk() {
-    let app = Appliance::start_dpdk("tcp-echo", "hld3", 83, &[]);
-    let mut s = TcpStream::connect(app.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // EAL arguments may also follow `--` (they are appended to those of --eal).
+    let app = Appliance::start_dpdk(
+        "tcp-echo",
+        "hld3",
+        83,
+        &["--", "--log-level=lib.eal:notice"],
+    );
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
-    let mut w = s.try_clone().unwrap();
-    let sent = data.clone();
-    let writer = std::thread::spawn(move || {
-        w.write_all(&sent).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let mut back = Vec::new();
-    s.read_to_end(&mut back)
-        .expect("the appliance closes after echoing everything");
-    writer.join().unwrap();
+    let back = common::tcp_round_trip(app.addr, &data);
     assert!(
         back == data,
         "echoed {} of {} bytes",

@@ -3,7 +3,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::Appliance;
@@ -19,16 +19,7 @@ fn echoes_bytes_and_closes_after_half_close() {
     assert_eq!(&buf, b"ping");
     // 4 MiB in, 4 MiB out, byte for byte, written and read concurrently.
     let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 253) as u8).collect();
-    let mut w = s.try_clone().unwrap();
-    let sent = data.clone();
-    let writer = std::thread::spawn(move || {
-        w.write_all(&sent).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let mut back = Vec::new();
-    s.read_to_end(&mut back)
-        .expect("server closes after echoing everything");
-    writer.join().unwrap();
+    let back = common::tcp_round_trip(app.addr, &data);
     assert_eq!(back.len(), data.len());
     assert!(back == data, "echo differs");
 }

@@ -1,12 +1,15 @@
 //! The TCP engine against a smoltcp client, packets carried in memory: no NIC needed.
 
+mod common;
+
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+
+use common::Echo;
 
 use hioload_stack::net::device::IpSink;
 use hioload_stack::net::engine::{Engine, EngineConfig};
-use hioload_stack::{CloseCause, ConnId, Service, Verdict};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
@@ -18,31 +21,6 @@ use smoltcp::wire::{
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
 const PORT: u16 = 7000;
-
-/// Echo, closing after the peer's FIN.
-struct Echo;
-
-impl Service for Echo {
-    type Conn = ();
-    fn open(&mut self, _: ConnId, _: SocketAddr, _: Instant) {}
-    fn on_data(&mut self, _: &mut (), input: &mut [u8], out: &mut Vec<u8>, _: Instant) -> Verdict {
-        out.extend_from_slice(input);
-        Verdict::Continue
-    }
-    fn on_eof(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn deadline(&self, _: &()) -> Option<Instant> {
-        None
-    }
-    fn on_deadline(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Continue
-    }
-    fn on_shutdown(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn on_close(&mut self, _: (), _: CloseCause) {}
-}
 
 #[derive(Default)]
 struct Queue(VecDeque<Vec<u8>>);

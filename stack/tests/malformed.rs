@@ -1,43 +1,22 @@
 //! Whatever arrives at ingress, nothing panics: random bytes, and valid Ethernet/ARP/IPv4/TCP
 //! frames with random corruption, fed to ARP and to the TCP engine.
 
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+
+use common::Echo;
 
 use hioload_stack::net::arp::{self, ArpCache};
 use hioload_stack::net::device::IpSink;
 use hioload_stack::net::engine::{Engine, EngineConfig};
 use hioload_stack::net::ethernet::{self, HEADER_LEN};
 use hioload_stack::net::NetConfig;
-use hioload_stack::{CloseCause, ConnId, Service, Verdict};
 use proptest::prelude::*;
 use smoltcp::wire::{
     IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
-
-struct Echo;
-
-impl Service for Echo {
-    type Conn = ();
-    fn open(&mut self, _: ConnId, _: SocketAddr, _: Instant) {}
-    fn on_data(&mut self, _: &mut (), input: &mut [u8], out: &mut Vec<u8>, _: Instant) -> Verdict {
-        out.extend_from_slice(input);
-        Verdict::Continue
-    }
-    fn on_eof(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn deadline(&self, _: &()) -> Option<Instant> {
-        None
-    }
-    fn on_deadline(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Continue
-    }
-    fn on_shutdown(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn on_close(&mut self, _: (), _: CloseCause) {}
-}
 
 #[derive(Default)]
 struct Count(usize);

@@ -1,7 +1,7 @@
 //! Starts the real `hioload-ws` binary for integration tests and cleans up after it.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -189,4 +189,22 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// Send `data` over TCP to `addr`, half-close, and return everything the server sent back before
+/// it closed (writing and reading concurrently, so large payloads cannot deadlock).
+pub fn tcp_round_trip(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let sent = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&sent).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back)
+        .expect("the server closes after echoing everything");
+    writer.join().unwrap();
+    back
 }

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::net::arp::{self, ArpCache};
+use crate::net::arp;
 use crate::net::engine::{Engine, EngineConfig, EngineStats};
 use crate::net::ethernet::{self, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN};
 use crate::net::NetConfig;
 use crate::service::Service;
 
-use super::tx::{MbufSink, TxDrops};
+use super::tx::{TxDrops, TxPath};
 use super::{eal, DpdkError, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, TxBatch};
 
 /// A neighbour learned by one worker, sent to the others.
@@ -262,24 +262,12 @@ impl DpdkTransport {
         let cfg = &self.cfg;
         let net = self.net;
         let queue = q as u16;
-        let mut arp_cache = ArpCache::default();
-        let mut batch = TxBatch::with_capacity(512);
-        let mut drops = TxDrops::default();
-        let mut scratch = Vec::new();
-        let mut tx_refused = 0u64;
         let checksum_offload = self.port.offloads().tx_checksum;
+        let mut tx = TxPath::new(net, pool, checksum_offload);
+        let mut tx_refused = 0u64;
         let start = Instant::now();
         let mut engine = {
-            let mut sink = MbufSink {
-                net: &net,
-                pool,
-                batch: &mut batch,
-                arp: &mut arp_cache,
-                now: start,
-                drops: &mut drops,
-                scratch: &mut scratch,
-                checksum_offload,
-            };
+            let mut sink = tx.sink(start);
             Engine::new(
                 EngineConfig {
                     worker: queue,
@@ -301,7 +289,7 @@ impl DpdkTransport {
         };
         if q == 0 {
             // Tell the neighbours where we are.
-            push_frame(pool, &mut batch, |f| arp::gratuitous(&net, f));
+            push_frame(pool, &mut tx.batch, |f| arp::gratuitous(&net, f));
         }
 
         let mut idle_rounds = 0u32;
@@ -322,32 +310,22 @@ impl DpdkTransport {
                 match eth.ethertype {
                     ETHERTYPE_ARP => {
                         let mut out = [0u8; arp::FRAME_LEN];
-                        if let Some(n) = arp::process(m.data(), &net, &mut arp_cache, now, &mut out)
-                        {
-                            push_frame(pool, &mut batch, |f| {
+                        if let Some(n) = arp::process(m.data(), &net, &mut tx.arp, now, &mut out) {
+                            push_frame(pool, &mut tx.batch, |f| {
                                 f.copy_from_slice(&out);
                                 n
                             });
                         }
                     }
                     ETHERTYPE_IPV4 if eth.dst == net.mac => {
-                        let mut sink = MbufSink {
-                            net: &net,
-                            pool,
-                            batch: &mut batch,
-                            arp: &mut arp_cache,
-                            now,
-                            drops: &mut drops,
-                            scratch: &mut scratch,
-                            checksum_offload,
-                        };
+                        let mut sink = tx.sink(now);
                         engine.ingress(&m.data()[HEADER_LEN..], &mut sink, now);
                     }
                     _ => {}
                 }
             });
             // Share what ARP taught us; learn what the others heard.
-            for (ip, mac) in arp_cache.drain_learned() {
+            for (ip, mac) in tx.arp.drain_learned() {
                 for p in peers {
                     // A worker that has exited has dropped its inbox; nothing to tell it.
                     let _ = p.send((ip, mac));
@@ -355,33 +333,24 @@ impl DpdkTransport {
             }
             if let Some(inbox) = &inbox {
                 while let Ok((ip, mac)) = inbox.try_recv() {
-                    arp_cache.learn_from_peer(ip, mac, now);
+                    tx.arp.learn_from_peer(ip, mac, now);
                 }
             }
             {
-                let mut sink = MbufSink {
-                    net: &net,
-                    pool,
-                    batch: &mut batch,
-                    arp: &mut arp_cache,
-                    now,
-                    drops: &mut drops,
-                    scratch: &mut scratch,
-                    checksum_offload,
-                };
+                let mut sink = tx.sink(now);
                 engine.process(&mut sink, now);
                 engine.run_timers(&mut sink, now);
             }
-            let queued = batch.len();
+            let queued = tx.batch.len();
             if queued > 0 {
-                self.port.tx_burst(queue, &mut batch);
-                if batch.len() > 256 {
+                self.port.tx_burst(queue, &mut tx.batch);
+                if tx.batch.len() > 256 {
                     // The NIC is not keeping up: drop rather than hold mbufs without bound.
-                    tx_refused += batch.drop_all() as u64;
+                    tx_refused += tx.batch.drop_all() as u64;
                 }
             }
             if now.duration_since(last_expiry) >= Duration::from_secs(1) {
-                arp_cache.expire(now);
+                tx.arp.expire(now);
                 last_expiry = now;
             }
             match stop_deadline {
@@ -391,22 +360,13 @@ impl DpdkTransport {
                         open = engine.connections(),
                         "DPDK worker shutting down"
                     );
-                    let mut sink = MbufSink {
-                        net: &net,
-                        pool,
-                        batch: &mut batch,
-                        arp: &mut arp_cache,
-                        now,
-                        drops: &mut drops,
-                        scratch: &mut scratch,
-                        checksum_offload,
-                    };
+                    let mut sink = tx.sink(now);
                     engine.shutdown(&mut sink, now);
                     stop_deadline = Some(now + grace);
                 }
                 Some(deadline) if engine.connections() == 0 || now >= deadline => {
                     // Send what the last round produced before leaving.
-                    self.port.tx_burst(queue, &mut batch);
+                    self.port.tx_burst(queue, &mut tx.batch);
                     break;
                 }
                 _ => {}
@@ -427,7 +387,7 @@ impl DpdkTransport {
         }
         WorkerReport {
             engine: engine.stats(),
-            tx_drops: drops,
+            tx_drops: tx.drops,
             tx_refused,
             abandoned: engine.connections(),
         }

@@ -105,3 +105,47 @@ impl MbufSink<'_> {
         fill(self.scratch)
     }
 }
+
+/// A worker's transmit side: the batch for the next `tx_burst`, the neighbours it knows, and what
+/// it had to drop. [`TxPath::sink`] lends it to smoltcp as an [`IpSink`].
+pub struct TxPath<'a> {
+    net: NetConfig,
+    pool: &'a Mempool,
+    /// Framed packets waiting for `tx_burst`.
+    pub batch: TxBatch,
+    /// Neighbours.
+    pub arp: ArpCache,
+    /// Packets not sent, by reason.
+    pub drops: TxDrops,
+    scratch: Vec<u8>,
+    checksum_offload: bool,
+}
+
+impl<'a> TxPath<'a> {
+    /// A transmit side allocating from `pool`, addressing packets as `net`.
+    pub fn new(net: NetConfig, pool: &'a Mempool, checksum_offload: bool) -> Self {
+        Self {
+            net,
+            pool,
+            batch: TxBatch::with_capacity(512),
+            arp: ArpCache::default(),
+            drops: TxDrops::default(),
+            scratch: Vec::new(),
+            checksum_offload,
+        }
+    }
+
+    /// The sink smoltcp emits into, at time `now`.
+    pub fn sink(&mut self, now: Instant) -> MbufSink<'_> {
+        MbufSink {
+            net: &self.net,
+            pool: self.pool,
+            batch: &mut self.batch,
+            arp: &mut self.arp,
+            now,
+            drops: &mut self.drops,
+            scratch: &mut self.scratch,
+            checksum_offload: self.checksum_offload,
+        }
+    }
+}

@@ -180,30 +180,13 @@ impl<S: Service> Engine<S> {
         let t = smol(self.epoch, now);
         let Some(key) = self.tcp_key(packet) else {
             self.stats.other_packets += 1;
-            let mut dev = PacketDevice::new(
-                Some(packet),
-                sink,
-                self.cfg.mtu,
-                self.cfg.tx_checksum_offload,
-            );
-            self.iface.poll_ingress_single(t, &mut dev, &mut self.empty);
-            return;
+            return self.without_socket(packet, sink, t);
         };
         let slot = match self.table.get(&key) {
             Some(&slot) => slot,
             None => match self.accept(packet, key) {
                 Some(slot) => slot,
-                None => {
-                    // No flow: the empty set makes smoltcp answer with RST (or drop, for a RST).
-                    let mut dev = PacketDevice::new(
-                        Some(packet),
-                        sink,
-                        self.cfg.mtu,
-                        self.cfg.tx_checksum_offload,
-                    );
-                    self.iface.poll_ingress_single(t, &mut dev, &mut self.empty);
-                    return;
-                }
+                None => return self.without_socket(packet, sink, t),
             },
         };
         let flow = &mut self.flows[slot];
@@ -274,6 +257,18 @@ impl<S: Service> Engine<S> {
             }
             self.step(slot, sink, now);
         }
+    }
+
+    /// Let smoltcp handle a packet no connection owns, through the empty socket set: it answers
+    /// TCP with RST (or drops a RST) and ICMP echo with a reply.
+    fn without_socket(&mut self, packet: &[u8], sink: &mut impl IpSink, t: smoltcp::time::Instant) {
+        let mut dev = PacketDevice::new(
+            Some(packet),
+            sink,
+            self.cfg.mtu,
+            self.cfg.tx_checksum_offload,
+        );
+        self.iface.poll_ingress_single(t, &mut dev, &mut self.empty);
     }
 
     /// The 4-tuple of a TCP segment addressed to us, if it is one.
