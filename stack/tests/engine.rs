@@ -302,6 +302,18 @@ fn unknown_segments_get_rst_and_syn_floods_stop_at_the_half_open_cap() {
             .ingress(&segment(20000 + port, PORT, true, b""), &mut out, w.now);
     }
     w.engine.process(&mut out, w.now);
+    // SYNs over the cap are dropped silently (the client retries), not answered with RST.
+    let rsts = out
+        .0
+        .iter()
+        .filter(|p| {
+            TcpPacket::new_checked(Ipv4Packet::new_checked(&p[..]).unwrap().payload())
+                .unwrap()
+                .rst()
+        })
+        .count();
+    assert_eq!((rsts, out.0.len()), (0, 8), "only the 8 SYN-ACKs go out");
+    out.0.clear();
     assert_eq!((w.engine.connections(), w.engine.half_open()), (8, 8));
     assert_eq!(w.engine.stats().syn_dropped_half_open, 992);
     // Nobody completes those handshakes: after the handshake timeout the slots are free again,

@@ -81,6 +81,16 @@ pub struct FlowKey {
     pub port: u16,
 }
 
+/// What became of a segment that matched no flow.
+enum Admission {
+    /// A SYN to the listening port: this slot now holds its connection.
+    Accepted(usize),
+    /// A SYN over a limit: dropped without an answer.
+    Dropped,
+    /// Not a connection request for us: smoltcp answers it (RST).
+    NoListener,
+}
+
 struct Flow<C> {
     key: FlowKey,
     set: SocketSet<'static>,
@@ -185,8 +195,9 @@ impl<S: Service> Engine<S> {
         let slot = match self.table.get(&key) {
             Some(&slot) => slot,
             None => match self.accept(packet, key) {
-                Some(slot) => slot,
-                None => return self.without_socket(packet, sink, t),
+                Admission::Accepted(slot) => slot,
+                Admission::Dropped => return,
+                Admission::NoListener => return self.without_socket(packet, sink, t),
             },
         };
         let flow = &mut self.flows[slot];
@@ -290,22 +301,25 @@ impl<S: Service> Engine<S> {
     }
 
     /// A SYN to the listening port: make a connection for it, if limits allow.
-    fn accept(&mut self, packet: &[u8], key: FlowKey) -> Option<usize> {
-        let ip = Ipv4Packet::new_checked(packet).ok()?;
-        let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-        if !(tcp.syn() && !tcp.ack() && !tcp.rst())
-            || key.port != self.cfg.listen_port
-            || self.shutting_down
-        {
-            return None;
+    fn accept(&mut self, packet: &[u8], key: FlowKey) -> Admission {
+        let Some(tcp) = Ipv4Packet::new_checked(packet).ok().and_then(|ip| {
+            TcpPacket::new_checked(ip.payload())
+                .ok()
+                .map(|t| (t.syn(), t.ack(), t.rst()))
+        }) else {
+            return Admission::NoListener;
+        };
+        if tcp != (true, false, false) || key.port != self.cfg.listen_port || self.shutting_down {
+            return Admission::NoListener;
         }
+        // Over a limit, say nothing (like a full accept queue): the client retransmits its SYN.
         if self.half_open >= self.cfg.max_half_open {
             self.stats.syn_dropped_half_open += 1;
-            return None;
+            return Admission::Dropped;
         }
         if self.flows.len() >= self.cfg.max_connections {
             self.stats.syn_dropped_full += 1;
-            return None;
+            return Admission::Dropped;
         }
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; self.cfg.tcp_rx_buf]),
@@ -317,7 +331,9 @@ impl<S: Service> Engine<S> {
         socket.set_timeout(Some(smoltcp::time::Duration::from_millis(
             HANDSHAKE_TIMEOUT.as_millis() as u64,
         )));
-        socket.listen(self.cfg.listen_port).ok()?;
+        if socket.listen(self.cfg.listen_port).is_err() {
+            return Admission::NoListener;
+        }
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
         self.generation = self.generation.wrapping_add(1);
@@ -335,7 +351,7 @@ impl<S: Service> Engine<S> {
         });
         self.table.insert(key, slot);
         self.half_open += 1;
-        Some(slot)
+        Admission::Accepted(slot)
     }
 
     /// Move one connection forward: establishment, input to the service, output to the socket,
