@@ -13,10 +13,7 @@ use hioload_stack::net::engine::{Engine, EngineConfig};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{
-    HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr,
-    TcpSeqNumber,
-};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Packet, TcpControl, TcpPacket};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
@@ -241,41 +238,18 @@ fn many_connections_each_get_their_own_echo() {
 
 /// A raw TCP segment from the client.
 fn segment(src_port: u16, dst_port: u16, syn: bool, payload: &[u8]) -> Vec<u8> {
-    let tcp = TcpRepr {
-        src_port,
-        dst_port,
-        control: if syn {
-            smoltcp::wire::TcpControl::Syn
-        } else {
-            smoltcp::wire::TcpControl::None
-        },
-        seq_number: TcpSeqNumber(1000),
-        ack_number: if syn { None } else { Some(TcpSeqNumber(1)) },
-        window_len: 1000,
-        window_scale: None,
-        max_seg_size: None,
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
+    let control = if syn {
+        TcpControl::Syn
+    } else {
+        TcpControl::None
+    };
+    common::tcp_segment(
+        (CLIENT, src_port),
+        (SERVER, dst_port),
+        control,
+        1000,
         payload,
-    };
-    let ip = Ipv4Repr {
-        src_addr: CLIENT,
-        dst_addr: SERVER,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0; ip.buffer_len() + tcp.buffer_len()];
-    let caps = smoltcp::phy::ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(&mut buf[ip.buffer_len()..]),
-        &IpAddress::Ipv4(CLIENT),
-        &IpAddress::Ipv4(SERVER),
-        &caps,
-    );
-    buf
+    )
 }
 
 #[test]

@@ -14,9 +14,7 @@ use hioload_stack::net::engine::{Engine, EngineConfig};
 use hioload_stack::net::ethernet::{self, HEADER_LEN};
 use hioload_stack::net::NetConfig;
 use proptest::prelude::*;
-use smoltcp::wire::{
-    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-};
+use smoltcp::wire::TcpControl;
 
 #[derive(Default)]
 struct Count(usize);
@@ -55,38 +53,13 @@ fn tcp_packet(src_port: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
         2 => TcpControl::Rst,
         _ => TcpControl::None,
     };
-    let tcp = TcpRepr {
-        src_port,
-        dst_port: 80,
+    common::tcp_segment(
+        (Ipv4Addr::new(10, 0, 0, 9), src_port),
+        (US, 80),
         control,
-        seq_number: TcpSeqNumber(i32::from(flags) * 1000),
-        ack_number: (control != TcpControl::Syn).then_some(TcpSeqNumber(1)),
-        window_len: 512,
-        window_scale: None,
-        max_seg_size: None,
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
+        i32::from(flags) * 1000,
         payload,
-    };
-    let src = Ipv4Addr::new(10, 0, 0, 9);
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: US,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0; ip.buffer_len() + tcp.buffer_len()];
-    let caps = smoltcp::phy::ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(&mut buf[ip.buffer_len()..]),
-        &IpAddress::Ipv4(src),
-        &IpAddress::Ipv4(US),
-        &caps,
-    );
-    buf
+    )
 }
 
 fn net() -> NetConfig {

@@ -1,10 +1,13 @@
 //! Shared by the stack's integration tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use hioload_stack::{CloseCause, ConnId, Service, Verdict};
+use smoltcp::wire::{
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+};
 
 /// Echo: input goes back out; closes after the peer's FIN or on shutdown.
 pub struct Echo;
@@ -29,4 +32,46 @@ impl Service for Echo {
         Verdict::Close
     }
     fn on_close(&mut self, _: (), _: CloseCause) {}
+}
+
+/// A valid IPv4/TCP segment from `src:src_port` to `dst:dst_port` with `control` (an ACK of 1
+/// unless it is a SYN) and sequence number `seq`.
+pub fn tcp_segment(
+    (src, src_port): (Ipv4Addr, u16),
+    (dst, dst_port): (Ipv4Addr, u16),
+    control: TcpControl,
+    seq: i32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let tcp = TcpRepr {
+        src_port,
+        dst_port,
+        control,
+        seq_number: TcpSeqNumber(seq),
+        ack_number: (control != TcpControl::Syn).then_some(TcpSeqNumber(1)),
+        window_len: 1000,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload,
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0; ip.buffer_len() + tcp.buffer_len()];
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(&mut buf[ip.buffer_len()..]),
+        &IpAddress::Ipv4(src),
+        &IpAddress::Ipv4(dst),
+        &caps,
+    );
+    buf
 }
