@@ -94,6 +94,15 @@ impl Timers {
         }
     }
 
+    /// Move every entry due at `now` into `into`. Only these: an entry re-armed in the past
+    /// while they are being handled waits for the next call, so a service that keeps asking for
+    /// past deadlines cannot keep its worker from doing I/O.
+    pub fn take_due(&mut self, now: Millis, into: &mut Vec<Entry>) {
+        while let Some(e) = self.pop_due(now) {
+            into.push(e);
+        }
+    }
+
     /// Number of armed entries (stale ones included).
     pub fn len(&self) -> usize {
         self.heap.len()
@@ -125,6 +134,31 @@ mod tests {
             .map(|e| e.slot)
             .collect();
         assert_eq!(due, [1, 2]);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn take_due_moves_what_is_due_in_order() {
+        let mut t = Timers::default();
+        for (slot, at) in [(0u32, 30u64), (1, 10), (2, 50)] {
+            t.push(Entry {
+                at,
+                slot,
+                generation: 0,
+            });
+        }
+        let mut due = Vec::new();
+        t.take_due(40, &mut due);
+        assert_eq!(due.iter().map(|e| e.slot).collect::<Vec<_>>(), [1, 0]);
+        // Re-armed in the past after the pass: picked up by the next one, not this one.
+        t.push(Entry {
+            at: 5,
+            slot: 3,
+            generation: 0,
+        });
+        due.clear();
+        t.take_due(40, &mut due);
+        assert_eq!(due.iter().map(|e| e.slot).collect::<Vec<_>>(), [3]);
         assert_eq!(t.len(), 1);
     }
 

@@ -535,11 +535,8 @@ impl<S: Service> Worker<S> {
     }
 
     fn run_timers(&mut self, now: Instant) {
-        // Only entries due when this pass starts: one re-armed in the past by the service runs
-        // in the next loop iteration, after I/O, instead of spinning here.
         let mut due = std::mem::take(&mut self.due);
-        let now_ms = self.clock.floor(now);
-        due.extend(std::iter::from_fn(|| self.timers.pop_due(now_ms)));
+        self.timers.take_due(self.clock.floor(now), &mut due);
         for e in due.drain(..) {
             let slot = e.slot as usize;
             let Some(c) = self.conns.get_mut(slot) else {
@@ -562,7 +559,7 @@ impl<S: Service> Worker<S> {
                         self.begin_close(slot, now);
                     }
                 }
-                Phase::Flushing | Phase::Draining if c.until <= now_ms => {
+                Phase::Flushing | Phase::Draining if c.until <= self.clock.floor(now) => {
                     self.close(slot, CloseCause::Done);
                     continue;
                 }

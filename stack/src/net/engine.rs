@@ -230,9 +230,8 @@ impl<S: Service> Engine<S> {
 
     /// Run what is due: smoltcp's retransmissions and the service's deadlines.
     pub fn run_timers(&mut self, sink: &mut impl IpSink, now: Instant) {
-        let now_ms = self.clock.floor(now);
         let mut due = std::mem::take(&mut self.due);
-        due.extend(std::iter::from_fn(|| self.timers.pop_due(now_ms)));
+        self.timers.take_due(self.clock.floor(now), &mut due);
         for e in due.drain(..) {
             let slot = e.slot as usize;
             let Some(f) = self.flows.get_mut(slot) else {
