@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hioload_ws::stack::dpdk::server::{DpdkConfig, DpdkTransport};
+use hioload_ws::stack::net::engine::EngineConfig;
 use hioload_ws::stack::net::parse_cidr;
 use hioload_ws::stack::Service;
 
@@ -49,15 +50,20 @@ where
     let cfg = DpdkConfig {
         eal_args: args.eal_args(),
         port: args.port_id.unwrap_or(0),
-        ip,
-        prefix,
         gateway: args.gateway,
-        listen_port: listen.port(),
-        tcp_rx_buf: size(args.tcp_rx_buf, 16 << 10, "--tcp-rx-buf")?,
-        tcp_tx_buf: size(args.tcp_tx_buf, 16 << 10, "--tcp-tx-buf")?,
-        max_half_open: args.max_half_open.unwrap_or(4096).max(1),
-        max_connections: common.max_connections.unwrap_or(1_000_000).max(1),
-        backpressure_limit: usize::try_from(common.backpressure_limit).unwrap_or(usize::MAX),
+        engine: EngineConfig {
+            worker: 0,
+            ip,
+            prefix,
+            listen_port: listen.port(),
+            tcp_rx_buf: size(args.tcp_rx_buf, 16 << 10, "--tcp-rx-buf")?,
+            tcp_tx_buf: size(args.tcp_tx_buf, 16 << 10, "--tcp-tx-buf")?,
+            max_half_open: args.max_half_open.unwrap_or(4096).max(1),
+            max_connections: common.max_connections.unwrap_or(1_000_000).max(1),
+            backpressure_limit: usize::try_from(common.backpressure_limit).unwrap_or(usize::MAX),
+            mtu: usize::from(args.mtu.unwrap_or(1500)),
+            tx_checksum_offload: false,
+        },
         mbufs: args.mbufs.unwrap_or(16383).max(1023),
         mtu: args.mtu,
         busy_poll: args.poll_mode == Some(PollMode::Busy),
@@ -81,16 +87,16 @@ where
         "hioload-ws {} {mode} listening on {scheme}://{ip}:{} (transport: {}, port {} ({}), workers: {} on lcores {lcores}, \
          RSS: {}, checksum offload: {}, poll: {poll}, TCP buffers {} + {} bytes per connection, max connections: {}, mbufs in use {})",
         hioload_ws::build_info(),
-        cfg.listen_port,
+        cfg.engine.listen_port,
         transport.version(),
         cfg.port,
         transport.mac(),
         transport.lcores().len(),
         if transport.rss() { "on" } else { "off" },
         if transport.checksum_offload() { "on" } else { "off" },
-        cfg.tcp_rx_buf,
-        cfg.tcp_tx_buf,
-        cfg.max_connections,
+        cfg.engine.tcp_rx_buf,
+        cfg.engine.tcp_tx_buf,
+        cfg.engine.max_connections,
         transport.mbufs_in_use(),
     );
     let stop = Arc::new(AtomicBool::new(false));

@@ -39,24 +39,12 @@ pub struct DpdkConfig {
     pub eal_args: Vec<String>,
     /// Port id.
     pub port: u16,
-    /// Our address on the port.
-    pub ip: Ipv4Addr,
-    /// Prefix length.
-    pub prefix: u8,
     /// Default gateway.
     pub gateway: Option<Ipv4Addr>,
-    /// TCP port to accept connections on.
-    pub listen_port: u16,
-    /// smoltcp receive buffer per connection.
-    pub tcp_rx_buf: usize,
-    /// smoltcp send buffer per connection.
-    pub tcp_tx_buf: usize,
-    /// Connections not yet established, at most.
-    pub max_half_open: usize,
-    /// Connections at most.
-    pub max_connections: usize,
-    /// Unsent output per connection beyond which reading it pauses.
-    pub backpressure_limit: usize,
+    /// What every worker's TCP engine starts from: address, listening port, buffer sizes, limits.
+    /// The transport fills in per worker the worker index, its share of `max_half_open` and
+    /// `max_connections`, the MTU and whether the port offloads checksums.
+    pub engine: EngineConfig,
     /// Mbufs in each pool.
     pub mbufs: u32,
     /// Port MTU, if not the device's default (frames must fit one mbuf: at most 2048 bytes).
@@ -154,8 +142,8 @@ impl DpdkTransport {
         }
         let net = NetConfig {
             mac: port.mac(),
-            ip: cfg.ip,
-            prefix: cfg.prefix,
+            ip: cfg.engine.ip,
+            prefix: cfg.engine.prefix,
             gateway: cfg.gateway,
         };
         Ok(Self {
@@ -271,16 +259,15 @@ impl DpdkTransport {
             Engine::new(
                 EngineConfig {
                     worker: queue,
-                    ip: cfg.ip,
-                    prefix: cfg.prefix,
-                    listen_port: cfg.listen_port,
-                    tcp_rx_buf: cfg.tcp_rx_buf,
-                    tcp_tx_buf: cfg.tcp_tx_buf,
-                    max_half_open: cfg.max_half_open.div_ceil(self.lcores.len()).max(1),
-                    max_connections: cfg.max_connections.div_ceil(self.lcores.len()).max(1),
-                    backpressure_limit: cfg.backpressure_limit,
+                    max_half_open: cfg.engine.max_half_open.div_ceil(self.lcores.len()).max(1),
+                    max_connections: cfg
+                        .engine
+                        .max_connections
+                        .div_ceil(self.lcores.len())
+                        .max(1),
                     mtu: usize::from(cfg.mtu.unwrap_or(1500)),
                     tx_checksum_offload: checksum_offload,
+                    ..cfg.engine.clone()
                 },
                 service,
                 &mut sink,
