@@ -140,23 +140,27 @@ cargo build --release --quiet -p hioload-ws-app
 BIN="$ROOT/target/release/hioload-ws"
 
 # Start the appliance on a free port; sets APP_URL. Logs go to $1.
-start_appliance() {
+launch_appliance() { # LOG ARGS...: start `hioload-ws echo ARGS`, wait for its startup line
   local log="$1"
   shift
-  "$BIN" echo --listen 127.0.0.1:0 --log-level info --log-format text "$@" >"$log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  APP_PID=$pid
+  "$BIN" echo --log-level info --log-format text "$@" >"$log" 2>&1 &
+  APP_PID=$!
+  PIDS+=("$APP_PID")
   APP_URL=""
   for _ in $(seq 1 100); do
     APP_URL=$(sed -n 's/\x1b\[[0-9;]*m//g; s/.*listening on \(ws:\/\/[^ ]*\).*/\1/p' "$log" | head -1)
     [ -n "$APP_URL" ] && return 0
-    kill -0 "$pid" 2>/dev/null || break
+    kill -0 "$APP_PID" 2>/dev/null || break
     sleep 0.1
   done
   echo "test.sh: the appliance did not start; its log:" >&2
   cat "$log" >&2
   return 1
+}
+start_appliance() { # LOG ARGS...: on kernel sockets, on a free port; sets APP_URL
+  local log="$1"
+  shift
+  launch_appliance "$log" --listen 127.0.0.1:0 "$@"
 }
 stop_appliance() {
   kill -TERM "$APP_PID" 2>/dev/null || true
@@ -203,24 +207,12 @@ run_tests() { # PACKAGE ARGS...
 # Start the appliance on DPDK over TAP device $1 (198.18.$2.2/24; the kernel side gets .1);
 # $3: EAL memory options (default: no hugepages).
 start_dpdk_appliance() {
-  local iface="$1" net="$2" mem="${3:---no-huge -m 512}" log="$LOGS/dpdk-$1.log"
+  local iface="$1" net="$2" mem="${3:---no-huge -m 512}"
   # Two lcores: two workers on two queues.
-  "$BIN" echo --eal "-l 0-1 $mem --no-pci --no-shconf --file-prefix $iface --vdev=net_tap0,iface=$iface" \
-    --ip "198.18.$net.2/24" --log-level info --log-format text >"$log" 2>&1 &
-  APP_PID=$!
-  PIDS+=("$APP_PID")
-  for _ in $(seq 1 100); do
-    if grep -q "listening on" "$log"; then
-      ip addr add "198.18.$net.1/24" dev "$iface" && ip link set "$iface" up
-      APP_URL="ws://198.18.$net.2:8080"
-      return 0
-    fi
-    kill -0 "$APP_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "test.sh: the DPDK appliance did not start; its log:" >&2
-  cat "$log" >&2
-  return 1
+  launch_appliance "$LOGS/dpdk-$iface.log" \
+    --eal "-l 0-1 $mem --no-pci --no-shconf --file-prefix $iface --vdev=net_tap0,iface=$iface" \
+    --ip "198.18.$net.2/24" || return 1
+  ip addr add "198.18.$net.1/24" dev "$iface" && ip link set "$iface" up
 }
 if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
   stage "DPDK building blocks over net_tap (EAL --no-huge)" run_tests hioload-stack --features dpdk
