@@ -54,6 +54,7 @@ where
         engine: EngineConfig {
             worker: 0,
             ip,
+            ip_count: 1,
             prefix,
             listen_port: listen.port(),
             tcp_rx_buf: size(args.tcp_rx_buf, 16 << 10, "--tcp-rx-buf")?,
@@ -63,6 +64,7 @@ where
             backpressure_limit: usize::try_from(common.backpressure_limit).unwrap_or(usize::MAX),
             mtu: usize::from(args.mtu.unwrap_or(1500)),
             tx_checksum_offload: false,
+            dial: None,
         },
         mbufs: args.mbufs.unwrap_or(16383).max(1023),
         mtu: args.mtu,

@@ -8,10 +8,11 @@
 //! - [`timer`]: per-worker deadlines (handshake, idle, ping, close linger).
 //! - [`bufpool`]: output buffers lent to connections only while they have output.
 //! - [`affinity`]: pinning worker threads to CPUs.
+//! - [`meter`]: worker loop iterations and busy time, published without locks.
 //! - [`net`]: Ethernet, ARP and the smoltcp device for the DPDK path (pure, tested without a NIC).
 //!
-//! - [`dpdk`] (feature `dpdk`): safe wrappers over DPDK (EAL, mempools, ports, mbufs). The DPDK
-//!   transport built on them (network layer, smoltcp, flow table, workers) is in progress.
+//! - [`dpdk`] (feature `dpdk`): safe wrappers over DPDK (EAL, mempools, ports, mbufs) and the DPDK
+//!   transport: a worker per lcore running [`net::engine`] over its queue pair.
 // Only the `dpdk` module may contain `unsafe` (it allows it for itself); everything else is safe.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod bufpool;
 pub mod dpdk;
 pub mod error;
 pub mod kernel;
+pub mod meter;
 pub mod net;
 pub mod service;
 pub mod timer;

@@ -53,6 +53,14 @@ pub trait Service {
     /// A connection was accepted.
     fn open(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Self::Conn;
 
+    /// Right after [`Service::open`]: what this side says first, appended to `out` (a client's
+    /// request, or a server that speaks first). Servers that wait for the peer need not implement
+    /// it.
+    fn greet(&mut self, conn: &mut Self::Conn, out: &mut Vec<u8>, now: Instant) -> Verdict {
+        let _ = (conn, out, now);
+        Verdict::Continue
+    }
+
     /// Bytes arrived. `input` may be modified in place; append replies to `out`.
     fn on_data(
         &mut self,

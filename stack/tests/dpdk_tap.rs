@@ -84,6 +84,7 @@ fn kernel_pings_the_appliance_through_a_tap() {
     let net = NetConfig {
         mac: port.mac(),
         ip: Ipv4Addr::new(198, 18, 77, 2),
+        ip_count: 1,
         prefix: 24,
         gateway: None,
     };
@@ -115,7 +116,7 @@ fn kernel_pings_the_appliance_through_a_tap() {
 
     // Announce ourselves, as the appliance does at start.
     let mut frame = [0u8; arp::FRAME_LEN];
-    let n = arp::gratuitous(&net, &mut frame);
+    let n = arp::gratuitous(&net, net.ip, &mut frame);
     let mut g = Mbuf::alloc(&pool).expect("mbuf");
     g.append(n as u16)
         .expect("room")

@@ -3,13 +3,13 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use common::Echo;
 
 use hioload_stack::net::device::IpSink;
-use hioload_stack::net::engine::{Engine, EngineConfig};
+use hioload_stack::net::engine::{Dial, Engine, EngineConfig};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
@@ -80,6 +80,7 @@ fn config(max_half_open: usize) -> EngineConfig {
     EngineConfig {
         worker: 0,
         ip: SERVER,
+        ip_count: 1,
         prefix: 24,
         listen_port: PORT,
         tcp_rx_buf: 4096,
@@ -89,6 +90,7 @@ fn config(max_half_open: usize) -> EngineConfig {
         backpressure_limit: 1 << 20,
         mtu: 1500,
         tx_checksum_offload: false,
+        dial: None,
     }
 }
 
@@ -303,4 +305,168 @@ fn unknown_segments_get_rst_and_syn_floods_stop_at_the_half_open_cap() {
         w.sockets.get::<tcp::Socket>(h).state(),
         tcp::State::Established
     );
+}
+
+/// A client service: greets on open, counts the bytes that come back, closes once all did.
+#[derive(Default)]
+struct Greeter {
+    opened: usize,
+    echoed: usize,
+    closed: usize,
+}
+
+const GREETING: &[u8] = b"hello, engine";
+
+impl hioload_stack::Service for Greeter {
+    type Conn = usize;
+    fn open(&mut self, _: hioload_stack::ConnId, peer: std::net::SocketAddr, _: Instant) -> usize {
+        assert_eq!(
+            peer,
+            (SERVER, PORT).into(),
+            "open reports the server as peer"
+        );
+        self.opened += 1;
+        0
+    }
+    fn on_data(
+        &mut self,
+        got: &mut usize,
+        input: &mut [u8],
+        _: &mut Vec<u8>,
+        _: Instant,
+    ) -> hioload_stack::Verdict {
+        assert_eq!(input, &GREETING[*got..*got + input.len()]);
+        *got += input.len();
+        self.echoed += input.len();
+        if *got == GREETING.len() {
+            hioload_stack::Verdict::Close
+        } else {
+            hioload_stack::Verdict::Continue
+        }
+    }
+    fn greet(&mut self, _: &mut usize, out: &mut Vec<u8>, _: Instant) -> hioload_stack::Verdict {
+        out.extend_from_slice(GREETING);
+        hioload_stack::Verdict::Continue
+    }
+    fn on_eof(&mut self, _: &mut usize, _: &mut Vec<u8>, _: Instant) -> hioload_stack::Verdict {
+        hioload_stack::Verdict::Close
+    }
+    fn deadline(&self, _: &usize) -> Option<Instant> {
+        None
+    }
+    fn on_deadline(
+        &mut self,
+        _: &mut usize,
+        _: &mut Vec<u8>,
+        _: Instant,
+    ) -> hioload_stack::Verdict {
+        hioload_stack::Verdict::Continue
+    }
+    fn on_shutdown(
+        &mut self,
+        _: &mut usize,
+        _: &mut Vec<u8>,
+        _: Instant,
+    ) -> hioload_stack::Verdict {
+        hioload_stack::Verdict::Close
+    }
+    fn on_close(&mut self, _: usize, _: hioload_stack::CloseCause) {
+        self.closed += 1;
+    }
+}
+
+#[test]
+fn a_dialing_engine_reaches_a_listening_one_from_several_addresses() {
+    const COUNT: usize = 40;
+    let t0 = Instant::now();
+    let (mut c2s, mut s2c) = (Queue::default(), Queue::default());
+    let mut server = Engine::new(config(64), Echo, &mut s2c, t0);
+    let dial = Dial {
+        remote: SocketAddrV4::new(SERVER, PORT),
+        count: COUNT,
+        // Start 10 endpoints before the end of the first address's ports: the rest use the second.
+        first: usize::from(Dial::PORTS.end - Dial::PORTS.start) - 10,
+        stride: 1,
+    };
+    let mut client = Engine::new(
+        EngineConfig {
+            ip: CLIENT,
+            ip_count: 2,
+            listen_port: 0,
+            max_half_open: 8,
+            dial: Some(dial),
+            ..config(8)
+        },
+        Greeter::default(),
+        &mut c2s,
+        t0,
+    );
+    let mut sources = std::collections::BTreeSet::new();
+    let mut now = t0;
+    for _ in 0..400 {
+        now += Duration::from_millis(1);
+        client.dial(4, &mut c2s, now);
+        while let Some(p) = c2s.0.pop_front() {
+            sources.insert(Ipv4Packet::new_checked(&p[..]).unwrap().src_addr());
+            server.ingress(&p, &mut s2c, now);
+        }
+        server.process(&mut s2c, now);
+        server.run_timers(&mut s2c, now);
+        while let Some(p) = s2c.0.pop_front() {
+            client.ingress(&p, &mut c2s, now);
+        }
+        client.process(&mut c2s, now);
+        client.run_timers(&mut c2s, now);
+        assert!(
+            client.half_open() <= 8,
+            "the half-open cap holds for dialing"
+        );
+        if client.service().closed == COUNT && server.connections() == 0 {
+            break;
+        }
+    }
+    let g = client.service();
+    assert_eq!(
+        (g.opened, g.echoed, g.closed),
+        (COUNT, COUNT * GREETING.len(), COUNT)
+    );
+    assert_eq!(client.stats().dialed, COUNT as u64);
+    assert_eq!(client.stats().handshake_failed, 0);
+    assert_eq!(server.stats().accepted, COUNT as u64);
+    assert_eq!(
+        sources.into_iter().collect::<Vec<_>>(),
+        [CLIENT, Ipv4Addr::new(10, 0, 0, 10)],
+        "both client addresses were used"
+    );
+    assert_eq!(client.dial(4, &mut c2s, now), 0, "nothing left to dial");
+}
+
+#[test]
+fn dial_endpoints_run_out_instead_of_wrapping() {
+    let dial = Dial {
+        remote: SocketAddrV4::new(SERVER, PORT),
+        count: 1,
+        first: 3,
+        stride: 2,
+    };
+    let ports = usize::from(Dial::PORTS.end - Dial::PORTS.start);
+    assert_eq!(
+        dial.endpoint(0, CLIENT, 1),
+        Some(SocketAddrV4::new(CLIENT, Dial::PORTS.start + 3))
+    );
+    // Endpoint 3 + 2k = ports is the second address's first port.
+    let k = (ports - 3) / 2;
+    assert_eq!(
+        dial.endpoint(k, CLIENT, 2),
+        Some(SocketAddrV4::new(
+            Ipv4Addr::new(10, 0, 0, 10),
+            Dial::PORTS.start
+        ))
+    );
+    assert_eq!(
+        dial.endpoint(k - 1, CLIENT, 1),
+        Some(SocketAddrV4::new(CLIENT, Dial::PORTS.end - 2))
+    );
+    assert_eq!(dial.endpoint(k, CLIENT, 1), None);
+    assert_eq!(dial.endpoint(usize::MAX, CLIENT, 8), None);
 }

@@ -32,6 +32,7 @@ fn engine(sink: &mut Count) -> Engine<Echo> {
     let cfg = EngineConfig {
         worker: 0,
         ip: US,
+        ip_count: 1,
         prefix: 24,
         listen_port: 80,
         tcp_rx_buf: 2048,
@@ -41,6 +42,7 @@ fn engine(sink: &mut Count) -> Engine<Echo> {
         backpressure_limit: 1 << 16,
         mtu: 1500,
         tx_checksum_offload: false,
+        dial: None,
     };
     Engine::new(cfg, Echo, sink, Instant::now())
 }
@@ -66,6 +68,7 @@ fn net() -> NetConfig {
     NetConfig {
         mac: [2, 0, 0, 0, 0, 2],
         ip: US,
+        ip_count: 1,
         prefix: 24,
         gateway: None,
     }

@@ -7,10 +7,13 @@
 //!     rx_burst → Ethernet → ARP: answer / learn        → IPv4 to us: engine.ingress
 //!     engine.process (services read and write; smoltcp egress into mbufs)
 //!     engine.run_timers (retransmissions, service deadlines)
+//!     engine.dial (a load generator opens its next connections)
 //!     tx_burst everything framed this iteration
 //!     idle? back off (unless busy-polling)
 //! }
 //! ```
+//!
+//! Every iteration is counted in the worker's [`LoopMeter`], with the time of those that did work.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -20,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::meter::{LoopMeter, LoopRecorder, LoopSnapshot};
 use crate::net::arp;
-use crate::net::engine::{Engine, EngineConfig, EngineStats};
+use crate::net::engine::{Dial, Engine, EngineConfig, EngineStats};
 use crate::net::ethernet::{self, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN};
 use crate::net::NetConfig;
 use crate::service::Service;
@@ -42,8 +46,9 @@ pub struct DpdkConfig {
     /// Default gateway.
     pub gateway: Option<Ipv4Addr>,
     /// What every worker's TCP engine starts from: address, listening port, buffer sizes, limits.
-    /// The transport fills in per worker the worker index, its share of `max_half_open` and
-    /// `max_connections`, the MTU and whether the port offloads checksums.
+    /// The transport fills in per worker the worker index, its share of `max_half_open`,
+    /// `max_connections` and of the connections to dial, the MTU and whether the port offloads
+    /// checksums.
     pub engine: EngineConfig,
     /// Mbufs in each pool.
     pub mbufs: u32,
@@ -64,6 +69,8 @@ pub struct WorkerReport {
     pub tx_refused: u64,
     /// Connections still open at the shutdown deadline.
     pub abandoned: usize,
+    /// Loop iterations and busy time.
+    pub loops: LoopSnapshot,
 }
 
 /// What the transport reports when it stops.
@@ -92,6 +99,7 @@ pub struct DpdkTransport {
     /// One pool per NUMA socket in use, by socket.
     pools: HashMap<u32, Arc<Mempool>>,
     lcores: Vec<u32>,
+    meters: Arc<[LoopMeter]>,
     eal: Eal,
     net: NetConfig,
     cfg: DpdkConfig,
@@ -143,12 +151,14 @@ impl DpdkTransport {
         let net = NetConfig {
             mac: port.mac(),
             ip: cfg.engine.ip,
+            ip_count: cfg.engine.ip_count,
             prefix: cfg.engine.prefix,
             gateway: cfg.gateway,
         };
         Ok(Self {
             port,
             pools,
+            meters: LoopMeter::for_workers(lcores.len()),
             lcores,
             eal,
             net,
@@ -186,6 +196,11 @@ impl DpdkTransport {
         self.port.offloads().rss
     }
 
+    /// Every worker's loop counters, in worker order, readable while serving.
+    pub fn meters(&self) -> Arc<[LoopMeter]> {
+        Arc::clone(&self.meters)
+    }
+
     /// Mbufs in use over all pools.
     pub fn mbufs_in_use(&self) -> u32 {
         self.pools.values().map(|p| p.in_use()).sum()
@@ -198,6 +213,23 @@ impl DpdkTransport {
     where
         S: Service,
         F: Fn(usize) -> S + Sync,
+    {
+        self.serve_then(make_service, |_, _| {}, stop, grace)
+    }
+
+    /// [`DpdkTransport::serve`], then hand each worker's service to `done(worker, service)` on
+    /// that worker's lcore as it stops (a load generator collects its results this way).
+    pub fn serve_then<S, F, D>(
+        &self,
+        make_service: F,
+        done: D,
+        stop: &AtomicBool,
+        grace: Duration,
+    ) -> DpdkReport
+    where
+        S: Service,
+        F: Fn(usize) -> S + Sync,
+        D: Fn(usize, S) + Sync,
     {
         let n = self.lcores.len();
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
@@ -216,7 +248,9 @@ impl DpdkTransport {
                 .map(|(_, s)| s.clone())
                 .collect();
             let pool = &self.pools[&eal::lcore_socket(&self.eal, self.lcores[i])];
-            let report = self.worker(i, make_service(i), pool, inbox, &peers, stop, grace);
+            let (report, service) =
+                self.worker(i, make_service(i), pool, inbox, &peers, stop, grace);
+            done(i, service);
             if let Ok(mut r) = reports.lock() {
                 r[i] = Some(report);
             }
@@ -246,8 +280,9 @@ impl DpdkTransport {
         peers: &[Sender<Neighbour>],
         stop: &AtomicBool,
         grace: Duration,
-    ) -> WorkerReport {
+    ) -> (WorkerReport, S) {
         let cfg = &self.cfg;
+        let workers = self.lcores.len();
         let net = self.net;
         let queue = q as u16;
         let checksum_offload = self.port.offloads().tx_checksum;
@@ -267,6 +302,7 @@ impl DpdkTransport {
                         .max(1),
                     mtu: usize::from(cfg.mtu.unwrap_or(1500)),
                     tx_checksum_offload: checksum_offload,
+                    dial: cfg.engine.dial.map(|d| share(d, q, workers)),
                     ..cfg.engine.clone()
                 },
                 service,
@@ -276,8 +312,12 @@ impl DpdkTransport {
         };
         if q == 0 {
             // Tell the neighbours where we are.
-            push_frame(pool, &mut tx.batch, |f| arp::gratuitous(&net, f));
+            for addr in net.addresses() {
+                push_frame(pool, &mut tx.batch, |f| arp::gratuitous(&net, addr, f));
+            }
         }
+        let mut meter = LoopRecorder::new(Arc::clone(&self.meters), q);
+        let mut dialing = cfg.engine.dial.is_some();
 
         let mut idle_rounds = 0u32;
         let mut stop_deadline: Option<Instant> = None;
@@ -327,6 +367,10 @@ impl DpdkTransport {
                 let mut sink = tx.sink(now);
                 engine.process(&mut sink, now);
                 engine.run_timers(&mut sink, now);
+                if dialing {
+                    // A few per iteration, so established connections keep being served.
+                    dialing = engine.dial(32, &mut sink, now) > 0;
+                }
             }
             let queued = tx.batch.len();
             if queued > 0 {
@@ -358,6 +402,11 @@ impl DpdkTransport {
                 }
                 _ => {}
             }
+            if received == 0 && queued == 0 {
+                meter.idle();
+            } else {
+                meter.busy(now, Instant::now());
+            }
             // Idle back-off: spin briefly, then sleep a little longer each idle round (max 100 µs).
             if received == 0 && queued == 0 && !cfg.busy_poll {
                 idle_rounds = idle_rounds.saturating_add(1);
@@ -372,12 +421,28 @@ impl DpdkTransport {
                 idle_rounds = 0;
             }
         }
-        WorkerReport {
+        let report = WorkerReport {
             engine: engine.stats(),
             tx_drops: tx.drops,
             tx_refused,
             abandoned: engine.connections(),
-        }
+            loops: meter.totals(),
+        };
+        (report, engine.into_service())
+    }
+}
+
+/// Worker `q` of `workers`' part of `dial`: an even share of the connections, and every
+/// `workers`-th local endpoint starting at its own, so workers never pick the same one. On ports
+/// without RSS (memif, TAP) queue pairs map one to one, so replies come back to the worker that
+/// sent the SYN.
+fn share(dial: Dial, q: usize, workers: usize) -> Dial {
+    let workers = workers.max(1);
+    Dial {
+        count: dial.count / workers + usize::from(q < dial.count % workers),
+        first: dial.first + q * dial.stride.max(1),
+        stride: dial.stride.max(1) * workers,
+        ..dial
     }
 }
 

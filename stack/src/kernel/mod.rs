@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::error::TransportError;
+use crate::meter::{LoopMeter, LoopRecorder};
 use crate::service::Service;
 use worker::{Command, Worker};
 
@@ -85,6 +86,7 @@ impl Default for KernelConfig {
 /// A running kernel-socket server.
 pub struct Server {
     local_addr: SocketAddr,
+    meters: Arc<[LoopMeter]>,
     inboxes: Vec<(Sender<Command>, Arc<mio::Waker>)>,
     threads: Vec<JoinHandle<WorkerReport>>,
 }
@@ -106,6 +108,7 @@ impl Server {
                 source,
             })?;
         let active = Arc::new(AtomicUsize::new(0));
+        let meters = LoopMeter::for_workers(workers);
         let make_service = Arc::new(make_service);
 
         let mut pending = Vec::with_capacity(workers);
@@ -132,6 +135,7 @@ impl Server {
             };
             let active = Arc::clone(&active);
             let make_service = Arc::clone(&make_service);
+            let meter = LoopRecorder::new(Arc::clone(&meters), i);
             let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
             let thread = std::thread::Builder::new()
                 .name(format!("hioload-w{i}"))
@@ -146,13 +150,14 @@ impl Server {
                         }
                     }
                     let service = make_service(i);
-                    Worker::new(i, cfg, poll, rx, listener, peers, active, service).run()
+                    Worker::new(i, cfg, poll, rx, listener, peers, active, service, meter).run()
                 })
                 .map_err(|source| TransportError::Worker { worker: i, source })?;
             threads.push(thread);
         }
         Ok(Self {
             local_addr,
+            meters,
             inboxes,
             threads,
         })
@@ -161,6 +166,11 @@ impl Server {
     /// The address the listeners are bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Every worker's loop counters, in worker order, readable while serving.
+    pub fn meters(&self) -> Arc<[LoopMeter]> {
+        Arc::clone(&self.meters)
     }
 
     /// A handle that can start the shutdown from another thread (e.g. a signal handler).

@@ -16,6 +16,7 @@ use slab::Slab;
 
 use super::KernelConfig;
 use crate::bufpool::BufPool;
+use crate::meter::{LoopRecorder, LoopSnapshot};
 use crate::service::{CloseCause, ConnId, Service, Verdict};
 use crate::timer::{Clock, Entry, Millis, Timers, NEVER};
 
@@ -51,6 +52,8 @@ pub struct WorkerReport {
     pub errors: u64,
     /// Connections still open when the shutdown deadline passed.
     pub abandoned: u64,
+    /// Loop iterations and busy time.
+    pub loops: LoopSnapshot,
 }
 
 /// What to do with a connection after a read turn.
@@ -125,6 +128,7 @@ pub(super) struct Worker<S: Service> {
     last_activity: Instant,
     report: WorkerReport,
     last_accept_warning: Option<Instant>,
+    meter: LoopRecorder,
 }
 
 impl<S: Service> Worker<S> {
@@ -138,6 +142,7 @@ impl<S: Service> Worker<S> {
         peers: Vec<(Sender<Command>, Arc<Waker>)>,
         active: Arc<AtomicUsize>,
         service: S,
+        meter: LoopRecorder,
     ) -> Self {
         let rbuf = vec![0; cfg.read_buffer.max(1024)];
         // Address space only: pages are touched as connections arrive, and the slab never has
@@ -169,6 +174,7 @@ impl<S: Service> Worker<S> {
                 ..WorkerReport::default()
             },
             last_accept_warning: None,
+            meter,
         }
     }
 
@@ -195,6 +201,7 @@ impl<S: Service> Worker<S> {
                 break;
             }
             let now = Instant::now();
+            let busy = !events.is_empty() || !self.ready.is_empty();
             if !events.is_empty() {
                 self.last_activity = now;
             }
@@ -223,6 +230,11 @@ impl<S: Service> Worker<S> {
             self.process_ready(now);
             self.flush_dirty(now);
             self.run_timers(now);
+            if busy {
+                self.meter.busy(now, Instant::now());
+            } else {
+                self.meter.idle();
+            }
             if let Some(deadline) = self.shutdown {
                 if self.conns.is_empty() {
                     break;
@@ -233,6 +245,7 @@ impl<S: Service> Worker<S> {
                 }
             }
         }
+        self.report.loops = self.meter.totals();
         tracing::debug!(worker = self.index, report = ?self.report, "worker exits");
         self.report
     }
@@ -334,23 +347,32 @@ impl<S: Service> Worker<S> {
             worker: self.index as u16,
             slot: slot as u32,
         };
-        let state = self.service.open(id, peer, now);
+        let mut state = self.service.open(id, peer, now);
+        let mut out = Vec::new();
+        let verdict = self.service.greet(&mut state, &mut out, now);
+        let greeted = !out.is_empty();
         entry.insert(Conn {
             stream,
             state,
-            out: Vec::new(),
+            out,
             out_pos: 0,
             phase: Phase::Open,
             until: NEVER,
             readable: true,
             peer_eof: false,
             queued: true,
-            dirty: false,
+            dirty: greeted,
             armed: NEVER,
             generation: self.generation,
         });
         self.ready.push_back(slot);
+        if greeted {
+            self.dirty.push(slot);
+        }
         self.report.accepted += 1;
+        if verdict == Verdict::Close {
+            self.begin_close(slot, now);
+        }
         self.arm(slot);
     }
 

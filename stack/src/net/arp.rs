@@ -101,7 +101,7 @@ pub fn process(
     else {
         return None;
     };
-    if target_protocol_addr != cfg.ip {
+    if !cfg.owns(target_protocol_addr) {
         return None;
     }
     let sender_mac = source_hardware_addr.0;
@@ -115,7 +115,7 @@ pub fn process(
     let reply = ArpRepr::EthernetIpv4 {
         operation: ArpOperation::Reply,
         source_hardware_addr: EthernetAddress(cfg.mac),
-        source_protocol_addr: cfg.ip,
+        source_protocol_addr: target_protocol_addr,
         target_hardware_addr: source_hardware_addr,
         target_protocol_addr: source_protocol_addr,
     };
@@ -124,20 +124,29 @@ pub fn process(
 
 /// Write a request for `target` (broadcast) into `out`; returns its length.
 pub fn request(cfg: &NetConfig, target: Ipv4Addr, out: &mut [u8; FRAME_LEN]) -> usize {
+    request_from(cfg, cfg.ip, target, out)
+}
+
+/// A gratuitous ARP announcing `addr`, one of ours (a request for our own address), sent at
+/// start so neighbours and switches learn where we are.
+pub fn gratuitous(cfg: &NetConfig, addr: Ipv4Addr, out: &mut [u8; FRAME_LEN]) -> usize {
+    request_from(cfg, addr, addr, out)
+}
+
+fn request_from(
+    cfg: &NetConfig,
+    source: Ipv4Addr,
+    target: Ipv4Addr,
+    out: &mut [u8; FRAME_LEN],
+) -> usize {
     let repr = ArpRepr::EthernetIpv4 {
         operation: ArpOperation::Request,
         source_hardware_addr: EthernetAddress(cfg.mac),
-        source_protocol_addr: cfg.ip,
+        source_protocol_addr: source,
         target_hardware_addr: EthernetAddress([0; 6]),
         target_protocol_addr: target,
     };
     write_frame(&repr, BROADCAST, cfg.mac, out)
-}
-
-/// A gratuitous ARP announcing our address (a request for our own address), sent at start so
-/// neighbours and switches learn where we are.
-pub fn gratuitous(cfg: &NetConfig, out: &mut [u8; FRAME_LEN]) -> usize {
-    request(cfg, cfg.ip, out)
 }
 
 fn write_frame(repr: &ArpRepr, dst: [u8; 6], src: [u8; 6], out: &mut [u8; FRAME_LEN]) -> usize {
@@ -154,6 +163,7 @@ mod tests {
         NetConfig {
             mac: [2, 0, 0, 0, 0, 2],
             ip: Ipv4Addr::new(10, 0, 0, 2),
+            ip_count: 1,
             prefix: 24,
             gateway: None,
         }
@@ -163,6 +173,7 @@ mod tests {
         NetConfig {
             mac: [2, 0, 0, 0, 0, 9],
             ip: Ipv4Addr::new(10, 0, 0, 9),
+            ip_count: 1,
             prefix: 24,
             gateway: None,
         }
@@ -195,6 +206,45 @@ mod tests {
             None
         );
         assert_eq!(peer_cache.lookup(cfg().ip, now), Some(cfg().mac));
+    }
+
+    #[test]
+    fn answers_for_every_address_of_a_range_from_that_address() {
+        let now = Instant::now();
+        let many = NetConfig {
+            ip_count: 3,
+            ..cfg()
+        };
+        for target in [2, 3, 4, 5] {
+            let target = Ipv4Addr::new(10, 0, 0, target);
+            let mut req = [0u8; FRAME_LEN];
+            request(&peer(), target, &mut req);
+            let mut out = [0u8; FRAME_LEN];
+            let reply = process(&req, &many, &mut ArpCache::default(), now, &mut out);
+            if !many.owns(target) {
+                assert_eq!(reply, None, "{target} is not ours");
+                continue;
+            }
+            let mut peer_cache = ArpCache::default();
+            let n = reply.expect("a reply");
+            process(
+                &out[..n],
+                &peer(),
+                &mut peer_cache,
+                now,
+                &mut [0; FRAME_LEN],
+            );
+            assert_eq!(peer_cache.lookup(target, now), Some(many.mac), "{target}");
+        }
+        let mut g = [0u8; FRAME_LEN];
+        gratuitous(&many, Ipv4Addr::new(10, 0, 0, 4), &mut g);
+        let mut peer_cache = ArpCache::default();
+        // A gratuitous ARP is a request for our own address; the peer learns from it only if it
+        // were addressed to the peer, so check its fields instead.
+        let packet = ArpPacket::new_checked(&g[HEADER_LEN..]).unwrap();
+        assert_eq!(packet.source_protocol_addr(), &[10, 0, 0, 4]);
+        assert_eq!(packet.target_protocol_addr(), &[10, 0, 0, 4]);
+        assert!(process(&g, &peer(), &mut peer_cache, now, &mut [0; FRAME_LEN]).is_none());
     }
 
     #[test]

@@ -7,11 +7,15 @@
 //! segment without a flow meets an empty set, and smoltcp answers it with RST (and answers ICMP
 //! echo the same way).
 //!
+//! The engine also opens connections itself ([`Dial`]), for the load generator: the same flow
+//! table and per-connection sets, with smoltcp doing the active open.
+//!
 //! The engine never touches a NIC: the DPDK worker feeds it packets from mbufs and gives it a sink
 //! that frames what it emits. Tests drive it with plain byte buffers.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -33,11 +37,13 @@ pub const UNACKED_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct EngineConfig {
     /// Worker index (goes into connection ids).
     pub worker: u16,
-    /// Our address and prefix.
+    /// Our (first) address.
     pub ip: Ipv4Addr,
+    /// Consecutive addresses from `ip` that are ours (at most 8; 1 for a server).
+    pub ip_count: u8,
     /// Prefix length.
     pub prefix: u8,
-    /// The TCP port we accept connections on.
+    /// The TCP port we accept connections on; 0 accepts none.
     pub listen_port: u16,
     /// smoltcp receive buffer per connection: its receive window.
     pub tcp_rx_buf: usize,
@@ -53,6 +59,45 @@ pub struct EngineConfig {
     pub mtu: usize,
     /// Leave IPv4 and TCP checksums of outgoing packets to the NIC.
     pub tx_checksum_offload: bool,
+    /// Connections to open, if this engine is a client.
+    pub dial: Option<Dial>,
+}
+
+/// Connections an engine opens to one server (the load generator's side).
+///
+/// Local endpoints are numbered over our addresses and the ports in [`Dial::PORTS`]: endpoint
+/// `g` is address `ip + g / ports` and port `PORTS.start + g % ports`. This engine uses endpoints
+/// `first`, `first + stride`, ... so engines of different workers never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dial {
+    /// The server.
+    pub remote: SocketAddrV4,
+    /// Connections this engine opens.
+    pub count: usize,
+    /// This engine's first endpoint number.
+    pub first: usize,
+    /// Distance between this engine's endpoint numbers.
+    pub stride: usize,
+}
+
+impl Dial {
+    /// Local ports a client uses (those below are commonly reserved).
+    pub const PORTS: Range<u16> = 1024..u16::MAX;
+
+    /// The local endpoint of this engine's `k`-th connection, if the range has one.
+    pub fn endpoint(&self, k: usize, ip: Ipv4Addr, ip_count: u8) -> Option<SocketAddrV4> {
+        let ports = usize::from(Self::PORTS.end - Self::PORTS.start);
+        let g = self.first.checked_add(k.checked_mul(self.stride.max(1))?)?;
+        let addr = g / ports;
+        if addr >= usize::from(ip_count.max(1)) {
+            return None;
+        }
+        let ip = Ipv4Addr::from(u32::from(ip).wrapping_add(addr as u32));
+        Some(SocketAddrV4::new(
+            ip,
+            Self::PORTS.start + (g % ports) as u16,
+        ))
+    }
 }
 
 /// Counters of an engine.
@@ -68,15 +113,21 @@ pub struct EngineStats {
     pub syn_dropped_full: u64,
     /// Packets that were not IPv4/TCP for us (answered or dropped by smoltcp).
     pub other_packets: u64,
+    /// Connections opened by us (SYN sent).
+    pub dialed: u64,
+    /// Connections that ended before they were established (timeout, RST, refused).
+    pub handshake_failed: u64,
 }
 
-/// The key of a flow: the peer's address and port, and our port (our address is the engine's).
+/// The key of a flow: the peer's address and port, and ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// Peer address.
     pub peer: Ipv4Addr,
     /// Peer port.
     pub peer_port: u16,
+    /// Our address (one of the engine's).
+    pub local: Ipv4Addr,
     /// Our port.
     pub port: u16,
 }
@@ -124,6 +175,8 @@ pub struct Engine<S: Service> {
     generation: u32,
     stats: EngineStats,
     shutting_down: bool,
+    /// Connections of [`EngineConfig::dial`] opened so far.
+    dialed: usize,
 }
 
 impl<S: Service> Engine<S> {
@@ -138,8 +191,11 @@ impl<S: Service> Engine<S> {
             Interface::new(config, &mut dev, smol(epoch, now))
         };
         iface.update_ip_addrs(|a| {
-            // A fresh interface has room for addresses; failing here would be a smoltcp bug.
-            let _ = a.push(IpCidr::new(IpAddress::Ipv4(cfg.ip), cfg.prefix));
+            // smoltcp is built with room for 8 addresses; `ip_count` is documented as at most 8.
+            for i in 0..u32::from(cfg.ip_count.clamp(1, 8)) {
+                let ip = Ipv4Addr::from(u32::from(cfg.ip).wrapping_add(i));
+                let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), cfg.prefix));
+            }
         });
         Self {
             cfg,
@@ -157,6 +213,7 @@ impl<S: Service> Engine<S> {
             generation: 0,
             stats: EngineStats::default(),
             shutting_down: false,
+            dialed: 0,
         }
     }
 
@@ -178,6 +235,11 @@ impl<S: Service> Engine<S> {
     /// The service.
     pub fn service(&self) -> &S {
         &self.service
+    }
+
+    /// Give up the engine and keep its service (connections still open are dropped unannounced).
+    pub fn into_service(self) -> S {
+        self.service
     }
 
     /// The earliest timer, if any.
@@ -254,6 +316,52 @@ impl<S: Service> Engine<S> {
         self.due = due;
     }
 
+    /// Open more of the connections of [`EngineConfig::dial`]: at most `burst` now, and never
+    /// more than `max_half_open` pending. Returns how many are still to be opened.
+    pub fn dial(&mut self, burst: usize, sink: &mut impl IpSink, now: Instant) -> usize {
+        let Some(dial) = self.cfg.dial else {
+            return 0;
+        };
+        let mut opened = 0;
+        while self.dialed < dial.count
+            && opened < burst
+            && self.half_open < self.cfg.max_half_open
+            && self.flows.len() < self.cfg.max_connections
+            && !self.shutting_down
+        {
+            let Some(local) = dial.endpoint(self.dialed, self.cfg.ip, self.cfg.ip_count) else {
+                tracing::warn!(
+                    worker = self.cfg.worker,
+                    opened = self.dialed,
+                    "out of local addresses and ports: give the generator more addresses"
+                );
+                self.dialed = dial.count;
+                break;
+            };
+            self.dialed += 1;
+            let key = FlowKey {
+                peer: *dial.remote.ip(),
+                peer_port: dial.remote.port(),
+                local: *local.ip(),
+                port: local.port(),
+            };
+            if self.table.contains_key(&key) {
+                continue; // still in use from an earlier round
+            }
+            let mut socket = self.new_socket();
+            if let Err(e) = socket.connect(self.iface.context(), dial.remote, local) {
+                tracing::warn!(%local, remote = %dial.remote, error = %e, "cannot connect");
+                self.stats.handshake_failed += 1;
+                continue;
+            }
+            let slot = self.insert_flow(key, socket);
+            self.stats.dialed += 1;
+            opened += 1;
+            self.step(slot, sink, now);
+        }
+        dial.count - self.dialed
+    }
+
     /// Stop accepting and ask the service to close every established connection.
     pub fn shutdown(&mut self, sink: &mut impl IpSink, now: Instant) {
         self.shutting_down = true;
@@ -284,10 +392,9 @@ impl<S: Service> Engine<S> {
     /// The 4-tuple of a TCP segment addressed to us, if it is one.
     fn tcp_key(&self, packet: &[u8]) -> Option<FlowKey> {
         let ip = Ipv4Packet::new_checked(packet).ok()?;
-        if ip.next_header() != IpProtocol::Tcp
-            || ip.dst_addr() != self.cfg.ip
-            || ip.more_frags()
-            || ip.frag_offset() != 0
+        let ours = u32::from(ip.dst_addr()).wrapping_sub(u32::from(self.cfg.ip))
+            < u32::from(self.cfg.ip_count.clamp(1, 8));
+        if ip.next_header() != IpProtocol::Tcp || !ours || ip.more_frags() || ip.frag_offset() != 0
         {
             return None;
         }
@@ -295,6 +402,7 @@ impl<S: Service> Engine<S> {
         Some(FlowKey {
             peer: ip.src_addr(),
             peer_port: tcp.src_port(),
+            local: ip.dst_addr(),
             port: tcp.dst_port(),
         })
     }
@@ -308,7 +416,11 @@ impl<S: Service> Engine<S> {
         }) else {
             return Admission::NoListener;
         };
-        if tcp != (true, false, false) || key.port != self.cfg.listen_port || self.shutting_down {
+        if tcp != (true, false, false)
+            || self.cfg.listen_port == 0
+            || key.port != self.cfg.listen_port
+            || self.shutting_down
+        {
             return Admission::NoListener;
         }
         // Over a limit, say nothing (like a full accept queue): the client retransmits its SYN.
@@ -320,6 +432,15 @@ impl<S: Service> Engine<S> {
             self.stats.syn_dropped_full += 1;
             return Admission::Dropped;
         }
+        let mut socket = self.new_socket();
+        if socket.listen(self.cfg.listen_port).is_err() {
+            return Admission::NoListener;
+        }
+        Admission::Accepted(self.insert_flow(key, socket))
+    }
+
+    /// A socket with our buffers and settings, not yet listening or connecting.
+    fn new_socket(&self) -> tcp::Socket<'static> {
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; self.cfg.tcp_rx_buf]),
             tcp::SocketBuffer::new(vec![0; self.cfg.tcp_tx_buf]),
@@ -330,9 +451,11 @@ impl<S: Service> Engine<S> {
         socket.set_timeout(Some(smoltcp::time::Duration::from_millis(
             HANDSHAKE_TIMEOUT.as_millis() as u64,
         )));
-        if socket.listen(self.cfg.listen_port).is_err() {
-            return Admission::NoListener;
-        }
+        socket
+    }
+
+    /// Give a new, not yet established connection its own socket set and a flow table entry.
+    fn insert_flow(&mut self, key: FlowKey, socket: tcp::Socket<'static>) -> usize {
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
         self.generation = self.generation.wrapping_add(1);
@@ -350,7 +473,7 @@ impl<S: Service> Engine<S> {
         });
         self.table.insert(key, slot);
         self.half_open += 1;
-        Admission::Accepted(slot)
+        slot
     }
 
     /// Move one connection forward: establishment, input to the service, output to the socket,
@@ -369,7 +492,11 @@ impl<S: Service> Engine<S> {
                 worker: self.cfg.worker,
                 slot: slot as u32,
             };
-            f.conn = Some(self.service.open(id, peer, now));
+            let mut conn = self.service.open(id, peer, now);
+            if self.service.greet(&mut conn, &mut f.out, now) == Verdict::Close {
+                f.closing = true;
+            }
+            f.conn = Some(conn);
             // From now on the timeout only ends connections whose sent data goes unacknowledged.
             socket.set_timeout(Some(smoltcp::time::Duration::from_millis(
                 UNACKED_TIMEOUT.as_millis() as u64,
@@ -418,7 +545,10 @@ impl<S: Service> Engine<S> {
                     self.stats.closed += 1;
                     self.service.on_close(conn, CloseCause::Done);
                 }
-                None => self.half_open -= 1,
+                None => {
+                    self.half_open -= 1;
+                    self.stats.handshake_failed += 1;
+                }
             }
             return;
         }

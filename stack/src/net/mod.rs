@@ -19,8 +19,11 @@ use std::net::Ipv4Addr;
 pub struct NetConfig {
     /// Our MAC address (the port's).
     pub mac: [u8; 6],
-    /// Our IPv4 address.
+    /// Our (first) IPv4 address.
     pub ip: Ipv4Addr,
+    /// How many consecutive addresses from `ip` are ours (1 for a server; a load generator uses
+    /// more to open more connections to one server port than one address has ports).
+    pub ip_count: u8,
     /// Prefix length of our subnet.
     pub prefix: u8,
     /// Where packets to other subnets go.
@@ -28,6 +31,17 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// Whether `addr` is one of our addresses.
+    pub fn owns(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr).wrapping_sub(u32::from(self.ip)) < u32::from(self.ip_count.max(1))
+    }
+
+    /// Our addresses, first to last.
+    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let first = u32::from(self.ip);
+        (0..u32::from(self.ip_count.max(1))).map(move |i| Ipv4Addr::from(first.wrapping_add(i)))
+    }
+
     /// Whether `addr` is on our subnet.
     pub fn on_link(&self, addr: Ipv4Addr) -> bool {
         let mask = if self.prefix == 0 {
@@ -73,6 +87,7 @@ mod tests {
         let cfg = NetConfig {
             mac: [2, 0, 0, 0, 0, 1],
             ip: Ipv4Addr::new(10, 0, 0, 2),
+            ip_count: 1,
             prefix: 24,
             gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
         };
@@ -92,6 +107,31 @@ mod tests {
             .next_hop(Ipv4Addr::new(8, 8, 8, 8)),
             None
         );
+    }
+
+    #[test]
+    fn address_ranges() {
+        let cfg = NetConfig {
+            mac: [2, 0, 0, 0, 0, 1],
+            ip: Ipv4Addr::new(10, 0, 0, 254),
+            ip_count: 3,
+            prefix: 16,
+            gateway: None,
+        };
+        let all: Vec<_> = cfg.addresses().collect();
+        assert_eq!(
+            all,
+            [
+                Ipv4Addr::new(10, 0, 0, 254),
+                Ipv4Addr::new(10, 0, 0, 255),
+                Ipv4Addr::new(10, 0, 1, 0)
+            ]
+        );
+        assert!(all.iter().all(|a| cfg.owns(*a)));
+        assert!(!cfg.owns(Ipv4Addr::new(10, 0, 0, 253)));
+        assert!(!cfg.owns(Ipv4Addr::new(10, 0, 1, 1)));
+        let single = NetConfig { ip_count: 0, ..cfg };
+        assert_eq!(single.addresses().count(), 1, "0 means the one address");
     }
 
     #[test]
