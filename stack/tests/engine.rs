@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use common::Echo;
+use common::{Echo, Greeter, GREETING};
 
 use hioload_stack::net::device::IpSink;
 use hioload_stack::net::engine::{Dial, Engine, EngineConfig};
@@ -307,74 +307,6 @@ fn unknown_segments_get_rst_and_syn_floods_stop_at_the_half_open_cap() {
     );
 }
 
-/// A client service: greets on open, counts the bytes that come back, closes once all did.
-#[derive(Default)]
-struct Greeter {
-    opened: usize,
-    echoed: usize,
-    closed: usize,
-}
-
-const GREETING: &[u8] = b"hello, engine";
-
-impl hioload_stack::Service for Greeter {
-    type Conn = usize;
-    fn open(&mut self, _: hioload_stack::ConnId, peer: std::net::SocketAddr, _: Instant) -> usize {
-        assert_eq!(
-            peer,
-            (SERVER, PORT).into(),
-            "open reports the server as peer"
-        );
-        self.opened += 1;
-        0
-    }
-    fn on_data(
-        &mut self,
-        got: &mut usize,
-        input: &mut [u8],
-        _: &mut Vec<u8>,
-        _: Instant,
-    ) -> hioload_stack::Verdict {
-        assert_eq!(input, &GREETING[*got..*got + input.len()]);
-        *got += input.len();
-        self.echoed += input.len();
-        if *got == GREETING.len() {
-            hioload_stack::Verdict::Close
-        } else {
-            hioload_stack::Verdict::Continue
-        }
-    }
-    fn greet(&mut self, _: &mut usize, out: &mut Vec<u8>, _: Instant) -> hioload_stack::Verdict {
-        out.extend_from_slice(GREETING);
-        hioload_stack::Verdict::Continue
-    }
-    fn on_eof(&mut self, _: &mut usize, _: &mut Vec<u8>, _: Instant) -> hioload_stack::Verdict {
-        hioload_stack::Verdict::Close
-    }
-    fn deadline(&self, _: &usize) -> Option<Instant> {
-        None
-    }
-    fn on_deadline(
-        &mut self,
-        _: &mut usize,
-        _: &mut Vec<u8>,
-        _: Instant,
-    ) -> hioload_stack::Verdict {
-        hioload_stack::Verdict::Continue
-    }
-    fn on_shutdown(
-        &mut self,
-        _: &mut usize,
-        _: &mut Vec<u8>,
-        _: Instant,
-    ) -> hioload_stack::Verdict {
-        hioload_stack::Verdict::Close
-    }
-    fn on_close(&mut self, _: usize, _: hioload_stack::CloseCause) {
-        self.closed += 1;
-    }
-}
-
 #[test]
 fn a_dialing_engine_reaches_a_listening_one_from_several_addresses() {
     const COUNT: usize = 40;
@@ -427,9 +359,10 @@ fn a_dialing_engine_reaches_a_listening_one_from_several_addresses() {
     }
     let g = client.service();
     assert_eq!(
-        (g.opened, g.echoed, g.closed),
+        (g.peers.len(), g.echoed, g.closed),
         (COUNT, COUNT * GREETING.len(), COUNT)
     );
+    assert!(g.peers.iter().all(|p| *p == (SERVER, PORT).into()));
     assert_eq!(client.stats().dialed, COUNT as u64);
     assert_eq!(client.stats().handshake_failed, 0);
     assert_eq!(server.stats().accepted, COUNT as u64);

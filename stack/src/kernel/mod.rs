@@ -5,6 +5,7 @@
 //! Elsewhere (and on request) worker 0 owns the only listener and hands accepted connections
 //! round-robin to the others through their inboxes ([`AcceptMode::Shared`]).
 
+pub mod dialer;
 mod listener;
 mod worker;
 

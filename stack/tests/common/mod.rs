@@ -2,6 +2,8 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use hioload_stack::{CloseCause, ConnId, Service, Verdict};
@@ -32,6 +34,71 @@ impl Service for Echo {
         Verdict::Close
     }
     fn on_close(&mut self, _: (), _: CloseCause) {}
+}
+
+/// What [`Greeter`] sends and expects back.
+pub const GREETING: &[u8] = b"hello, server";
+
+/// A client: greets on open, checks the echo byte for byte, closes once all of it came back.
+/// Sets `done` once `expect` connections have closed.
+#[derive(Default)]
+pub struct Greeter {
+    /// The peer of every connection opened.
+    pub peers: Vec<SocketAddr>,
+    /// Echoed bytes.
+    pub echoed: usize,
+    /// Connections closed.
+    pub closed: usize,
+    /// Connections to wait for.
+    pub expect: usize,
+    /// Set when `expect` connections have closed.
+    pub done: Arc<AtomicBool>,
+}
+
+impl Service for Greeter {
+    type Conn = usize;
+    fn open(&mut self, _: ConnId, peer: SocketAddr, _: Instant) -> usize {
+        self.peers.push(peer);
+        0
+    }
+    fn greet(&mut self, _: &mut usize, out: &mut Vec<u8>, _: Instant) -> Verdict {
+        out.extend_from_slice(GREETING);
+        Verdict::Continue
+    }
+    fn on_data(
+        &mut self,
+        got: &mut usize,
+        input: &mut [u8],
+        _: &mut Vec<u8>,
+        _: Instant,
+    ) -> Verdict {
+        assert_eq!(input, &GREETING[*got..*got + input.len()], "echo differs");
+        *got += input.len();
+        self.echoed += input.len();
+        if *got == GREETING.len() {
+            Verdict::Close
+        } else {
+            Verdict::Continue
+        }
+    }
+    fn on_eof(&mut self, _: &mut usize, _: &mut Vec<u8>, _: Instant) -> Verdict {
+        Verdict::Close
+    }
+    fn deadline(&self, _: &usize) -> Option<Instant> {
+        None
+    }
+    fn on_deadline(&mut self, _: &mut usize, _: &mut Vec<u8>, _: Instant) -> Verdict {
+        Verdict::Continue
+    }
+    fn on_shutdown(&mut self, _: &mut usize, _: &mut Vec<u8>, _: Instant) -> Verdict {
+        Verdict::Close
+    }
+    fn on_close(&mut self, _: usize, _: CloseCause) {
+        self.closed += 1;
+        if self.closed == self.expect {
+            self.done.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A valid IPv4/TCP segment from `src:src_port` to `dst:dst_port` with `control` (an ACK of 1
