@@ -37,6 +37,11 @@ pub enum BenchKind {
     /// WebSocket echo load: N sessions, D messages in flight each, every echo verified byte for
     /// byte, round trips in an HDR histogram; progress each second, then a summary.
     Echo(BenchEchoArgs),
+    /// Raw TCP echo load (for `tcp-echo`): the same, with messages as byte runs of the stream.
+    Tcp(BenchTcpArgs),
+    /// Open N idle WebSocket sessions as fast as the server accepts them and hold them: connect
+    /// rate, errors, and the server's memory per connection (with --server-pid).
+    Conns(BenchConnsArgs),
 }
 
 /// Flags of `bench echo`.
@@ -50,13 +55,59 @@ pub struct BenchEchoArgs {
     )]
     pub url: String,
 
-    /// WebSocket sessions to open.
-    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub connections: u32,
+    #[command(flatten)]
+    pub load: LoadArgs,
 
-    /// Messages in flight per session; 0 opens the sessions and holds them idle (with
-    /// --server-pid this measures server memory per idle connection).
-    #[arg(long, default_value_t = 1, value_name = "D", value_parser = clap::value_parser!(u32).range(0..=4096))]
+    /// Send text messages (ASCII payloads) instead of binary.
+    #[arg(long, conflicts_with = "binary")]
+    pub text: bool,
+
+    /// Send binary messages (the default).
+    #[arg(long)]
+    pub binary: bool,
+
+    #[command(flatten)]
+    pub gen: GeneratorArgs,
+}
+
+/// Flags of `bench tcp`.
+#[derive(Debug, Args)]
+pub struct BenchTcpArgs {
+    /// The TCP echo server.
+    #[arg(long, default_value = "127.0.0.1:9002", value_name = "HOST:PORT")]
+    pub addr: String,
+
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    #[command(flatten)]
+    pub gen: GeneratorArgs,
+}
+
+/// Flags of `bench conns`.
+#[derive(Debug, Args)]
+pub struct BenchConnsArgs {
+    /// The server's URL.
+    #[arg(
+        long,
+        default_value = "ws://127.0.0.1:8080/",
+        value_name = "ws://HOST:PORT/PATH"
+    )]
+    pub url: String,
+
+    /// How long to hold the connections once the run starts (opening them is part of it).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub hold: Duration,
+
+    #[command(flatten)]
+    pub gen: GeneratorArgs,
+}
+
+/// The shape of an echo load.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub depth: u32,
 
     /// Payload size of each message.
@@ -70,26 +121,54 @@ pub struct BenchEchoArgs {
     /// Time to run before measuring (connections are opened during it).
     #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
     pub warmup: Duration,
+}
 
-    /// Send text messages (ASCII payloads) instead of binary.
-    #[arg(long, conflicts_with = "binary")]
-    pub text: bool,
+/// Flags every generator has: how many connections, from where, what to read from the server.
+#[derive(Debug, Args)]
+pub struct GeneratorArgs {
+    /// Connections to open.
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
+    pub connections: u32,
 
-    /// Send binary messages (the default).
-    #[arg(long)]
-    pub binary: bool,
-
-    /// PID of the server, to report its CPU time per message (Linux /proc).
+    /// PID of the server, to report its CPU time and RSS per connection (Linux /proc).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
 
-    /// Pin the generator to this CPU.
-    #[arg(long, value_name = "CPU")]
-    pub cpu: Option<usize>,
+    /// The server's admin endpoint, to report its worker busy time per message (on DPDK its
+    /// cores spin, so CPU time says nothing).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server_admin: Option<SocketAddr>,
+
+    /// Generator worker threads (kernel sockets; on DPDK, one per EAL lcore).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+
+    /// CPUs to pin generator workers to, e.g. `1` or `2-3` (kernel sockets).
+    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
+
+    /// Source addresses to spread connections over (kernel sockets), so their number is not
+    /// capped by one address's ephemeral ports [default: 127.0.0.0/8 for a loopback server, else
+    /// the OS's choice].
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub source_range: Option<String>,
+
+    /// Connects in progress at once, per worker (kernel sockets; on DPDK --max-half-open).
+    #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connecting: u32,
+
+    /// Consecutive addresses from --ip the generator uses on DPDK (at most 8), each good for
+    /// 64,511 connections to one server port.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub ip_count: u8,
 
     /// Print one JSON line with the results instead of the table.
     #[arg(long)]
     pub json: bool,
+
+    /// The generator's own DPDK port: giving --eal and --ip runs it on DPDK.
+    #[command(flatten)]
+    pub dpdk: DpdkArgs,
 }
 
 /// Flags of `echo`.

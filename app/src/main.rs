@@ -19,7 +19,7 @@ use hioload_ws::tcp_echo::TcpEchoService;
 use hioload_ws::ws::Limits;
 use hioload_ws::{WsConfig, WsService};
 
-use cli::{AcceptModeArg, BenchEchoArgs, BenchKind, Cli, CommonArgs, DpdkArgs, Mode};
+use cli::{AcceptModeArg, Cli, CommonArgs, DpdkArgs, Mode};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -139,9 +139,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
-        Mode::Bench(BenchKind::Echo(args)) => {
+        Mode::Bench(kind) => {
             logging::init(Some("warn"), cli::LogFormat::Text)?;
-            bench_echo(&args)?;
+            bench::command(kind)?;
         }
     }
     Ok(())
@@ -210,90 +210,6 @@ fn choose_transport(common: &CommonArgs, dpdk: &DpdkArgs) -> Result<Transport, S
     }
     #[cfg(not(feature = "dpdk"))]
     unreachable!("handled above")
-}
-
-fn bench_echo(args: &BenchEchoArgs) -> Result<(), String> {
-    let (addr, host, path) = bench::parse_url(&args.url)?;
-    let size = usize::try_from(args.size).map_err(|_| "--size is too large")?;
-    if let Some(cpu) = args.cpu {
-        hioload_ws::stack::affinity::validate(&[cpu]).map_err(|e| e.to_string())?;
-        if !hioload_ws::stack::affinity::pin_current(cpu) {
-            return Err(format!("cannot pin the generator to CPU {cpu}"));
-        }
-    }
-    let load = bench::EchoLoad {
-        addr,
-        host,
-        path,
-        connections: args.connections as usize,
-        depth: args.depth as usize,
-        size,
-        text: args.text,
-        duration: args.duration,
-        warmup: args.warmup,
-        server_pid: args.server_pid,
-    };
-    let r = bench::run(&load)?;
-    let q = |p: f64| r.latency.value_at_quantile(p) as f64 / 1000.0;
-    let server_cpu_us = r
-        .server_cpu
-        .filter(|_| r.messages > 0)
-        .map(|cpu| cpu / r.messages as f64 * 1e6);
-    let opt =
-        |v: Option<f64>, digits: usize| v.map_or("null".to_string(), |v| format!("{v:.digits$}"));
-    if args.json {
-        println!(
-            "{{\"connections\":{},\"open\":{},\"depth\":{},\"size\":{},\"seconds\":{:.3},\"messages\":{},\"msg_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"mismatches\":{},\"failed_sessions\":{},\"generator_busy\":{:.3},\"server_cpu\":{},\"server_cpu_us_per_msg\":{},\"server_rss_per_conn\":{}}}",
-            load.connections, r.open, load.depth, load.size, r.seconds, r.messages, r.rate(),
-            r.bytes as f64 / r.seconds / 1e6, q(0.5), q(0.99), q(0.999), r.latency.max() as f64 / 1000.0,
-            r.mismatches, r.failed_sessions, r.own_busy,
-            opt(r.server_cpu.map(|c| c / r.seconds), 3), opt(server_cpu_us, 3), opt(r.server_rss_per_conn, 0),
-        );
-    } else {
-        let kind = if load.text { "text" } else { "binary" };
-        println!(
-            "connections {} ({} open)  depth {}  size {} B  {kind}",
-            load.connections, r.open, load.depth, load.size
-        );
-        println!("  messages     {:>12}  in {:.1} s", r.messages, r.seconds);
-        println!(
-            "  rate         {:>12.0} msg/s   {:.1} MB/s",
-            r.rate(),
-            r.bytes as f64 / r.seconds / 1e6
-        );
-        println!(
-            "  round trip   p50 {:.1} µs   p99 {:.1} µs   p99.9 {:.1} µs   max {:.1} µs",
-            q(0.5),
-            q(0.99),
-            q(0.999),
-            r.latency.max() as f64 / 1000.0
-        );
-        println!(
-            "  generator    busy {:.0} % of the window (it polls without sleeping)",
-            r.own_busy * 100.0
-        );
-        if let Some(cpu) = r.server_cpu {
-            println!(
-                "  server       {:.0} % of a core, {} µs CPU per message",
-                cpu / r.seconds * 100.0,
-                opt(server_cpu_us, 3)
-            );
-        }
-        if let Some(rss) = r.server_rss_per_conn {
-            println!("  server RSS   {rss:.0} bytes per open session");
-        }
-        println!(
-            "  mismatches   {}   failed sessions {}",
-            r.mismatches, r.failed_sessions
-        );
-    }
-    if r.mismatches > 0 || r.failed_sessions > 0 {
-        return Err(format!(
-            "{} echo mismatches and {} failed sessions",
-            r.mismatches, r.failed_sessions
-        ));
-    }
-    Ok(())
 }
 
 fn kernel_config(

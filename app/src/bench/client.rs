@@ -1,0 +1,614 @@
+//! The load generator's client, sans-IO: a [`Service`] that speaks first, so the same code runs
+//! over the kernel dialer and over the DPDK engine's active open.
+//!
+//! Each connection keeps `depth` messages in flight. Every echo is compared byte for byte with
+//! what was sent (the payload is derived from the message's sequence number, so nothing is stored
+//! per message), and its round trip goes into an HDR histogram. Nothing is allocated per message:
+//! the in-flight queue is sized at open and payloads are slices of one pattern.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use hioload_ws::stack::{CloseCause, ConnId, Service, Verdict};
+use hioload_ws::ws::handshake;
+use hioload_ws::ws::{CloseCode, Event, Limits, Message, OpCode, Role, Session};
+
+/// What the client speaks.
+#[derive(Debug, Clone)]
+pub enum Protocol {
+    /// WebSocket: handshake with this Host header and path, then messages.
+    WebSocket {
+        /// Host header.
+        host: String,
+        /// Request path.
+        path: String,
+        /// Text messages (ASCII payloads) rather than binary.
+        text: bool,
+    },
+    /// Raw TCP: a message is `size` bytes of the stream.
+    Tcp,
+}
+
+/// What every connection does, shared by the workers of a run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// Messages in flight per connection (0: connect and stay idle).
+    pub depth: usize,
+    /// Payload bytes per message.
+    pub size: usize,
+    /// Start of the measured window.
+    pub measure_from: Instant,
+    /// End of the measured window.
+    pub end: Instant,
+}
+
+/// Counters a worker publishes for the progress line, without locks (one writer each).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct Live {
+    /// Echoes received (whole run).
+    pub messages: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Sessions that failed.
+    pub failed: AtomicU64,
+    /// Echoes that differed from what was sent.
+    pub mismatches: AtomicU64,
+    /// 99th percentile round trip so far in the window, nanoseconds (published once a second).
+    pub p99_ns: AtomicU64,
+}
+
+/// What one worker's client measured.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// Echoes received in the window.
+    pub messages: u64,
+    /// Echoes that differed from what was sent (whole run).
+    pub mismatches: u64,
+    /// Sessions that failed: handshake refused, protocol error, closed by the server early.
+    pub failed: u64,
+    /// Connections opened (TCP established) over the run.
+    pub opened: u64,
+    /// Sessions ready for messages (handshake done) over the run.
+    pub ready: u64,
+    /// When the last session became ready.
+    pub last_ready: Option<Instant>,
+    /// Round trips in the window, nanoseconds.
+    pub latency: Histogram<u64>,
+    /// First failure, for the user.
+    pub first_failure: Option<String>,
+}
+
+/// The client of one worker.
+pub struct LoadClient {
+    plan: Arc<Plan>,
+    pattern: Vec<u8>,
+    tally: Tally,
+    /// Messages received before the window began (subtracted at the end).
+    before_window: u64,
+    total_messages: u64,
+    in_window: bool,
+    live: Arc<[Live]>,
+    worker: usize,
+    next_publish: Instant,
+    open: u64,
+}
+
+/// Where a connection is.
+enum Phase {
+    /// WebSocket request sent; the response head is collected here.
+    Handshake { key: String, head: Vec<u8> },
+    /// Messages flow.
+    Open,
+    /// Failed or closing; input is ignored.
+    Done,
+}
+
+/// One connection's state.
+pub struct ClientConn {
+    phase: Phase,
+    session: Session,
+    /// Sequence numbers and send times of the messages in flight, oldest first.
+    inflight: VecDeque<(u64, Instant)>,
+    next_seq: u64,
+    /// TCP: bytes of the oldest message in flight received so far.
+    partial: usize,
+    /// TCP: a byte of that message differed.
+    corrupt: bool,
+    /// We are closing on purpose (end of the run); a close now is not a failure.
+    leaving: bool,
+}
+
+impl LoadClient {
+    /// The client of worker `worker`, publishing into `live[worker]`.
+    pub fn new(plan: Arc<Plan>, live: Arc<[Live]>, worker: usize) -> Self {
+        let pattern = (0..plan.size + 26).map(|i| b'a' + (i % 26) as u8).collect();
+        let next_publish = plan.measure_from;
+        Self {
+            pattern,
+            tally: Tally {
+                messages: 0,
+                mismatches: 0,
+                failed: 0,
+                opened: 0,
+                ready: 0,
+                last_ready: None,
+                // 1 µs to 60 s at 3 significant digits; cannot fail for these bounds.
+                latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
+                    .unwrap_or_else(|_| unreachable!("valid histogram bounds")),
+                first_failure: None,
+            },
+            plan,
+            before_window: 0,
+            total_messages: 0,
+            in_window: false,
+            live,
+            worker,
+            next_publish,
+            open: 0,
+        }
+    }
+
+    /// What was measured.
+    pub fn into_tally(mut self) -> Tally {
+        let end = if self.in_window {
+            self.total_messages
+        } else {
+            self.before_window
+        };
+        self.tally.messages = end - self.before_window;
+        self.tally
+    }
+
+    /// The payload of message `seq`: printable ASCII shifted by the sequence number, so an echo
+    /// of another message or with any byte changed is caught.
+    fn payload(&self, seq: u64) -> &[u8] {
+        let off = (seq % 26) as usize;
+        &self.pattern[off..off + self.plan.size]
+    }
+
+    fn live(&self) -> Option<&Live> {
+        self.live.get(self.worker)
+    }
+
+    fn fail(&mut self, conn: &mut ClientConn, why: impl FnOnce() -> String) -> Verdict {
+        if !matches!(conn.phase, Phase::Done) && !conn.leaving {
+            self.tally.failed += 1;
+            if self.tally.first_failure.is_none() {
+                let why = why();
+                tracing::warn!(reason = %why, "session failed");
+                self.tally.first_failure = Some(why);
+            }
+            if let Some(l) = self.live() {
+                l.failed.store(self.tally.failed, Ordering::Relaxed);
+            }
+        }
+        conn.phase = Phase::Done;
+        Verdict::Close
+    }
+
+    /// Note the time; start the window and publish the progress figures when due.
+    fn tick(&mut self, now: Instant) {
+        if !self.in_window && now >= self.plan.measure_from {
+            self.in_window = true;
+            self.before_window = self.total_messages;
+            self.tally.latency.reset();
+        }
+        if now >= self.next_publish {
+            // Often enough that the once-a-second progress line shows a recent figure.
+            self.next_publish = now + Duration::from_millis(250);
+            let p99 = self.tally.latency.value_at_quantile(0.99);
+            if let Some(l) = self.live() {
+                l.p99_ns.store(p99, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The session is ready: fill its pipeline.
+    fn start(&mut self, conn: &mut ClientConn, out: &mut Vec<u8>, now: Instant) {
+        self.tally.ready += 1;
+        self.tally.last_ready = Some(now);
+        for _ in 0..self.plan.depth {
+            self.send(conn, out, now);
+        }
+    }
+
+    fn send(&self, conn: &mut ClientConn, out: &mut Vec<u8>, now: Instant) {
+        let seq = conn.next_seq;
+        conn.next_seq += 1;
+        conn.inflight.push_back((seq, now));
+        let payload = self.payload(seq);
+        match &self.plan.protocol {
+            Protocol::WebSocket { text, .. } => {
+                let op = if *text { OpCode::Text } else { OpCode::Binary };
+                conn.session.sender(out).frame(true, op, payload);
+            }
+            Protocol::Tcp => out.extend_from_slice(payload),
+        }
+    }
+
+    /// `n` echoes differed from what was sent.
+    fn mismatched(&mut self, n: u64) {
+        if n > 0 {
+            self.tally.mismatches += n;
+            if let Some(l) = self.live() {
+                l.mismatches.store(self.tally.mismatches, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The echo of the oldest message in flight arrived whole (its bytes were checked already).
+    fn echoed(&mut self, conn: &mut ClientConn, now: Instant) {
+        let Some((_, sent)) = conn.inflight.pop_front() else {
+            return;
+        };
+        self.total_messages += 1;
+        if self.in_window && now < self.plan.end {
+            let _ = self
+                .tally
+                .latency
+                .record(now.saturating_duration_since(sent).as_nanos() as u64);
+        }
+        if let Some(l) = self.live() {
+            l.messages.store(self.total_messages, Ordering::Relaxed);
+        }
+    }
+
+    fn on_ws_data(
+        &mut self,
+        conn: &mut ClientConn,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> Verdict {
+        let Phase::Handshake { key, head } = &mut conn.phase else {
+            return self.on_frames(conn, input, out, now);
+        };
+        head.extend_from_slice(input);
+        match handshake::parse_response(head, key) {
+            Ok(None) => Verdict::Continue,
+            Ok(Some((len, _))) => {
+                let mut rest = head.split_off(len);
+                conn.phase = Phase::Open;
+                self.start(conn, out, now);
+                if rest.is_empty() {
+                    Verdict::Continue
+                } else {
+                    self.on_frames(conn, &mut rest, out, now)
+                }
+            }
+            Err(e) => self.fail(conn, || format!("handshake refused: {e}")),
+        }
+    }
+
+    /// WebSocket frames after the handshake: check each echo, then refill the pipeline.
+    fn on_frames(
+        &mut self,
+        conn: &mut ClientConn,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> Verdict {
+        let mut unexpected = None;
+        let mut closed = false;
+        let (session, inflight) = (&mut conn.session, &mut conn.inflight);
+        let (mut completed, mut bad) = (0usize, 0u64);
+        let result = session.feed(input, out, |ev, _| match ev {
+            Event::Message(m) => {
+                let bytes = match m {
+                    Message::Text(t) => t.as_bytes(),
+                    Message::Binary(b) => b,
+                };
+                let expected = inflight.get(completed).map(|(seq, _)| *seq).map(|seq| {
+                    let off = (seq % 26) as usize;
+                    &self.pattern[off..off + self.plan.size]
+                });
+                match expected {
+                    Some(want) => {
+                        bad += u64::from(want != bytes);
+                        completed += 1;
+                    }
+                    None => unexpected = Some("an echo of a message never sent"),
+                }
+            }
+            Event::Close(_) => closed = true,
+            Event::Ping(_) | Event::Pong(_) => {}
+        });
+        // Count the echoes in order, then refill the pipeline with as many new messages.
+        self.mismatched(bad);
+        for _ in 0..completed {
+            self.echoed(conn, now);
+            if !conn.leaving {
+                self.send(conn, out, now);
+            }
+        }
+        if let Err(e) = result {
+            return self.fail(conn, || format!("protocol error from the server: {e}"));
+        }
+        if let Some(why) = unexpected {
+            return self.fail(conn, || why.to_string());
+        }
+        if closed {
+            return if conn.leaving {
+                conn.phase = Phase::Done;
+                Verdict::Close
+            } else {
+                self.fail(conn, || "the server closed the session".to_string())
+            };
+        }
+        Verdict::Continue
+    }
+
+    fn on_tcp_data(
+        &mut self,
+        conn: &mut ClientConn,
+        mut input: &[u8],
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> Verdict {
+        while !input.is_empty() {
+            let Some(&(seq, _)) = conn.inflight.front() else {
+                return self.fail(conn, || "bytes arrived that were never sent".to_string());
+            };
+            let want = &self.payload(seq)[conn.partial..];
+            let n = want.len().min(input.len());
+            if want[..n] != input[..n] {
+                conn.corrupt = true;
+            }
+            conn.partial += n;
+            input = &input[n..];
+            if conn.partial == self.plan.size {
+                conn.partial = 0;
+                if std::mem::take(&mut conn.corrupt) {
+                    self.mismatched(1);
+                }
+                self.echoed(conn, now);
+                if !conn.leaving {
+                    self.send(conn, out, now);
+                }
+            }
+        }
+        Verdict::Continue
+    }
+}
+
+impl Service for LoadClient {
+    type Conn = ClientConn;
+
+    fn open(&mut self, id: ConnId, _: SocketAddr, now: Instant) -> ClientConn {
+        self.tick(now);
+        self.tally.opened += 1;
+        self.open += 1;
+        if let Some(l) = self.live() {
+            l.open.store(self.open, Ordering::Relaxed);
+        }
+        let nonce = (u128::from(id.worker) << 64 | u128::from(id.slot)) ^ 0x5eed_5eed_5eed_5eed;
+        ClientConn {
+            phase: Phase::Done,
+            session: Session::new(
+                Role::Client {
+                    mask_seed: 0x9e37_79b9 ^ (id.slot.wrapping_add(1) ^ u32::from(id.worker) << 24),
+                },
+                Limits::default(),
+            ),
+            inflight: VecDeque::with_capacity(self.plan.depth),
+            next_seq: u64::from(id.slot) << 32,
+            partial: 0,
+            corrupt: false,
+            leaving: false,
+        }
+        .with_key(nonce, &self.plan.protocol)
+    }
+
+    fn greet(&mut self, conn: &mut ClientConn, out: &mut Vec<u8>, now: Instant) -> Verdict {
+        match (&self.plan.protocol, &conn.phase) {
+            (Protocol::WebSocket { host, path, .. }, Phase::Handshake { key, .. }) => {
+                handshake::write_client_request(out, host, path, key, &[]);
+            }
+            _ => {
+                conn.phase = Phase::Open;
+                self.start(conn, out, now);
+            }
+        }
+        Verdict::Continue
+    }
+
+    fn on_data(
+        &mut self,
+        conn: &mut ClientConn,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> Verdict {
+        self.tick(now);
+        if matches!(conn.phase, Phase::Done) {
+            return Verdict::Continue;
+        }
+        match self.plan.protocol {
+            Protocol::WebSocket { .. } => self.on_ws_data(conn, input, out, now),
+            Protocol::Tcp => self.on_tcp_data(conn, input, out, now),
+        }
+    }
+
+    fn on_eof(&mut self, conn: &mut ClientConn, _: &mut Vec<u8>, _: Instant) -> Verdict {
+        if conn.leaving {
+            conn.phase = Phase::Done;
+            return Verdict::Close;
+        }
+        self.fail(conn, || "the server closed the connection".to_string())
+    }
+
+    fn deadline(&self, _: &ClientConn) -> Option<Instant> {
+        None
+    }
+
+    fn on_deadline(&mut self, _: &mut ClientConn, _: &mut Vec<u8>, _: Instant) -> Verdict {
+        Verdict::Continue
+    }
+
+    fn on_shutdown(&mut self, conn: &mut ClientConn, out: &mut Vec<u8>, _: Instant) -> Verdict {
+        // The run is over: leave politely, and stop counting failures.
+        conn.leaving = true;
+        match (&self.plan.protocol, &conn.phase) {
+            (Protocol::WebSocket { .. }, Phase::Open) => {
+                conn.session.sender(out).close(CloseCode::NORMAL, "");
+                Verdict::Continue
+            }
+            _ => Verdict::Close,
+        }
+    }
+
+    fn on_close(&mut self, conn: ClientConn, cause: CloseCause) {
+        self.open -= 1;
+        if let Some(l) = self.live() {
+            l.open.store(self.open, Ordering::Relaxed);
+        }
+        if cause == CloseCause::Error && !conn.leaving && !matches!(conn.phase, Phase::Done) {
+            let mut conn = conn;
+            self.fail(&mut conn, || "the connection was reset".to_string());
+        }
+    }
+}
+
+impl ClientConn {
+    fn with_key(mut self, nonce: u128, protocol: &Protocol) -> Self {
+        if let Protocol::WebSocket { .. } = protocol {
+            self.phase = Phase::Handshake {
+                key: handshake::client_key(nonce.to_le_bytes()),
+                head: Vec::new(),
+            };
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(protocol: Protocol, depth: usize, size: usize) -> Arc<Plan> {
+        let now = Instant::now();
+        Arc::new(Plan {
+            protocol,
+            depth,
+            size,
+            measure_from: now,
+            end: now + Duration::from_secs(3600),
+        })
+    }
+
+    fn id() -> ConnId {
+        ConnId { worker: 0, slot: 7 }
+    }
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9))
+    }
+
+    #[test]
+    fn tcp_echo_split_anywhere_is_verified_and_refilled() {
+        let live: Arc<[Live]> = (0..1).map(|_| Live::default()).collect();
+        let mut c = LoadClient::new(plan(Protocol::Tcp, 2, 10), Arc::clone(&live), 0);
+        let now = Instant::now();
+        let mut conn = c.open(id(), peer(), now);
+        let mut out = Vec::new();
+        c.greet(&mut conn, &mut out, now);
+        assert_eq!(out.len(), 20, "two messages in flight");
+        let mut echo = out.clone();
+        out.clear();
+        // Deliver the echo in pieces of 3 bytes.
+        for chunk in echo.chunks_mut(3) {
+            assert_eq!(
+                c.on_data(&mut conn, chunk, &mut out, now),
+                Verdict::Continue
+            );
+        }
+        assert_eq!(out.len(), 20, "two new messages");
+        let mut bad = out.clone();
+        bad[4] ^= 1;
+        out.clear();
+        c.on_data(&mut conn, &mut bad, &mut out, now);
+        let t = c.into_tally();
+        assert_eq!((t.messages, t.mismatches, t.failed), (4, 1, 0));
+        assert_eq!(live[0].messages.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn websocket_handshake_then_verified_echoes() {
+        use hioload_ws::ws::{Limits, Role, Session};
+        let live: Arc<[Live]> = (0..1).map(|_| Live::default()).collect();
+        let protocol = Protocol::WebSocket {
+            host: "h".into(),
+            path: "/".into(),
+            text: true,
+        };
+        let mut c = LoadClient::new(plan(protocol, 3, 5), live, 0);
+        let now = Instant::now();
+        let mut conn = c.open(id(), peer(), now);
+        let mut req = Vec::new();
+        c.greet(&mut conn, &mut req, now);
+        // Play the server: accept, then echo every message.
+        let (parsed, _) = handshake::parse_request(&req, 8192)
+            .expect("a valid request")
+            .expect("a whole request");
+        let mut response = handshake::accept_response(&parsed, None);
+        let mut server = Session::new(Role::Server, Limits::default());
+        let mut frames = Vec::new();
+        c.on_data(&mut conn, &mut response, &mut frames, now);
+        assert!(
+            !frames.is_empty(),
+            "the pipeline filled once the handshake completed"
+        );
+        for round in 0..3 {
+            let mut echoes = Vec::new();
+            server
+                .feed(&mut frames, &mut echoes, |ev, reply| {
+                    if let Event::Message(m) = ev {
+                        reply.message(m);
+                    }
+                })
+                .expect("valid client frames");
+            if round == 2 {
+                // Corrupt one byte of the last payload.
+                let last = echoes.len() - 1;
+                echoes[last] ^= 1;
+            }
+            frames.clear();
+            assert_eq!(
+                c.on_data(&mut conn, &mut echoes, &mut frames, now),
+                Verdict::Continue
+            );
+        }
+        let t = c.into_tally();
+        assert_eq!((t.messages, t.mismatches, t.failed, t.ready), (9, 1, 0, 1));
+    }
+
+    #[test]
+    fn a_refused_handshake_is_a_failure_with_its_reason() {
+        let live: Arc<[Live]> = (0..1).map(|_| Live::default()).collect();
+        let protocol = Protocol::WebSocket {
+            host: "h".into(),
+            path: "/".into(),
+            text: false,
+        };
+        let mut c = LoadClient::new(plan(protocol, 1, 5), live, 0);
+        let now = Instant::now();
+        let mut conn = c.open(id(), peer(), now);
+        c.greet(&mut conn, &mut Vec::new(), now);
+        let mut refusal = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec();
+        assert_eq!(
+            c.on_data(&mut conn, &mut refusal, &mut Vec::new(), now),
+            Verdict::Close
+        );
+        c.on_close(conn, CloseCause::Done);
+        let t = c.into_tally();
+        assert_eq!(t.failed, 1);
+        assert!(t.first_failure.unwrap_or_default().contains("handshake"));
+    }
+}

@@ -1,0 +1,80 @@
+//! The generator over DPDK: our own smoltcp engine opens the connections (active open) on every
+//! worker lcore, each worker running a [`LoadClient`] over its share. Two DPDK processes joined by
+//! `net_memif` measure each other this way, with no kernel on either side.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hioload_ws::stack::dpdk::server::{DpdkConfig, DpdkTransport};
+use hioload_ws::stack::meter::LoopMeter;
+
+use super::client::{Live, LoadClient, Plan};
+use super::{Driven, Run, Window};
+
+/// Start EAL and the port, then run until `monitor` (on its own thread) sets `stop`.
+pub fn drive(
+    run: &Run,
+    plan: &Arc<Plan>,
+    cfg: &DpdkConfig,
+    stop: &AtomicBool,
+    monitor: impl FnOnce(Arc<[Live]>, Arc<[LoopMeter]>) -> Window + Send,
+) -> Result<(Driven, Window), String> {
+    let transport = DpdkTransport::start(cfg.clone()).map_err(|e| e.to_string())?;
+    let workers = transport.lcores().len();
+    tracing::info!(
+        "generator on DPDK {}: port {} ({}), {workers} worker(s) on lcores {:?}, {} address(es) from {}",
+        transport.version(),
+        cfg.port,
+        transport.mac(),
+        transport.lcores(),
+        cfg.engine.ip_count,
+        cfg.engine.ip,
+    );
+    let live: Arc<[Live]> = (0..workers).map(|_| Live::default()).collect();
+    let meters = transport.meters();
+    let tallies = Mutex::new((0..workers).map(|_| None).collect::<Vec<_>>());
+    let (report, window) = std::thread::scope(|s| {
+        let mon = {
+            let (live, meters) = (Arc::clone(&live), Arc::clone(&meters));
+            s.spawn(move || monitor(live, meters))
+        };
+        let report = transport.serve_then(
+            |i| LoadClient::new(Arc::clone(plan), Arc::clone(&live), i),
+            |i, client: LoadClient| {
+                if let Ok(mut t) = tallies.lock() {
+                    t[i] = Some(client.into_tally());
+                }
+            },
+            stop,
+            Duration::from_secs(2),
+        );
+        (report, mon.join())
+    });
+    let window = window.map_err(|_| "the progress thread panicked".to_string())?;
+    if !report.failed_workers.is_empty() {
+        return Err(format!(
+            "generator workers {:?} failed (see the log above)",
+            report.failed_workers
+        ));
+    }
+    let _ = run;
+    let connect_failed = report.total(|w| w.engine.handshake_failed);
+    Ok((
+        Driven {
+            tallies: tallies
+                .into_inner()
+                .map_err(|_| "a generator worker panicked".to_string())?
+                .into_iter()
+                .flatten()
+                .collect(),
+            connect_failed,
+            first_error: (connect_failed > 0).then(|| {
+                format!(
+                    "{connect_failed} connections were not established (SYN unanswered, refused, or timed out)"
+                )
+            }),
+        },
+        window,
+    ))
+}
