@@ -249,6 +249,24 @@ pub struct CommonArgs {
     /// worker; Linux) or `shared` (one listener, connections handed round-robin to workers).
     #[arg(long, value_enum, value_name = "MODE")]
     pub accept_mode: Option<AcceptModeArg>,
+
+    /// Admin endpoint (`/metrics`, `/healthz`) on a kernel socket, also in DPDK mode; `off`
+    /// disables it.
+    #[arg(long, default_value = "127.0.0.1:9100", value_name = "ADDR:PORT|off", value_parser = parse_admin)]
+    pub admin: AdminAddr,
+}
+
+/// Where the admin endpoint listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminAddr(pub Option<SocketAddr>);
+
+fn parse_admin(s: &str) -> Result<AdminAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AdminAddr(None));
+    }
+    s.parse()
+        .map(|a| AdminAddr(Some(a)))
+        .map_err(|_| format!("{s:?} is neither ADDR:PORT (e.g. 127.0.0.1:9100) nor `off`"))
 }
 
 /// WebSocket flags.

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hioload_ws::stack::dpdk::server::{DpdkConfig, DpdkTransport};
+use hioload_ws::stack::meter::LoopMeter;
 use hioload_ws::stack::net::engine::EngineConfig;
 use hioload_ws::stack::net::parse_cidr;
 use hioload_ws::stack::Service;
@@ -13,7 +14,8 @@ use crate::cli::{CommonArgs, DpdkArgs, PollMode};
 use crate::signals;
 
 /// Run `make_service(worker)` on every DPDK worker until a signal, then shut down gracefully.
-/// `before_serve(workers)` runs once the transport is up (e.g. to size per-worker counters).
+/// `before_serve(meters)` runs once the transport is up, with a loop meter per worker (e.g. to
+/// size per-worker counters and start the admin endpoint).
 #[allow(clippy::too_many_arguments)]
 pub fn serve<S, F>(
     mode: &str,
@@ -22,7 +24,7 @@ pub fn serve<S, F>(
     default_port: u16,
     common: &CommonArgs,
     args: &DpdkArgs,
-    before_serve: impl FnOnce(usize),
+    before_serve: impl FnOnce(Arc<[LoopMeter]>) -> Result<(), String>,
     make_service: F,
 ) -> Result<(), String>
 where
@@ -84,7 +86,7 @@ where
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    before_serve(transport.lcores().len());
+    before_serve(transport.meters())?;
     tracing::info!(
         "hioload-ws {} {mode} listening on {scheme}://{ip}:{} (transport: {}, port {} ({}), workers: {} on lcores {lcores}, \
          RSS: {}, checksum offload: {}, poll: {poll}, TCP buffers {} + {} bytes per connection, max connections: {}, mbufs in use {})",

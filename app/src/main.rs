@@ -1,6 +1,7 @@
 //! The `hioload-ws` binary: parses flags, starts the transport with the chosen service, waits for
 //! a signal, shuts down gracefully and reports what it did.
 
+mod admin;
 mod bench;
 mod cli;
 #[cfg(feature = "dpdk")]
@@ -73,6 +74,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     let server =
                         Server::start(kernel.clone(), move |i| echo_service(&per_worker[i], &ws))
                             .map_err(|e| e.to_string())?;
+                    start_admin(common, server.meters(), counters.to_vec())?;
                     announce("echo", "ws", &server, &kernel);
                     let reports = serve(server, common)?;
                     summarize(&reports, &echo_summary(&counters));
@@ -87,12 +89,12 @@ fn run(cli: Cli) -> Result<(), String> {
                         8080,
                         common,
                         &args.dpdk,
-                        |workers| {
-                            let _ = counters.set(
-                                (0..workers)
-                                    .map(|_| Arc::new(Counters::default()))
-                                    .collect(),
-                            );
+                        |meters| {
+                            let per_worker: Vec<_> = (0..meters.len())
+                                .map(|_| Arc::new(Counters::default()))
+                                .collect();
+                            let _ = counters.set(per_worker.clone());
+                            start_admin(common, meters, per_worker)
                         },
                         |i| {
                             echo_service(
@@ -120,6 +122,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     )?;
                     let server = Server::start(kernel.clone(), move |_| TcpEchoService::new(idle))
                         .map_err(|e| e.to_string())?;
+                    start_admin(common, server.meters(), Vec::new())?;
                     announce("tcp-echo", "tcp", &server, &kernel);
                     let reports = serve(server, common)?;
                     summarize(&reports, "");
@@ -133,7 +136,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         9002,
                         common,
                         &args.dpdk,
-                        |_| {},
+                        |meters| start_admin(common, meters, Vec::new()),
                         |_| TcpEchoService::new(idle),
                     )?;
                 }
@@ -143,6 +146,19 @@ fn run(cli: Cli) -> Result<(), String> {
             logging::init(Some("warn"), cli::LogFormat::Text)?;
             bench::command(kind)?;
         }
+    }
+    Ok(())
+}
+
+/// Start the admin endpoint unless `--admin off`.
+fn start_admin(
+    common: &CommonArgs,
+    meters: Arc<[hioload_ws::stack::meter::LoopMeter]>,
+    sessions: Vec<Arc<Counters>>,
+) -> Result<(), String> {
+    if let Some(addr) = common.admin.0 {
+        let bound = admin::start(addr, admin::Sources { meters, sessions })?;
+        tracing::info!("admin endpoint on http://{bound} (/metrics, /healthz)");
     }
     Ok(())
 }

@@ -23,9 +23,17 @@ impl Appliance {
     }
 
     fn spawn(mode: &str, args: &[&str]) -> Self {
+        // Tests run in parallel: each appliance's admin endpoint gets a free port unless the
+        // test chooses.
+        let admin: &[&str] = if args.contains(&"--admin") {
+            &[]
+        } else {
+            &["--admin", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_hioload-ws"))
             .arg(mode)
             .args(["--log-format", "text"])
+            .args(admin)
             .args(args)
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
@@ -92,6 +100,15 @@ impl Appliance {
             assert!(ok, "ip {cmd:?} failed");
         }
         app
+    }
+
+    /// The admin endpoint's address, from the startup log.
+    pub fn admin(&self) -> Option<SocketAddr> {
+        self.log.lock().unwrap().iter().find_map(|l| {
+            let rest =
+                &l[l.find("admin endpoint on http://")? + "admin endpoint on http://".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
     }
 
     pub fn pid(&self) -> u32 {

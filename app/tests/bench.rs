@@ -1,0 +1,260 @@
+//! `hioload-ws bench` and the admin endpoint, driven as a user would, against the real appliance.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Output};
+
+use common::Appliance;
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hioload-ws"))
+        .arg("bench")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run hioload-ws bench")
+}
+
+/// The value of `"key":` in a flat JSON line.
+fn field(json: &str, key: &str) -> String {
+    let pat = format!("\"{key}\":");
+    let start = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pat.len();
+    json[start..]
+        .split([',', '}'])
+        .next()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string()
+}
+
+fn num(json: &str, key: &str) -> f64 {
+    field(json, key)
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("admin endpoint accepts");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
+
+#[test]
+fn echo_load_is_verified_and_reports_server_cpu_and_busy_time() {
+    let app = Appliance::start("echo", &["--workers", "1"]);
+    let admin = app.admin().expect("admin endpoint announced");
+    let url = format!("ws://{}/", app.addr);
+    let pid = app.pid().to_string();
+    let out = bench(&[
+        "echo",
+        "--url",
+        &url,
+        "--connections",
+        "20",
+        "--depth",
+        "4",
+        "--size",
+        "100",
+        "--duration",
+        "1s",
+        "--warmup",
+        "300ms",
+        "--text",
+        "--json",
+        "--server-pid",
+        &pid,
+        "--server-admin",
+        &admin.to_string(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.trim();
+    assert_eq!(line.lines().count(), 1, "one JSON line: {line}");
+    assert!(num(line, "messages") > 1000.0, "{line}");
+    assert_eq!(num(line, "ready"), 20.0);
+    assert_eq!(
+        (num(line, "mismatches"), num(line, "failed_sessions")),
+        (0.0, 0.0)
+    );
+    assert!(num(line, "p50_us") > 0.0 && num(line, "p99_us") >= num(line, "p50_us"));
+    assert!(
+        num(line, "server_busy_us_per_msg") > 0.0,
+        "busy time came from /metrics: {line}"
+    );
+    assert!(
+        num(line, "server_cpu_us_per_msg") > 0.0,
+        "CPU time came from /proc: {line}"
+    );
+    assert_eq!(field(line, "transport"), "kernel");
+    // The appliance counted what the generator sent.
+    let metrics = get(admin, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let received: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hioload_ws_messages_received_total{worker=\"0\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("a message counter");
+    assert!(received >= num(line, "messages"), "{received} < {line}");
+    assert!(get(admin, "/healthz").ends_with("\r\n\r\nok\n"));
+}
+
+#[test]
+fn progress_lines_then_a_table() {
+    let app = Appliance::start("echo", &["--workers", "1"]);
+    let url = format!("ws://{}/", app.addr);
+    let out = bench(&[
+        "echo",
+        "--url",
+        &url,
+        "--connections",
+        "4",
+        "--duration",
+        "2100ms",
+        "--warmup",
+        "0s",
+    ]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let progress: Vec<_> = stderr.lines().filter(|l| l.starts_with("bench:")).collect();
+    assert!(progress.len() >= 2, "a progress line each second: {stderr}");
+    assert!(progress
+        .iter()
+        .all(|l| l.contains("msg/s") && l.contains("p99")));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for row in ["rate", "round trip", "p99.9", "errors       mismatches 0"] {
+        assert!(table.contains(row), "{row} missing from {table}");
+    }
+}
+
+#[test]
+fn tcp_load_against_tcp_echo() {
+    let app = Appliance::start("tcp-echo", &["--workers", "1"]);
+    let out = bench(&[
+        "tcp",
+        "--addr",
+        &app.addr.to_string(),
+        "--connections",
+        "10",
+        "--depth",
+        "8",
+        "--size",
+        "1000",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(num(&stdout, "messages") > 100.0, "{stdout}");
+    assert_eq!(num(&stdout, "mismatches"), 0.0);
+    assert_eq!(field(&stdout, "bench"), "tcp");
+}
+
+#[test]
+fn idle_connections_from_many_source_addresses_with_server_memory() {
+    let app = Appliance::start("echo", &["--workers", "1"]);
+    let url = format!("ws://{}/", app.addr);
+    let pid = app.pid().to_string();
+    let out = bench(&[
+        "conns",
+        "--url",
+        &url,
+        "--connections",
+        "2000",
+        "--hold",
+        "1500ms",
+        "--source-range",
+        "127.0.0.0/8",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(num(&stdout, "ready"), 2000.0);
+    assert!(num(&stdout, "connect_per_s") > 0.0);
+    let rss = num(&stdout, "server_rss_per_conn");
+    assert!(
+        (0.0..16384.0).contains(&rss),
+        "plausible server memory per connection: {rss}"
+    );
+}
+
+#[test]
+fn an_unreachable_server_fails_with_the_reason() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let out = bench(&[
+        "echo",
+        "--url",
+        &format!("ws://127.0.0.1:{port}/"),
+        "--connections",
+        "3",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("hioload-ws: error: "), "{stderr}");
+    assert!(
+        last.contains("3 failed connections") && last.contains("refused"),
+        "{last}"
+    );
+}
+
+#[test]
+fn bad_flags_are_one_clear_line() {
+    let out = bench(&["echo", "--url", "http://x/"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must start with ws://"));
+    let out = bench(&["conns", "--source-range", "10.0.0.0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--source-range"));
+}
+
+#[test]
+fn admin_off_and_admin_port_clash_are_reported() {
+    let app = Appliance::start("echo", &["--admin", "off"]);
+    assert_eq!(app.admin(), None);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_hioload-ws"))
+        .args([
+            "echo",
+            "--no-dpdk",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            &addr,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("--admin {addr}")) && stderr.contains("--admin off"),
+        "{stderr}"
+    );
+}
