@@ -143,7 +143,7 @@ BIN="$ROOT/target/release/hioload-ws"
 launch_appliance() { # LOG ARGS...: start `hioload-ws echo ARGS`, wait for its startup line
   local log="$1"
   shift
-  "$BIN" echo --log-level info --log-format text "$@" >"$log" 2>&1 &
+  "$BIN" echo --log-level info --log-format text --admin 127.0.0.1:0 "$@" >"$log" 2>&1 &
   APP_PID=$!
   PIDS+=("$APP_PID")
   APP_URL=""

@@ -77,6 +77,8 @@ pub struct Tally {
     pub opened: u64,
     /// Sessions ready for messages (handshake done) over the run.
     pub ready: u64,
+    /// When the first connection opened.
+    pub first_open: Option<Instant>,
     /// When the last session became ready.
     pub last_ready: Option<Instant>,
     /// Round trips in the window, nanoseconds.
@@ -138,6 +140,7 @@ impl LoadClient {
                 failed: 0,
                 opened: 0,
                 ready: 0,
+                first_open: None,
                 last_ready: None,
                 // 1 µs to 60 s at 3 significant digits; cannot fail for these bounds.
                 latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
@@ -384,6 +387,7 @@ impl Service for LoadClient {
     fn open(&mut self, id: ConnId, _: SocketAddr, now: Instant) -> ClientConn {
         self.tick(now);
         self.tally.opened += 1;
+        self.tally.first_open.get_or_insert(now);
         self.open += 1;
         if let Some(l) = self.live() {
             l.open.store(self.open, Ordering::Relaxed);

@@ -9,18 +9,19 @@ use std::time::Duration;
 use hioload_ws::stack::dpdk::server::{DpdkConfig, DpdkTransport};
 use hioload_ws::stack::meter::LoopMeter;
 
-use super::client::{Live, LoadClient, Plan};
-use super::{Driven, Run, Window};
+use super::client::{Live, LoadClient};
+use super::{Driven, Run, Timeline, Window};
 
 /// Start EAL and the port, then run until `monitor` (on its own thread) sets `stop`.
 pub fn drive(
     run: &Run,
-    plan: &Arc<Plan>,
     cfg: &DpdkConfig,
     stop: &AtomicBool,
-    monitor: impl FnOnce(Arc<[Live]>, Arc<[LoopMeter]>) -> Window + Send,
+    monitor: impl FnOnce(Arc<[Live]>, Arc<[LoopMeter]>, Timeline) -> Window + Send,
 ) -> Result<(Driven, Window), String> {
     let transport = DpdkTransport::start(cfg.clone()).map_err(|e| e.to_string())?;
+    let (timeline, plan) = run.begin();
+    let plan = &plan;
     let workers = transport.lcores().len();
     tracing::info!(
         "generator on DPDK {}: port {} ({}), {workers} worker(s) on lcores {:?}, {} address(es) from {}",
@@ -37,7 +38,7 @@ pub fn drive(
     let (report, window) = std::thread::scope(|s| {
         let mon = {
             let (live, meters) = (Arc::clone(&live), Arc::clone(&meters));
-            s.spawn(move || monitor(live, meters))
+            s.spawn(move || monitor(live, meters, timeline))
         };
         let report = transport.serve_then(
             |i| LoadClient::new(Arc::clone(plan), Arc::clone(&live), i),
@@ -58,7 +59,6 @@ pub fn drive(
             report.failed_workers
         ));
     }
-    let _ = run;
     let connect_failed = report.total(|w| w.engine.handshake_failed);
     Ok((
         Driven {

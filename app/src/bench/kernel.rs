@@ -8,22 +8,23 @@ use std::time::Duration;
 use hioload_ws::stack::kernel::dialer::{self, DialConfig};
 use hioload_ws::stack::meter::{LoopMeter, LoopRecorder};
 
-use super::client::{Live, LoadClient, Plan};
-use super::{Driven, Run, Window};
+use super::client::{Live, LoadClient};
+use super::{Driven, Run, Timeline, Window};
 
 /// Run `run` on `workers` threads until `monitor` (on this thread) sets `stop`.
 #[allow(clippy::too_many_arguments)]
 pub fn drive(
     run: &Run,
-    plan: &Arc<Plan>,
     workers: usize,
     cpus: &[usize],
     sources: Option<(std::net::Ipv4Addr, u32)>,
     max_connecting: usize,
     stop: &AtomicBool,
-    monitor: impl FnOnce(Arc<[Live]>, Arc<[LoopMeter]>) -> Window,
+    monitor: impl FnOnce(Arc<[Live]>, Arc<[LoopMeter]>, Timeline) -> Window,
 ) -> Result<(Driven, Window), String> {
     hioload_ws::stack::affinity::validate(cpus).map_err(|e| e.to_string())?;
+    let (timeline, plan) = run.begin();
+    let plan = &plan;
     let live: Arc<[Live]> = (0..workers).map(|_| Live::default()).collect();
     let meters = LoopMeter::for_workers(workers);
     std::thread::scope(|s| {
@@ -61,7 +62,7 @@ pub fn drive(
                 })
             })
             .collect();
-        let window = monitor(Arc::clone(&live), Arc::clone(&meters));
+        let window = monitor(Arc::clone(&live), Arc::clone(&meters), timeline);
         let mut driven = Driven {
             tallies: Vec::new(),
             connect_failed: 0,

@@ -87,7 +87,7 @@ pub struct Outcome {
     pub connect_failed: u64,
     /// Sessions that became ready (handshake done).
     pub ready: u64,
-    /// From the start until the last session was ready.
+    /// From the first connection until the last session was ready.
     pub time_to_ready: Option<Duration>,
     /// The first reason a connection or session failed.
     pub first_failure: Option<String>,
@@ -113,6 +113,40 @@ impl Outcome {
         self.time_to_ready
             .filter(|t| !t.is_zero())
             .map(|t| self.ready as f64 / t.as_secs_f64())
+    }
+}
+
+/// The run's clock, fixed once the generator's transport is up (EAL and a memif link can take
+/// seconds, which must not eat the warmup).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    /// When connecting began.
+    pub start: Instant,
+    /// Start of the measured window.
+    pub measure_from: Instant,
+    /// End of the measured window.
+    pub end: Instant,
+}
+
+impl Run {
+    /// Fix the clock now; returns it and the plan with its window.
+    pub fn begin(&self) -> (Timeline, Arc<Plan>) {
+        let start = Instant::now();
+        let measure_from = start + self.warmup;
+        let end = measure_from + self.duration;
+        let plan = Arc::new(Plan {
+            measure_from,
+            end,
+            ..self.plan.clone()
+        });
+        (
+            Timeline {
+                start,
+                measure_from,
+                end,
+            },
+            plan,
+        )
     }
 }
 
@@ -158,23 +192,15 @@ pub fn resolve(authority: &str, default_port: u16) -> Result<SocketAddr, String>
 
 /// Run the load: connect, warm up, measure, leave; progress on standard error once a second.
 pub fn run(run: &Run) -> Result<Outcome, String> {
-    let start = Instant::now();
-    let measure_from = start + run.warmup;
-    let end = measure_from + run.duration;
-    let plan = Arc::new(Plan {
-        measure_from,
-        end,
-        ..run.plan.clone()
-    });
     let workers = match &run.transport {
         Transport::Kernel { workers, .. } => (*workers).max(1),
         #[cfg(feature = "dpdk")]
         Transport::Dpdk(_) => 0, // known once EAL is up
     };
     let stop = AtomicBool::new(false);
-    let server_before = run.server.sample();
-    let monitor = |live: Arc<[Live]>, meters: Arc<[LoopMeter]>| {
-        monitor(run, &live, &meters, start, measure_from, end, &stop)
+    let rss_before = run.server.rss();
+    let monitor = |live: Arc<[Live]>, meters: Arc<[LoopMeter]>, timeline: Timeline| {
+        monitor(run, &live, &meters, timeline, &stop)
     };
     let (driven, window) = match &run.transport {
         Transport::Kernel {
@@ -184,7 +210,6 @@ pub fn run(run: &Run) -> Result<Outcome, String> {
             ..
         } => kernel::drive(
             run,
-            &plan,
             workers,
             cpus,
             *sources,
@@ -193,7 +218,7 @@ pub fn run(run: &Run) -> Result<Outcome, String> {
             monitor,
         )?,
         #[cfg(feature = "dpdk")]
-        Transport::Dpdk(cfg) => dpdk::drive(run, &plan, cfg, &stop, monitor)?,
+        Transport::Dpdk(cfg) => dpdk::drive(run, cfg, &stop, monitor)?,
     };
     let mut latency = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
         .map_err(|e| format!("histogram: {e}"))?;
@@ -211,13 +236,17 @@ pub fn run(run: &Run) -> Result<Outcome, String> {
         own_busy: window.own_busy,
         server: window.server.unwrap_or_default(),
     };
-    let mut last_ready = None;
+    let (mut first_open, mut last_ready): (Option<Instant>, _) = (None, None);
     for t in driven.tallies {
         outcome.messages += t.messages;
         outcome.mismatches += t.mismatches;
         outcome.failed += t.failed;
         outcome.ready += t.ready;
         last_ready = last_ready.max(t.last_ready);
+        first_open = match (first_open, t.first_open) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if outcome.first_failure.is_none() {
             outcome.first_failure = t.first_failure;
         }
@@ -226,10 +255,11 @@ pub fn run(run: &Run) -> Result<Outcome, String> {
             .map_err(|e| format!("histogram: {e}"))?;
     }
     outcome.latency = latency;
-    outcome.time_to_ready = last_ready.map(|t| t.saturating_duration_since(start));
+    outcome.time_to_ready = first_open
+        .zip(last_ready)
+        .map(|(a, b)| b.saturating_duration_since(a));
     if outcome.server.rss_per_conn.is_none() {
-        outcome.server.rss_per_conn = server_before
-            .rss
+        outcome.server.rss_per_conn = rss_before
             .zip(window.rss_at_end)
             .filter(|_| outcome.ready > 0)
             .map(|(a, b)| (b as f64 - a as f64) / outcome.ready as f64);
@@ -253,9 +283,11 @@ fn monitor(
     run: &Run,
     live: &[Live],
     meters: &[LoopMeter],
-    start: Instant,
-    measure_from: Instant,
-    end: Instant,
+    Timeline {
+        start,
+        measure_from,
+        end,
+    }: Timeline,
     stop: &AtomicBool,
 ) -> Window {
     let sum = |f: &dyn Fn(&Live) -> u64| live.iter().map(f).sum::<u64>();

@@ -38,6 +38,11 @@ pub struct Delta {
 }
 
 impl Probe {
+    /// The server's RSS now, if its PID is known.
+    pub fn rss(&self) -> Option<u64> {
+        self.pid.and_then(|p| rss_bytes(&p.to_string()))
+    }
+
     /// Read what can be read now.
     pub fn sample(&self) -> Sample {
         let pid = self.pid.map(|p| p.to_string());

@@ -61,7 +61,8 @@ impl Appliance {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(10)) {
+        // DPDK waits up to 10 s for a port's link before it announces itself.
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(Some(a)) => a,
             other => {
                 let _ = child.kill();
@@ -100,6 +101,20 @@ impl Appliance {
             assert!(ok, "ip {cmd:?} failed");
         }
         app
+    }
+
+    /// Start `hioload-ws MODE` on DPDK as the server end of a `net_memif` link on socket
+    /// `/tmp/NAME.sock`, with address 198.18.NET.1/24, on lcore 0. Its startup line comes once a
+    /// memif client (a generator) has connected, so start that first.
+    pub fn start_dpdk_memif(mode: &str, name: &str, net: u8, args: &[&str]) -> Self {
+        let eal = format!(
+            "-l 0 --no-huge -m 256 --no-pci --no-shconf --file-prefix {name} \
+             --vdev=net_memif0,role=server,socket=/tmp/{name}.sock"
+        );
+        let ip = format!("198.18.{net}.1/24");
+        let mut all = vec!["--eal", eal.as_str(), "--ip", ip.as_str()];
+        all.extend_from_slice(args);
+        Self::spawn(mode, &all)
     }
 
     /// The admin endpoint's address, from the startup log.
