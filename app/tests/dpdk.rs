@@ -265,7 +265,7 @@ fn free_port() -> u16 {
 }
 
 /// `hioload-ws bench ARGS` as the memif client of `/tmp/NAME.sock`, address 198.18.NET.2, on
-/// lcore 1: started in a thread because the appliance only announces itself once it is linked.
+/// lcore 1.
 fn memif_bench(
     name: &str,
     net: u8,
@@ -305,12 +305,41 @@ fn json_number(json: &str, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} is not a number in {json}"))
 }
 
+/// Start the appliance as the memif server `NAME`, then the generator against it.
+fn memif_pair(
+    mode: &'static str,
+    name: &'static str,
+    net: u8,
+    app_args: &[&str],
+    bench_args: &[&str],
+) -> (Appliance, std::process::Output) {
+    let bench_args: Vec<String> = bench_args.iter().map(|a| a.to_string()).collect();
+    Appliance::start_dpdk_memif(mode, name, net, app_args, move || {
+        let args: Vec<&str> = bench_args.iter().map(String::as_str).collect();
+        memif_bench(name, net, &args)
+            .join()
+            .expect("generator thread")
+    })
+}
+
+fn assert_success(out: &std::process::Output) -> String {
+    let json = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{json}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json
+}
+
 #[test]
 fn memif_generator_measures_the_appliance_with_no_kernel_between() {
     let admin = format!("127.0.0.1:{}", free_port());
-    let gen = memif_bench(
+    let (app, out) = memif_pair(
+        "echo",
         "hlm1",
         85,
+        &["--admin", &admin],
         &[
             "echo",
             "--url",
@@ -327,14 +356,7 @@ fn memif_generator_measures_the_appliance_with_no_kernel_between() {
             &admin,
         ],
     );
-    let app = Appliance::start_dpdk_memif("echo", "hlm1", 85, &["--admin", &admin]);
-    let out = gen.join().expect("generator thread");
-    let json = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{json}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let json = assert_success(&out);
     assert!(json.contains("\"transport\":\"dpdk\""), "{json}");
     assert_eq!(json_number(&json, "ready"), 64.0, "{json}");
     assert!(json_number(&json, "messages") > 10_000.0, "{json}");
@@ -351,9 +373,11 @@ fn memif_generator_drives_tcp_echo_with_an_address_range() {
     // --ip-count 2 gives the generator two addresses (it answers ARP for both); connections use
     // the second once the first's ports run out, which the engine tests cover. Here: raw TCP
     // echo end to end with the range configured.
-    let gen = memif_bench(
+    let (app, out) = memif_pair(
+        "tcp-echo",
         "hlm2",
         86,
+        &[],
         &[
             "tcp",
             "--addr",
@@ -372,14 +396,7 @@ fn memif_generator_drives_tcp_echo_with_an_address_range() {
             "2",
         ],
     );
-    let app = Appliance::start_dpdk_memif("tcp-echo", "hlm2", 86, &[]);
-    let out = gen.join().expect("generator thread");
-    let json = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{json}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let json = assert_success(&out);
     assert!(json_number(&json, "messages") > 1000.0, "{json}");
     assert_eq!(json_number(&json, "mismatches"), 0.0);
     app.signal("TERM");

@@ -20,6 +20,14 @@ pub fn drive(
     monitor: impl FnOnce(Arc<[Live]>, Arc<[LoopMeter]>, Timeline) -> Window + Send,
 ) -> Result<(Driven, Window), String> {
     let transport = DpdkTransport::start(cfg.clone()).map_err(|e| e.to_string())?;
+    if !transport.link_up() {
+        // Measuring over a dead link would only report failed connections.
+        return Err(format!(
+            "port {}'s link is down after 10 s (with net_memif the server side must be running before \
+             the client starts)",
+            cfg.port
+        ));
+    }
     let (timeline, plan) = run.begin();
     let plan = &plan;
     let workers = transport.lcores().len();

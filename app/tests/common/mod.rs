@@ -23,6 +23,16 @@ impl Appliance {
     }
 
     fn spawn(mode: &str, args: &[&str]) -> Self {
+        Self::spawn_then(mode, args, None::<(&str, fn())>).0
+    }
+
+    /// Spawn, and once `marker` appears in the log run `during` (in a thread) while waiting for
+    /// the startup line; returns what `during` returned.
+    fn spawn_then<T: Send + 'static>(
+        mode: &str,
+        args: &[&str],
+        during: Option<(&str, impl FnOnce() -> T + Send + 'static)>,
+    ) -> (Self, Option<T>) {
         // Tests run in parallel: each appliance's admin endpoint gets a free port unless the
         // test chooses.
         let admin: &[&str] = if args.contains(&"--admin") {
@@ -61,6 +71,18 @@ impl Appliance {
                 sink.lock().unwrap().push(line);
             }
         });
+        let during = during.map(|(marker, f)| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !log.lock().unwrap().iter().any(|l| l.contains(marker)) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{marker:?} never logged: {:?}",
+                    log.lock().unwrap()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::spawn(f)
+        });
         // DPDK waits up to 10 s for a port's link before it announces itself.
         let addr = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(Some(a)) => a,
@@ -72,7 +94,8 @@ impl Appliance {
                 );
             }
         };
-        Self { child, addr, log }
+        let out = during.map(|t| t.join().expect("the client thread panicked"));
+        (Self { child, addr, log }, out)
     }
 
     /// Start `hioload-ws MODE` on DPDK over a new TAP device `iface` with address
@@ -104,9 +127,16 @@ impl Appliance {
     }
 
     /// Start `hioload-ws MODE` on DPDK as the server end of a `net_memif` link on socket
-    /// `/tmp/NAME.sock`, with address 198.18.NET.1/24, on lcore 0. Its startup line comes once a
-    /// memif client (a generator) has connected, so start that first.
-    pub fn start_dpdk_memif(mode: &str, name: &str, net: u8, args: &[&str]) -> Self {
+    /// `/tmp/NAME.sock`, with address 198.18.NET.1/24, on lcore 0, and run `client` (which
+    /// must connect the memif's other end) once its port has started: a memif client connects
+    /// once and does not retry, and the appliance only announces itself once linked.
+    pub fn start_dpdk_memif<T: Send + 'static>(
+        mode: &str,
+        name: &str,
+        net: u8,
+        args: &[&str],
+        client: impl FnOnce() -> T + Send + 'static,
+    ) -> (Self, T) {
         let eal = format!(
             "-l 0 --no-huge -m 256 --no-pci --no-shconf --file-prefix {name} \
              --vdev=net_memif0,role=server,socket=/tmp/{name}.sock"
@@ -114,7 +144,12 @@ impl Appliance {
         let ip = format!("198.18.{net}.1/24");
         let mut all = vec!["--eal", eal.as_str(), "--ip", ip.as_str()];
         all.extend_from_slice(args);
-        Self::spawn(mode, &all)
+        let (app, out) = Self::spawn_then(
+            mode,
+            &all,
+            Some(("port started; waiting up to 10 s for its link", client)),
+        );
+        (app, out.expect("the client ran"))
     }
 
     /// The admin endpoint's address, from the startup log.

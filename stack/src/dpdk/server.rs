@@ -142,6 +142,13 @@ impl DpdkTransport {
             },
             vec![rx_pool],
         )?;
+        if !port.link_up() {
+            // Operators (and tests) see why startup pauses: a memif server waits for its client.
+            tracing::info!(
+                port = cfg.port,
+                "port started; waiting up to 10 s for its link"
+            );
+        }
         if !port.wait_for_link(Duration::from_secs(10)) {
             tracing::warn!(
                 port = cfg.port,
@@ -189,6 +196,11 @@ impl DpdkTransport {
     /// Whether the NIC computes IPv4 and TCP checksums of what we send.
     pub fn checksum_offload(&self) -> bool {
         self.port.offloads().tx_checksum
+    }
+
+    /// Whether the port's link is up now.
+    pub fn link_up(&self) -> bool {
+        self.port.link_up()
     }
 
     /// Whether the port spreads flows over queues with RSS.
