@@ -265,8 +265,9 @@ fn free_port() -> u16 {
 }
 
 /// `hioload-ws bench ARGS` as the memif client of `/tmp/NAME.sock`, address 198.18.NET.2, on
-/// lcore 1.
+/// EAL lcores `lcores`.
 fn memif_bench(
+    lcores: &str,
     name: &str,
     net: u8,
     args: &[&str],
@@ -276,7 +277,7 @@ fn memif_bench(
     all.extend([
         "--eal".into(),
         format!(
-            "-l 1 --no-huge -m 256 --no-pci --no-shconf --file-prefix {name}g \
+            "-l {lcores} --no-huge -m 256 --no-pci --no-shconf --file-prefix {name}g \
              --vdev=net_memif0,role=client,socket=/tmp/{name}.sock"
         ),
         "--ip".into(),
@@ -316,7 +317,7 @@ fn memif_pair(
     let bench_args: Vec<String> = bench_args.iter().map(|a| a.to_string()).collect();
     Appliance::start_dpdk_memif(mode, name, net, app_args, move || {
         let args: Vec<&str> = bench_args.iter().map(String::as_str).collect();
-        memif_bench(name, net, &args)
+        memif_bench("1", name, net, &args)
             .join()
             .expect("generator thread")
     })
@@ -339,7 +340,7 @@ fn memif_generator_measures_the_appliance_with_no_kernel_between() {
         "echo",
         "hlm1",
         85,
-        &["--admin", &admin],
+        &["--admin", &admin, "--shutdown-timeout", "3s"],
         &[
             "echo",
             "--url",
@@ -377,7 +378,7 @@ fn memif_generator_drives_tcp_echo_with_an_address_range() {
         "tcp-echo",
         "hlm2",
         86,
-        &[],
+        &["--shutdown-timeout", "3s"],
         &[
             "tcp",
             "--addr",
@@ -402,4 +403,53 @@ fn memif_generator_drives_tcp_echo_with_an_address_range() {
     app.signal("TERM");
     let log = app.wait_for_log(&["stopped:"]);
     assert_eq!(number_after(&log, "connections accepted"), 32, "{log}");
+}
+
+#[test]
+fn two_generator_workers_get_their_replies_from_two_appliance_workers() {
+    // Two queue pairs on each side: memif maps queue i to queue i, so a reply comes back to the
+    // generator worker that sent the SYN; a misrouted reply would meet no flow and be reset.
+    let (app, out) = Appliance::start_dpdk_memif_on(
+        "echo",
+        "0-1",
+        "hlm3",
+        87,
+        &["--shutdown-timeout", "3s"],
+        || {
+            memif_bench(
+                "0-1",
+                "hlm3",
+                87,
+                &[
+                    "echo",
+                    "--url",
+                    "ws://198.18.87.1:8080/",
+                    "--connections",
+                    "60",
+                    "--depth",
+                    "2",
+                    "--duration",
+                    "1s",
+                    "--warmup",
+                    "1s",
+                ],
+            )
+            .join()
+            .expect("generator thread")
+        },
+    );
+    let json = assert_success(&out);
+    assert_eq!(json_number(&json, "ready"), 60.0, "{json}");
+    assert_eq!(json_number(&json, "failed_sessions"), 0.0, "{json}");
+    assert!(json_number(&json, "messages") > 1000.0, "{json}");
+    app.signal("TERM");
+    let log = app.wait_for_log(&["stopped:"]);
+    let line = log
+        .lines()
+        .find(|l| l.contains("per worker"))
+        .expect("summary");
+    assert!(
+        line.contains("per worker 30,30"),
+        "each appliance worker served its half: {line}"
+    );
 }

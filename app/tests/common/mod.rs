@@ -137,8 +137,20 @@ impl Appliance {
         args: &[&str],
         client: impl FnOnce() -> T + Send + 'static,
     ) -> (Self, T) {
+        Self::start_dpdk_memif_on(mode, "0", name, net, args, client)
+    }
+
+    /// [`Appliance::start_dpdk_memif`] on EAL lcores `lcores` (one worker and queue pair each).
+    pub fn start_dpdk_memif_on<T: Send + 'static>(
+        mode: &str,
+        lcores: &str,
+        name: &str,
+        net: u8,
+        args: &[&str],
+        client: impl FnOnce() -> T + Send + 'static,
+    ) -> (Self, T) {
         let eal = format!(
-            "-l 0 --no-huge -m 256 --no-pci --no-shconf --file-prefix {name} \
+            "-l {lcores} --no-huge -m 256 --no-pci --no-shconf --file-prefix {name} \
              --vdev=net_memif0,role=server,socket=/tmp/{name}.sock"
         );
         let ip = format!("198.18.{net}.1/24");
