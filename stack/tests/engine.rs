@@ -403,3 +403,61 @@ fn dial_endpoints_run_out_instead_of_wrapping() {
     assert_eq!(dial.endpoint(k, CLIENT, 1), None);
     assert_eq!(dial.endpoint(usize::MAX, CLIENT, 8), None);
 }
+
+/// Echo `data` over the connection `h`; returns what came back.
+fn echo_round(w: &mut World, h: smoltcp::iface::SocketHandle, data: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    w.sockets
+        .get_mut::<tcp::Socket>(h)
+        .send_slice(data)
+        .unwrap();
+    for _ in 0..100 {
+        w.run(1);
+        let s = w.sockets.get_mut::<tcp::Socket>(h);
+        while s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        if got.len() >= data.len() {
+            break;
+        }
+    }
+    got
+}
+
+#[test]
+fn idle_connections_give_their_ring_pages_back_and_keep_working() {
+    let mut w = World::new(16);
+    let h = w.connect(40001);
+    w.run(5);
+    assert_eq!(echo_round(&mut w, h, b"before idling"), b"before idling");
+    assert_eq!(
+        w.engine.stats().rings_trimmed,
+        0,
+        "busy connections keep their rings"
+    );
+    // Quiet for longer than IDLE_TRIM (virtual time: 1 ms per round).
+    w.run(1100);
+    assert_eq!(w.engine.stats().rings_trimmed, 1, "trimmed once while idle");
+    w.run(1100);
+    assert_eq!(
+        w.engine.stats().rings_trimmed,
+        1,
+        "and not again until it has been used"
+    );
+    let big: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(
+        echo_round(&mut w, h, &big),
+        big,
+        "the rings work after the trim"
+    );
+    w.run(1100);
+    assert_eq!(
+        w.engine.stats().rings_trimmed,
+        2,
+        "idle again, trimmed again"
+    );
+}

@@ -24,6 +24,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
 
 use super::device::{IpSink, PacketDevice};
+use super::rings::{RingArena, RingSlot};
 use crate::service::{CloseCause, ConnId, Service, Verdict};
 use crate::timer::{Clock, Entry, Millis, Timers, NEVER};
 
@@ -31,6 +32,9 @@ use crate::timer::{Clock, Entry, Millis, Timers, NEVER};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long sent data may stay unacknowledged before the connection is reset.
 pub const UNACKED_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection must be quiet, with both rings empty, before its ring pages go back to
+/// the kernel.
+pub const IDLE_TRIM: Duration = Duration::from_secs(1);
 
 /// Settings of an engine.
 #[derive(Debug, Clone)]
@@ -113,6 +117,10 @@ pub struct EngineStats {
     pub syn_dropped_full: u64,
     /// Packets that were not IPv4/TCP for us (answered or dropped by smoltcp).
     pub other_packets: u64,
+    /// SYNs dropped because no memory could be mapped for the connection's rings.
+    pub syn_dropped_memory: u64,
+    /// Times an idle connection's ring pages went back to the kernel.
+    pub rings_trimmed: u64,
     /// Connections opened by us (SYN sent).
     pub dialed: u64,
     /// Connections that ended before they were established (timeout, RST, refused).
@@ -144,6 +152,7 @@ enum Admission {
 
 struct Flow<C> {
     key: FlowKey,
+    /// Holds the socket, whose rings live in `rings`: declared first, so it drops first.
     set: SocketSet<'static>,
     handle: SocketHandle,
     /// The service's state, once the connection is established.
@@ -156,6 +165,12 @@ struct Flow<C> {
     dirty: bool,
     armed: Millis,
     generation: u32,
+    /// Last packet in or out.
+    active: Millis,
+    /// The ring pages were handed back since the last activity.
+    trimmed: bool,
+    /// The memory of the socket's rings; returns to the arena when the flow drops.
+    rings: RingSlot,
 }
 
 /// One worker's TCP engine.
@@ -177,6 +192,8 @@ pub struct Engine<S: Service> {
     shutting_down: bool,
     /// Connections of [`EngineConfig::dial`] opened so far.
     dialed: usize,
+    /// Declared after `flows`: every socket is gone before the arena is.
+    arena: RingArena,
 }
 
 impl<S: Service> Engine<S> {
@@ -197,6 +214,7 @@ impl<S: Service> Engine<S> {
                 let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), cfg.prefix));
             }
         });
+        let arena = RingArena::new(cfg.tcp_rx_buf, cfg.tcp_tx_buf);
         Self {
             cfg,
             iface,
@@ -214,6 +232,7 @@ impl<S: Service> Engine<S> {
             stats: EngineStats::default(),
             shutting_down: false,
             dialed: 0,
+            arena,
         }
     }
 
@@ -256,13 +275,16 @@ impl<S: Service> Engine<S> {
         };
         let slot = match self.table.get(&key) {
             Some(&slot) => slot,
-            None => match self.accept(packet, key) {
+            None => match self.accept(packet, key, now) {
                 Admission::Accepted(slot) => slot,
                 Admission::Dropped => return,
                 Admission::NoListener => return self.without_socket(packet, sink, t),
             },
         };
+        let active = self.clock.floor(now);
         let flow = &mut self.flows[slot];
+        flow.active = active;
+        flow.trimmed = false;
         let mut dev = PacketDevice::new(
             Some(packet),
             sink,
@@ -348,13 +370,15 @@ impl<S: Service> Engine<S> {
             if self.table.contains_key(&key) {
                 continue; // still in use from an earlier round
             }
-            let mut socket = self.new_socket();
+            let Some((mut socket, rings)) = self.new_socket() else {
+                break;
+            };
             if let Err(e) = socket.connect(self.iface.context(), dial.remote, local) {
                 tracing::warn!(%local, remote = %dial.remote, error = %e, "cannot connect");
                 self.stats.handshake_failed += 1;
                 continue;
             }
-            let slot = self.insert_flow(key, socket);
+            let slot = self.insert_flow(key, socket, rings, now);
             self.stats.dialed += 1;
             opened += 1;
             self.step(slot, sink, now);
@@ -408,7 +432,7 @@ impl<S: Service> Engine<S> {
     }
 
     /// A SYN to the listening port: make a connection for it, if limits allow.
-    fn accept(&mut self, packet: &[u8], key: FlowKey) -> Admission {
+    fn accept(&mut self, packet: &[u8], key: FlowKey, now: Instant) -> Admission {
         let Some(tcp) = Ipv4Packet::new_checked(packet).ok().and_then(|ip| {
             TcpPacket::new_checked(ip.payload())
                 .ok()
@@ -432,18 +456,32 @@ impl<S: Service> Engine<S> {
             self.stats.syn_dropped_full += 1;
             return Admission::Dropped;
         }
-        let mut socket = self.new_socket();
+        let Some((mut socket, rings)) = self.new_socket() else {
+            return Admission::Dropped;
+        };
         if socket.listen(self.cfg.listen_port).is_err() {
             return Admission::NoListener;
         }
-        Admission::Accepted(self.insert_flow(key, socket))
+        Admission::Accepted(self.insert_flow(key, socket, rings, now))
     }
 
-    /// A socket with our buffers and settings, not yet listening or connecting.
-    fn new_socket(&self) -> tcp::Socket<'static> {
+    /// A socket with our settings and rings from the arena, not yet listening or connecting;
+    /// `None` (counted) if the rings' memory cannot be mapped.
+    fn new_socket(&mut self) -> Option<(tcp::Socket<'static>, RingSlot)> {
+        // SAFETY: the socket goes into a flow's socket set and the slot into the same flow's
+        // `rings`, declared after `set`: the rings are never used after their slot is released.
+        #[allow(unsafe_code)]
+        let rings = match unsafe { self.arena.alloc() } {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.syn_dropped_memory += 1;
+                tracing::warn!(error = %e, "cannot map memory for a connection's rings");
+                return None;
+            }
+        };
         let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_rx_buf]),
-            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_tx_buf]),
+            tcp::SocketBuffer::new(rings.rx),
+            tcp::SocketBuffer::new(rings.tx),
         );
         socket.set_nagle_enabled(false);
         socket.set_congestion_control(tcp::CongestionControl::Cubic);
@@ -451,11 +489,17 @@ impl<S: Service> Engine<S> {
         socket.set_timeout(Some(smoltcp::time::Duration::from_millis(
             HANDSHAKE_TIMEOUT.as_millis() as u64,
         )));
-        socket
+        Some((socket, rings.slot))
     }
 
     /// Give a new, not yet established connection its own socket set and a flow table entry.
-    fn insert_flow(&mut self, key: FlowKey, socket: tcp::Socket<'static>) -> usize {
+    fn insert_flow(
+        &mut self,
+        key: FlowKey,
+        socket: tcp::Socket<'static>,
+        rings: RingSlot,
+        now: Instant,
+    ) -> usize {
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
         self.generation = self.generation.wrapping_add(1);
@@ -470,6 +514,9 @@ impl<S: Service> Engine<S> {
             dirty: false,
             armed: NEVER,
             generation: self.generation,
+            active: self.clock.floor(now),
+            trimmed: false,
+            rings,
         });
         self.table.insert(key, slot);
         self.half_open += 1;
@@ -552,7 +599,25 @@ impl<S: Service> Engine<S> {
             }
             return;
         }
-        // Arm the earlier of smoltcp's next action and the service's deadline.
+        // Quiet for IDLE_TRIM with nothing in either ring: hand the ring pages back.
+        let trim_at = (!f.trimmed).then(|| self.clock.instant(f.active) + IDLE_TRIM);
+        let trim_at = match trim_at {
+            Some(at) if at <= now => {
+                if socket.recv_queue() == 0 && socket.send_queue() == 0 && f.out.unsent() == 0 {
+                    match self.arena.trim(&f.rings) {
+                        Ok(()) => self.stats.rings_trimmed += 1,
+                        Err(e) => tracing::debug!(error = %e, "cannot trim a connection's rings"),
+                    }
+                    f.trimmed = true;
+                    None
+                } else {
+                    // Not empty yet: look again a little later.
+                    Some(now + IDLE_TRIM)
+                }
+            }
+            other => other,
+        };
+        // Arm the earliest of smoltcp's next action, the service's deadline and the trim.
         let smol_at = self
             .iface
             .poll_at(t, &f.set)
@@ -562,10 +627,7 @@ impl<S: Service> Engine<S> {
             .as_ref()
             .filter(|_| !f.closing)
             .and_then(|c| self.service.deadline(c));
-        let at = match (smol_at, svc_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let at = [smol_at, svc_at, trim_at].into_iter().flatten().min();
         if let Some(at) = at {
             let at = self.clock.ceil(at);
             if at < f.armed {

@@ -6,11 +6,15 @@
 //! - [`arp`]: answering for our address, learning neighbours, resolving next hops.
 //! - [`device`]: the smoltcp `Device` that feeds one received IP packet in and hands every
 //!   emitted IP packet to an [`device::IpSink`] (which adds the Ethernet header).
+//! - [`engine`]: smoltcp's `Interface`, the flow table, one socket set per connection, and the
+//!   [`crate::Service`] on top.
+//! - [`rings`]: memory for the sockets' rings, handed back to the kernel while connections idle.
 
 pub mod arp;
 pub mod device;
 pub mod engine;
 pub mod ethernet;
+pub mod rings;
 
 use std::net::Ipv4Addr;
 
