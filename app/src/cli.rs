@@ -319,7 +319,8 @@ pub struct DpdkArgs {
     pub port_id: Option<u16>,
 
     /// smoltcp receive buffer per connection: its TCP receive window (DPDK only). With
-    /// --tcp-tx-buf it sets memory per connection: the two buffers plus about 1 KiB
+    /// --tcp-tx-buf it sets the most memory a connection uses: the two buffers plus about 1 KiB;
+    /// a connection idle for a second gives its buffers' pages back and holds about 1 KiB
     /// [default: 16KiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub tcp_rx_buf: Option<u64>,

@@ -13,7 +13,8 @@
 //!
 //! - [`dpdk`] (feature `dpdk`): safe wrappers over DPDK (EAL, mempools, ports, mbufs) and the DPDK
 //!   transport: a worker per lcore running [`net::engine`] over its queue pair.
-// Only the `dpdk` module may contain `unsafe` (it allows it for itself); everything else is safe.
+// Only `dpdk` (the FFI) and `net::rings` (mapping and advising ring memory) may contain `unsafe`;
+// each allows it for itself. Everything else is safe.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
