@@ -453,3 +453,25 @@ fn two_generator_workers_get_their_replies_from_two_appliance_workers() {
         "each appliance worker served its half: {line}"
     );
 }
+
+#[test]
+fn a_multi_worker_generator_on_an_rss_port_is_refused_with_the_reason() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hioload-ws"))
+        .args([
+            "bench", "echo", "--url", "ws://198.18.88.1:8080/", "--duration", "1s",
+            "--eal", "-l 0-1 --no-huge -m 256 --no-pci --no-shconf --file-prefix hlrs --vdev=net_tap0,iface=hlrs0",
+            "--ip", "198.18.88.2/24",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the generator");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("hioload-ws: error: ")
+            && last.contains("RSS")
+            && last.contains("one lcore"),
+        "{stderr}"
+    );
+}

@@ -31,6 +31,16 @@ pub fn drive(
     let (timeline, plan) = run.begin();
     let plan = &plan;
     let workers = transport.lcores().len();
+    if transport.rss() && workers > 1 {
+        // Replies must reach the worker that opened their connection; on memif queue pairs map one
+        // to one, but an RSS port picks the queue by its own hash.
+        return Err(format!(
+            "port {} spreads received flows over its {workers} queues by RSS, and the generator does \
+             not yet choose source ports by the device's hash: run it on one lcore, or over net_memif \
+             (queue pairs map one to one)",
+            cfg.port
+        ));
+    }
     tracing::info!(
         "generator on DPDK {}: port {} ({}), {workers} worker(s) on lcores {:?}, {} address(es) from {}",
         transport.version(),
