@@ -10,7 +10,9 @@
 #   5. runs the Autobahn|Testsuite quick set against it and requires zero FAILED;
 #   6. the same on DPDK (root and /dev/net/tun): EAL --no-huge with a net_tap device, the kernel
 #      as the client: the stack's DPDK tests, the appliance's DPDK tests, the Python client and
-#      the Autobahn quick set against `hioload-ws echo` on DPDK.
+#      the Autobahn quick set against `hioload-ws echo` on DPDK;
+#   7. builds the DPDK transport against a newer DPDK LTS (Debian trixie's 24.11 packages,
+#      unpacked under target/, not installed): scripts/check-dpdk-newer.sh.
 # Exits non-zero if any stage fails; stages that cannot run say so in a SKIPPED banner (and fail
 # under CI=true). Extra arguments are passed to the test runner (e.g. a test name filter).
 set -euo pipefail
@@ -245,6 +247,8 @@ if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
 else
   skip "DPDK tests need root and /dev/net/tun (uid $(id -u), /dev/net/tun $([ -c /dev/net/tun ] && echo present || echo missing))"
 fi
+# The newer LTS the code is written for: build and link against Debian trixie's DPDK 24.11.
+stage "DPDK transport builds against DPDK 24.11 (Debian trixie's packages)" scripts/check-dpdk-newer.sh trixie
 
 say "done"
 for s in "${FAILED_STAGES[@]}"; do
