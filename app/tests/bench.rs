@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
 
-use common::Appliance;
+use common::{json_field as field, json_number as num, Appliance};
 
 fn bench(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hioload-ws"))
@@ -15,27 +15,6 @@ fn bench(args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .expect("run hioload-ws bench")
-}
-
-/// The value of `"key":` in a flat JSON line.
-fn field(json: &str, key: &str) -> String {
-    let pat = format!("\"{key}\":");
-    let start = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no {key} in {json}"))
-        + pat.len();
-    json[start..]
-        .split([',', '}'])
-        .next()
-        .unwrap_or_default()
-        .trim_matches('"')
-        .to_string()
-}
-
-fn num(json: &str, key: &str) -> f64 {
-    field(json, key)
-        .parse()
-        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
 }
 
 fn get(addr: SocketAddr, path: &str) -> String {

@@ -8,7 +8,7 @@ mod common;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::Appliance;
+use common::{json_number, Appliance};
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::{Message, WebSocket};
@@ -291,19 +291,6 @@ fn memif_bench(
             .output()
             .expect("run the generator")
     })
-}
-
-fn json_number(json: &str, key: &str) -> f64 {
-    let pat = format!("\"{key}\":");
-    let start = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no {key} in {json}"))
-        + pat.len();
-    json[start..]
-        .split([',', '}'])
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{key} is not a number in {json}"))
 }
 
 /// Start the appliance as the memif server `NAME`, then the generator against it.

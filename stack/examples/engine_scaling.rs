@@ -19,6 +19,10 @@ use hioload_stack::net::device::IpSink;
 use hioload_stack::net::engine::{Dial, Engine, EngineConfig};
 use hioload_stack::{CloseCause, ConnId, Service, Verdict};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Echo;
+
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const PORT: u16 = 7000;
@@ -38,30 +42,6 @@ impl IpSink for Wire {
         self.0.push_back(buf);
         r
     }
-}
-
-struct Echo;
-
-impl Service for Echo {
-    type Conn = ();
-    fn open(&mut self, _: ConnId, _: SocketAddr, _: Instant) {}
-    fn on_data(&mut self, _: &mut (), input: &mut [u8], out: &mut Vec<u8>, _: Instant) -> Verdict {
-        out.extend_from_slice(input);
-        Verdict::Continue
-    }
-    fn on_eof(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn deadline(&self, _: &()) -> Option<Instant> {
-        None
-    }
-    fn on_deadline(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Continue
-    }
-    fn on_shutdown(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn on_close(&mut self, _: (), _: CloseCause) {}
 }
 
 /// Sends a message on open and another for every complete echo; counts echoes.

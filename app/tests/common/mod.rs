@@ -287,3 +287,25 @@ pub fn tcp_round_trip(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
     writer.join().unwrap();
     back
 }
+
+/// The value of `"key":` in a flat JSON line.
+pub fn json_field(json: &str, key: &str) -> String {
+    let pat = format!("\"{key}\":");
+    let start = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pat.len();
+    json[start..]
+        .split([',', '}'])
+        .next()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string()
+}
+
+/// The number at `"key":` in a flat JSON line.
+pub fn json_number(json: &str, key: &str) -> f64 {
+    json_field(json, key)
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
+}
