@@ -18,6 +18,9 @@ impl Appliance {
     /// Start `hioload-ws MODE --listen 127.0.0.1:0 ARGS...` and wait for its startup line.
     pub fn start(mode: &str, args: &[&str]) -> Self {
         let mut all = vec!["--listen", "127.0.0.1:0"];
+        if cfg!(feature = "dpdk") {
+            all.push("--no-dpdk"); // a DPDK build serves on DPDK unless told otherwise
+        }
         all.extend_from_slice(args);
         Self::spawn(mode, &all)
     }
