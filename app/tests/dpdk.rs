@@ -128,15 +128,24 @@ fn tcp_echo_over_dpdk() {
 }
 
 #[test]
-fn sigterm_closes_sessions_with_1001_and_exits_0() {
+fn sigterm_closes_sessions_with_1001_and_loses_no_echo() {
     let mut app = Appliance::start_dpdk("echo", "hld4", 84, &[]);
-    let mut clients: Vec<Ws> = (0..20).map(|_| connect(&app)).collect();
-    for ws in &mut clients {
-        ws.send(Message::text("before")).unwrap();
-        assert_eq!(ws.read().unwrap(), Message::text("before"));
+    let mut clients: Vec<Ws> = (0..1000).map(|_| connect(&app)).collect();
+    for (i, ws) in clients.iter_mut().enumerate() {
+        ws.send(Message::text(format!("before {i}"))).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text(format!("before {i}")));
+    }
+    // One more message each, not yet answered when the signal comes.
+    for (i, ws) in clients.iter_mut().enumerate() {
+        ws.send(Message::text(format!("last {i}"))).unwrap();
     }
     app.signal("TERM");
-    for ws in &mut clients {
+    for (i, ws) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            ws.read().unwrap(),
+            Message::text(format!("last {i}")),
+            "the echo of a message sent before the signal"
+        );
         match ws.read() {
             Ok(Message::Close(Some(f))) => assert_eq!(f.code, CloseCode::Away),
             other => panic!("expected close 1001, got {other:?}"),
@@ -149,7 +158,7 @@ fn sigterm_closes_sessions_with_1001_and_exits_0() {
         "{}",
         app.log_text()
     );
-    app.wait_for_log(&["connections accepted 20", "abandoned at deadline 0"]);
+    app.wait_for_log(&["connections accepted 1000", "abandoned at deadline 0"]);
 }
 
 #[test]

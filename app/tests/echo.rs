@@ -310,15 +310,24 @@ fn server_pings_and_closes_after_missed_pongs() {
 }
 
 #[test]
-fn sigterm_sends_1001_to_every_session_and_exits_0() {
+fn sigterm_sends_1001_to_every_session_and_loses_no_echo() {
     let mut app = Appliance::start("echo", &["--workers", "2"]);
-    let mut clients: Vec<Ws> = (0..20).map(|_| connect(&app)).collect();
+    let mut clients: Vec<Ws> = (0..1000).map(|_| connect(&app)).collect();
     for (i, ws) in clients.iter_mut().enumerate() {
         ws.send(Message::text(format!("before {i}"))).unwrap();
         assert_eq!(ws.read().unwrap(), Message::text(format!("before {i}")));
     }
+    // One more message each, not yet answered when the signal comes.
+    for (i, ws) in clients.iter_mut().enumerate() {
+        ws.send(Message::text(format!("last {i}"))).unwrap();
+    }
     app.signal("TERM");
-    for ws in &mut clients {
+    for (i, ws) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            ws.read().unwrap(),
+            Message::text(format!("last {i}")),
+            "the echo of a message sent before the signal"
+        );
         let (code, _) = expect_close(ws);
         assert_eq!(code, CloseCode::Away);
         ws.close(None).ok();
@@ -331,7 +340,7 @@ fn sigterm_sends_1001_to_every_session_and_exits_0() {
         app.log_text()
     );
     app.wait_for_log(&[
-        "stopped: connections accepted 20",
+        "stopped: connections accepted 1000",
         "abandoned at deadline 0",
     ]);
     // New connections are refused once shutdown began.

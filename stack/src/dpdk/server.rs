@@ -333,6 +333,7 @@ impl DpdkTransport {
 
         let mut idle_rounds = 0u32;
         let mut stop_deadline: Option<Instant> = None;
+        let mut drain_rounds = 0u32;
         let mut last_expiry = start;
         loop {
             let now = Instant::now();
@@ -397,6 +398,12 @@ impl DpdkTransport {
                 last_expiry = now;
             }
             match stop_deadline {
+                // Answer what arrived before the stop first (a message sent before the signal is
+                // still echoed): keep serving while packets come in, for a bounded number of
+                // rounds, and only then close sessions.
+                None if stop.load(Ordering::Relaxed) && received > 0 && drain_rounds < 10_000 => {
+                    drain_rounds += 1;
+                }
                 None if stop.load(Ordering::Relaxed) => {
                     tracing::debug!(
                         worker = q,
