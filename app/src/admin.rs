@@ -10,16 +10,150 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hioload_ws::middleware::Counters;
-use hioload_ws::stack::meter::LoopMeter;
+use hioload_ws::stack::meter::{Stat, WorkerMeter};
 
 /// What the endpoint reports.
 #[derive(Clone)]
 pub struct Sources {
-    /// Loop counters per worker.
-    pub meters: Arc<[LoopMeter]>,
+    /// What each worker publishes.
+    pub meters: Arc<[WorkerMeter]>,
     /// WebSocket counters per worker, if the service keeps them.
     pub sessions: Vec<Arc<Counters>>,
+    /// The transport is DPDK (packets, ARP, port and pool figures exist).
+    pub dpdk: bool,
 }
+
+/// How a [`Stat`] is exposed: metric name, type, help, and an extra label.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    /// The stats of the family, each with its extra label (`None`: no extra label).
+    members: &'static [(Stat, Option<(&'static str, &'static str)>)],
+    /// Only on DPDK.
+    dpdk_only: bool,
+    /// Published by worker 0 for the whole port (no worker label).
+    port_wide: bool,
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "hioload_connections_open",
+        kind: "gauge",
+        help: "Connections open now.",
+        members: &[(Stat::ConnectionsOpen, None)],
+        dpdk_only: false,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_connections_accepted_total",
+        kind: "counter",
+        help: "Connections established.",
+        members: &[(Stat::ConnectionsAccepted, None)],
+        dpdk_only: false,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_connections_closed_total",
+        kind: "counter",
+        help: "Connections that ended normally.",
+        members: &[(Stat::ConnectionsClosed, None)],
+        dpdk_only: false,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_connection_errors_total",
+        kind: "counter",
+        help: "Connections that ended by reset or I/O error.",
+        members: &[(Stat::ConnectionErrors, None)],
+        dpdk_only: false,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_connections_rejected_total",
+        kind: "counter",
+        help: "Connections refused, by reason.",
+        members: &[
+            (Stat::RejectedMaxConnections, Some(("reason", "max_connections"))),
+            (Stat::RejectedHalfOpen, Some(("reason", "max_half_open"))),
+            (Stat::RejectedMemory, Some(("reason", "memory"))),
+        ],
+        dpdk_only: false,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_backpressure_pauses_total",
+        kind: "counter",
+        help: "Times a connection's input was left unread because its unsent output was over --backpressure-limit.",
+        members: &[(Stat::BackpressurePauses, None)],
+        dpdk_only: false,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_packets_received_total",
+        kind: "counter",
+        help: "Packets received from the port.",
+        members: &[(Stat::PacketsReceived, None)],
+        dpdk_only: true,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_packets_sent_total",
+        kind: "counter",
+        help: "Packets the port took for sending.",
+        members: &[(Stat::PacketsSent, None)],
+        dpdk_only: true,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_packets_dropped_total",
+        kind: "counter",
+        help: "Packets not sent, by reason.",
+        members: &[
+            (Stat::DroppedNoMbuf, Some(("reason", "no_mbuf"))),
+            (Stat::DroppedNoNeighbour, Some(("reason", "no_neighbour"))),
+            (Stat::DroppedNoRoute, Some(("reason", "no_route"))),
+            (Stat::DroppedTxFull, Some(("reason", "tx_full"))),
+        ],
+        dpdk_only: true,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_arp_entries",
+        kind: "gauge",
+        help: "Neighbours in the worker's ARP cache.",
+        members: &[(Stat::ArpEntries, None)],
+        dpdk_only: true,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_port_rx_missed_total",
+        kind: "counter",
+        help: "Packets the port dropped for want of a receive descriptor.",
+        members: &[(Stat::PortRxMissed, None)],
+        dpdk_only: true,
+        port_wide: true,
+    },
+    Family {
+        name: "hioload_port_errors_total",
+        kind: "counter",
+        help: "Port errors, by direction.",
+        members: &[
+            (Stat::PortRxErrors, Some(("direction", "rx"))),
+            (Stat::PortTxErrors, Some(("direction", "tx"))),
+        ],
+        dpdk_only: true,
+        port_wide: true,
+    },
+    Family {
+        name: "hioload_port_rx_nombuf_total",
+        kind: "counter",
+        help: "Receive mbuf allocation failures of the port.",
+        members: &[(Stat::PortRxNoMbuf, None)],
+        dpdk_only: true,
+        port_wide: true,
+    },
+];
 
 /// Bind `addr` and serve from a background thread; returns the bound address.
 pub fn start(addr: SocketAddr, sources: Sources) -> Result<SocketAddr, String> {
@@ -107,7 +241,7 @@ pub fn metrics(sources: &Sources) -> String {
          hioload_build_info{{version=\"{}\"}} 1",
         hioload_ws::build_info().replace('"', "'")
     );
-    let snaps: Vec<_> = sources.meters.iter().map(LoopMeter::snapshot).collect();
+    let snaps: Vec<_> = sources.meters.iter().map(WorkerMeter::snapshot).collect();
     let mut family = |name: &str, kind: &str, help: &str, value: &dyn Fn(usize) -> String| {
         let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for w in 0..snaps.len() {
@@ -132,6 +266,54 @@ pub fn metrics(sources: &Sources) -> String {
         "Time spent in busy loop iterations (on DPDK the core spins regardless; this is its load).",
         &|w| format!("{:.9}", snaps[w].busy.as_secs_f64()),
     );
+    let meters = &sources.meters;
+    for f in FAMILIES.iter().filter(|f| sources.dpdk || !f.dpdk_only) {
+        let _ = writeln!(
+            m,
+            "# HELP {} {}\n# TYPE {} {}",
+            f.name, f.help, f.name, f.kind
+        );
+        let workers = if f.port_wide { 1 } else { meters.len() };
+        for (w, meter) in meters.iter().enumerate().take(workers) {
+            for (stat, label) in f.members {
+                let mut labels = Vec::new();
+                if !f.port_wide {
+                    labels.push(format!("worker=\"{w}\""));
+                }
+                if let Some((k, v)) = label {
+                    labels.push(format!("{k}=\"{v}\""));
+                }
+                let labels = if labels.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{}}}", labels.join(","))
+                };
+                let _ = writeln!(m, "{}{labels} {}", f.name, meter.stat(*stat));
+            }
+        }
+    }
+    if sources.dpdk {
+        // One pool per NUMA socket: report each once, from the first worker on it.
+        let _ = writeln!(
+            m,
+            "# HELP hioload_mbufs Mbufs of the pool of a NUMA socket, by state.\n# TYPE hioload_mbufs gauge"
+        );
+        let mut seen = Vec::new();
+        for meter in meters.iter() {
+            let socket = meter.stat(Stat::NumaSocket);
+            if seen.contains(&socket) {
+                continue;
+            }
+            seen.push(socket);
+            for (state, stat) in [("in_use", Stat::MbufsInUse), ("free", Stat::MbufsFree)] {
+                let _ = writeln!(
+                    m,
+                    "hioload_mbufs{{socket=\"{socket}\",state=\"{state}\"}} {}",
+                    meter.stat(stat)
+                );
+            }
+        }
+    }
     let sessions = &sources.sessions;
     let mut counter = |name: &str, help: &str, get: &dyn Fn(&Counters) -> u64| {
         if sessions.is_empty() {
@@ -168,20 +350,24 @@ pub fn metrics(sources: &Sources) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hioload_ws::stack::meter::LoopRecorder;
+    use hioload_ws::stack::meter::WorkerRecorder;
     use std::time::Instant;
 
     #[test]
     fn exposition_has_every_worker_and_parses_back() {
-        let meters = LoopMeter::for_workers(2);
-        let mut r = LoopRecorder::new(Arc::clone(&meters), 1);
+        let meters = WorkerMeter::for_workers(2);
+        let mut r = WorkerRecorder::new(Arc::clone(&meters), 1);
         let t = Instant::now();
         r.busy(t, t + Duration::from_millis(1500));
         let sessions = vec![Arc::new(Counters::default()), Arc::new(Counters::default())];
         sessions[0]
             .messages_in
             .fetch_add(7, std::sync::atomic::Ordering::Relaxed);
-        let text = metrics(&Sources { meters, sessions });
+        let text = metrics(&Sources {
+            meters,
+            sessions,
+            dpdk: false,
+        });
         assert!(text.contains("hioload_worker_busy_seconds_total{worker=\"1\"} 1.500000000"));
         assert!(text.contains("hioload_worker_loop_iterations_total{worker=\"0\"} 0"));
         assert!(text.contains("hioload_ws_messages_received_total{worker=\"0\"} 7"));
@@ -198,13 +384,56 @@ mod tests {
             text.matches("# HELP").count(),
             text.matches("# TYPE").count()
         );
+        assert!(
+            !text.contains("hioload_packets_received_total"),
+            "kernel: no packet figures"
+        );
+    }
+
+    #[test]
+    fn dpdk_figures_with_reasons_port_wide_and_pools_once_per_socket() {
+        let meters = WorkerMeter::for_workers(2);
+        for w in 0..2 {
+            let r = WorkerRecorder::new(Arc::clone(&meters), w);
+            r.set(Stat::ConnectionsOpen, 10 + w as u64);
+            r.set(Stat::RejectedHalfOpen, 3);
+            r.set(Stat::PacketsReceived, 1000);
+            r.set(Stat::MbufsInUse, 77);
+            r.set(Stat::PortRxMissed, 5);
+        }
+        let text = metrics(&Sources {
+            meters,
+            sessions: Vec::new(),
+            dpdk: true,
+        });
+        for line in [
+            "hioload_connections_open{worker=\"1\"} 11",
+            "hioload_connections_rejected_total{worker=\"0\",reason=\"max_half_open\"} 3",
+            "hioload_packets_received_total{worker=\"1\"} 1000",
+            "hioload_packets_dropped_total{worker=\"0\",reason=\"tx_full\"} 0",
+            "hioload_port_rx_missed_total 5",
+            "hioload_mbufs{socket=\"0\",state=\"in_use\"} 77",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert_eq!(
+            text.matches("\nhioload_port_rx_missed_total ").count(),
+            1,
+            "port-wide, once"
+        );
+        assert_eq!(
+            text.matches("hioload_mbufs{").count(),
+            2,
+            "one socket, two states"
+        );
     }
 
     #[test]
     fn serves_metrics_and_health_over_http() {
         let sources = Sources {
-            meters: LoopMeter::for_workers(1),
+            meters: WorkerMeter::for_workers(1),
             sessions: Vec::new(),
+            dpdk: false,
         };
         let addr = start(SocketAddr::from(([127, 0, 0, 1], 0)), sources).expect("binds");
         let body = crate::bench::server::http_get(addr, "/metrics").expect("metrics");

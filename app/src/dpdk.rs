@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hioload_ws::stack::dpdk::server::{DpdkConfig, DpdkTransport};
-use hioload_ws::stack::meter::LoopMeter;
+use hioload_ws::stack::meter::WorkerMeter;
 use hioload_ws::stack::net::engine::EngineConfig;
 use hioload_ws::stack::net::parse_cidr;
 use hioload_ws::stack::Service;
@@ -24,7 +24,7 @@ pub fn serve<S, F>(
     default_port: u16,
     common: &CommonArgs,
     args: &DpdkArgs,
-    before_serve: impl FnOnce(Arc<[LoopMeter]>) -> Result<(), String>,
+    before_serve: impl FnOnce(Arc<[WorkerMeter]>) -> Result<(), String>,
     make_service: F,
 ) -> Result<(), String>
 where

@@ -74,7 +74,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     let server =
                         Server::start(kernel.clone(), move |i| echo_service(&per_worker[i], &ws))
                             .map_err(|e| e.to_string())?;
-                    start_admin(common, server.meters(), counters.to_vec())?;
+                    start_admin(common, server.meters(), counters.to_vec(), false)?;
                     announce("echo", "ws", &server, &kernel);
                     let reports = serve(server, common)?;
                     summarize(&reports, &echo_summary(&counters));
@@ -94,7 +94,7 @@ fn run(cli: Cli) -> Result<(), String> {
                                 .map(|_| Arc::new(Counters::default()))
                                 .collect();
                             let _ = counters.set(per_worker.clone());
-                            start_admin(common, meters, per_worker)
+                            start_admin(common, meters, per_worker, true)
                         },
                         |i| {
                             echo_service(
@@ -122,7 +122,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     )?;
                     let server = Server::start(kernel.clone(), move |_| TcpEchoService::new(idle))
                         .map_err(|e| e.to_string())?;
-                    start_admin(common, server.meters(), Vec::new())?;
+                    start_admin(common, server.meters(), Vec::new(), false)?;
                     announce("tcp-echo", "tcp", &server, &kernel);
                     let reports = serve(server, common)?;
                     summarize(&reports, "");
@@ -136,7 +136,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         9002,
                         common,
                         &args.dpdk,
-                        |meters| start_admin(common, meters, Vec::new()),
+                        |meters| start_admin(common, meters, Vec::new(), true),
                         |_| TcpEchoService::new(idle),
                     )?;
                 }
@@ -153,11 +153,19 @@ fn run(cli: Cli) -> Result<(), String> {
 /// Start the admin endpoint unless `--admin off`.
 fn start_admin(
     common: &CommonArgs,
-    meters: Arc<[hioload_ws::stack::meter::LoopMeter]>,
+    meters: Arc<[hioload_ws::stack::meter::WorkerMeter]>,
     sessions: Vec<Arc<Counters>>,
+    dpdk: bool,
 ) -> Result<(), String> {
     if let Some(addr) = common.admin.0 {
-        let bound = admin::start(addr, admin::Sources { meters, sessions })?;
+        let bound = admin::start(
+            addr,
+            admin::Sources {
+                meters,
+                sessions,
+                dpdk,
+            },
+        )?;
         tracing::info!("admin endpoint on http://{bound} (/metrics, /healthz)");
     }
     Ok(())

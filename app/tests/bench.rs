@@ -2,11 +2,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
 
-use common::{json_field as field, json_number as num, Appliance};
+use common::{http_get as get, json_field as field, json_number as num, Appliance};
 
 fn bench(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hioload-ws"))
@@ -15,14 +13,6 @@ fn bench(args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .expect("run hioload-ws bench")
-}
-
-fn get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("admin endpoint accepts");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp
 }
 
 #[test]
@@ -85,6 +75,19 @@ fn echo_load_is_verified_and_reports_server_cpu_and_busy_time() {
         .and_then(|v| v.parse().ok())
         .expect("a message counter");
     assert!(received >= num(line, "messages"), "{received} < {line}");
+    // The transport's figures: every session the generator opened was accepted.
+    let accepted: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hioload_connections_accepted_total{worker=\"0\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("an accepted-connections counter");
+    assert_eq!(accepted, 20.0, "{metrics}");
+    assert!(metrics
+        .contains("hioload_connections_rejected_total{worker=\"0\",reason=\"max_connections\"} 0"));
+    assert!(
+        !metrics.contains("hioload_packets_received_total"),
+        "no packet figures on kernel sockets"
+    );
     assert!(get(admin, "/healthz").ends_with("\r\n\r\nok\n"));
 }
 

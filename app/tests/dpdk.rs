@@ -8,7 +8,7 @@ mod common;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{json_number, Appliance};
+use common::{http_get, json_number, Appliance};
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::{Message, WebSocket};
@@ -360,6 +360,28 @@ fn memif_generator_measures_the_appliance_with_no_kernel_between() {
     assert_eq!(json_number(&json, "mismatches"), 0.0);
     assert_eq!(json_number(&json, "failed_sessions"), 0.0);
     assert!(json_number(&json, "server_busy_us_per_msg") > 0.0, "{json}");
+    // The appliance's own view of the run, from its admin endpoint.
+    let metrics = http_get(admin.parse().expect("an address"), "/metrics");
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing from:\n{metrics}"))
+    };
+    assert_eq!(
+        value("hioload_connections_accepted_total{worker=\"0\"}"),
+        64.0
+    );
+    // Several messages share a segment, so packets are fewer than messages, but not few.
+    assert!(value("hioload_packets_received_total{worker=\"0\"}") > 1000.0);
+    assert!(value("hioload_packets_sent_total{worker=\"0\"}") > 1000.0);
+    assert!(
+        value("hioload_arp_entries{worker=\"0\"}") >= 1.0,
+        "the generator was learned"
+    );
+    assert!(value("hioload_mbufs{socket=\"0\",state=\"free\"}") > 0.0);
+    assert_eq!(value("hioload_port_rx_missed_total"), 0.0);
     app.signal("TERM");
     let log = app.wait_for_log(&["stopped:"]);
     assert_eq!(number_after(&log, "connections accepted"), 64, "{log}");

@@ -1,5 +1,6 @@
-//! Worker loop accounting, published without locks: loop iterations, the iterations that did
-//! work, and the time those took.
+//! What a worker publishes for the admin endpoint, without locks: loop iterations, the iterations
+//! that did work and the time those took, and a fixed set of [`Stat`]s (connections, drops,
+//! packets, pool use) that the worker stores from its own counters now and then.
 //!
 //! A DPDK worker's core spins whether or not there is traffic, so the operating system's CPU time
 //! says nothing about load; busy time does. It is what server CPU per message is computed from
@@ -9,17 +10,98 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// One worker's published loop counters. Written by that worker only (plain relaxed stores), read
-/// by anyone; aligned to a cache line so workers never share one.
+/// A figure a worker publishes besides its loop counters. Counters only grow; the gauges
+/// (`ConnectionsOpen`, `ArpEntries`, `MbufsInUse`, `MbufsFree`, `NumaSocket`) go both ways.
+/// Transports publish what they have: the packet, ARP, port and pool figures are DPDK's; the
+/// port figures come from worker 0 only (one port, read once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    /// Connections open now.
+    ConnectionsOpen,
+    /// Connections established.
+    ConnectionsAccepted,
+    /// Connections that ended normally.
+    ConnectionsClosed,
+    /// Connections that ended by reset or error.
+    ConnectionErrors,
+    /// Connections refused at `--max-connections`.
+    RejectedMaxConnections,
+    /// SYNs dropped at `--max-half-open`.
+    RejectedHalfOpen,
+    /// SYNs dropped because no memory could be mapped for their rings.
+    RejectedMemory,
+    /// Times a connection's input was left unread because its unsent output was over the limit.
+    BackpressurePauses,
+    /// Packets received from the port.
+    PacketsReceived,
+    /// Packets the port accepted for sending.
+    PacketsSent,
+    /// Packets not sent: no free mbuf.
+    DroppedNoMbuf,
+    /// Packets not sent: next hop not resolved yet.
+    DroppedNoNeighbour,
+    /// Packets not sent: no route.
+    DroppedNoRoute,
+    /// Packets not sent: the port's transmit queue stayed full.
+    DroppedTxFull,
+    /// Neighbours in the worker's ARP cache.
+    ArpEntries,
+    /// Port: packets dropped for want of an RX descriptor.
+    PortRxMissed,
+    /// Port: receive errors.
+    PortRxErrors,
+    /// Port: transmit errors.
+    PortTxErrors,
+    /// Port: RX mbuf allocation failures.
+    PortRxNoMbuf,
+    /// Mbufs in use in the pool of the worker's NUMA socket.
+    MbufsInUse,
+    /// Mbufs free in that pool.
+    MbufsFree,
+    /// The worker's NUMA socket.
+    NumaSocket,
+}
+
+impl Stat {
+    /// Every stat, in index order.
+    pub const ALL: [Stat; 22] = [
+        Stat::ConnectionsOpen,
+        Stat::ConnectionsAccepted,
+        Stat::ConnectionsClosed,
+        Stat::ConnectionErrors,
+        Stat::RejectedMaxConnections,
+        Stat::RejectedHalfOpen,
+        Stat::RejectedMemory,
+        Stat::BackpressurePauses,
+        Stat::PacketsReceived,
+        Stat::PacketsSent,
+        Stat::DroppedNoMbuf,
+        Stat::DroppedNoNeighbour,
+        Stat::DroppedNoRoute,
+        Stat::DroppedTxFull,
+        Stat::ArpEntries,
+        Stat::PortRxMissed,
+        Stat::PortRxErrors,
+        Stat::PortTxErrors,
+        Stat::PortRxNoMbuf,
+        Stat::MbufsInUse,
+        Stat::MbufsFree,
+        Stat::NumaSocket,
+    ];
+}
+
+/// One worker's published figures. Written by that worker only (plain relaxed stores), read by
+/// anyone; aligned to a cache line so workers never share one.
 #[derive(Debug, Default)]
 #[repr(align(64))]
-pub struct LoopMeter {
+pub struct WorkerMeter {
     iterations: AtomicU64,
     busy_iterations: AtomicU64,
     busy_nanos: AtomicU64,
+    stats: [AtomicU64; Stat::ALL.len()],
 }
 
-/// A reading of a [`LoopMeter`].
+/// A reading of a [`WorkerMeter`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LoopSnapshot {
     /// Loop iterations run.
@@ -30,13 +112,18 @@ pub struct LoopSnapshot {
     pub busy: Duration,
 }
 
-impl LoopMeter {
+impl WorkerMeter {
     /// Meters for `workers` workers.
-    pub fn for_workers(workers: usize) -> Arc<[LoopMeter]> {
-        (0..workers).map(|_| LoopMeter::default()).collect()
+    pub fn for_workers(workers: usize) -> Arc<[WorkerMeter]> {
+        (0..workers).map(|_| WorkerMeter::default()).collect()
     }
 
-    /// The current values.
+    /// The current value of `stat`.
+    pub fn stat(&self, stat: Stat) -> u64 {
+        self.stats[stat as usize].load(Ordering::Relaxed)
+    }
+
+    /// The current loop counters.
     pub fn snapshot(&self) -> LoopSnapshot {
         LoopSnapshot {
             iterations: self.iterations.load(Ordering::Relaxed),
@@ -46,17 +133,17 @@ impl LoopMeter {
     }
 }
 
-/// The owning worker's side of a [`LoopMeter`]: counts locally, publishes with stores.
+/// The owning worker's side of a [`WorkerMeter`]: counts locally, publishes with stores.
 #[derive(Debug)]
-pub struct LoopRecorder {
-    meters: Arc<[LoopMeter]>,
+pub struct WorkerRecorder {
+    meters: Arc<[WorkerMeter]>,
     index: usize,
     now: LoopSnapshot,
 }
 
-impl LoopRecorder {
+impl WorkerRecorder {
     /// Record into `meters[index]` (counted but published nowhere if there is no such meter).
-    pub fn new(meters: Arc<[LoopMeter]>, index: usize) -> Self {
+    pub fn new(meters: Arc<[WorkerMeter]>, index: usize) -> Self {
         Self {
             meters,
             index,
@@ -90,6 +177,13 @@ impl LoopRecorder {
     pub fn totals(&self) -> LoopSnapshot {
         self.now
     }
+
+    /// Publish `value` for `stat` (the worker keeps its own counters; this copies them out).
+    pub fn set(&self, stat: Stat, value: u64) {
+        if let Some(m) = self.meters.get(self.index) {
+            m.stats[stat as usize].store(value, Ordering::Relaxed);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -98,8 +192,8 @@ mod tests {
 
     #[test]
     fn records_and_publishes() {
-        let meters = LoopMeter::for_workers(2);
-        let mut r = LoopRecorder::new(Arc::clone(&meters), 1);
+        let meters = WorkerMeter::for_workers(2);
+        let mut r = WorkerRecorder::new(Arc::clone(&meters), 1);
         let t = Instant::now();
         r.idle();
         r.busy(t, t + Duration::from_micros(3));
@@ -112,12 +206,20 @@ mod tests {
         assert_eq!(meters[1].snapshot(), want);
         assert_eq!(r.totals(), want);
         assert_eq!(meters[0].snapshot(), LoopSnapshot::default());
-        assert_eq!(std::mem::align_of::<LoopMeter>(), 64);
+        assert_eq!(std::mem::align_of::<WorkerMeter>(), 64);
+        r.set(Stat::ConnectionsOpen, 5);
+        r.set(Stat::NumaSocket, 1);
+        assert_eq!(meters[1].stat(Stat::ConnectionsOpen), 5);
+        assert_eq!(meters[1].stat(Stat::NumaSocket), 1);
+        assert_eq!(meters[0].stat(Stat::ConnectionsOpen), 0);
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i, "ALL is in index order");
+        }
     }
 
     #[test]
     fn works_without_a_meter() {
-        let mut r = LoopRecorder::new(LoopMeter::for_workers(0), 0);
+        let mut r = WorkerRecorder::new(WorkerMeter::for_workers(0), 0);
         r.idle();
         assert_eq!(r.totals().iterations, 1);
     }

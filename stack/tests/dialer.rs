@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{Echo, Greeter, GREETING};
 use hioload_stack::kernel::dialer::{self, DialConfig};
 use hioload_stack::kernel::{KernelConfig, Server};
-use hioload_stack::meter::{LoopMeter, LoopRecorder};
+use hioload_stack::meter::{WorkerMeter, WorkerRecorder};
 use hioload_stack::{CloseCause, ConnId, Service, Verdict};
 
 /// Echo that also records where each connection came from.
@@ -64,7 +64,7 @@ fn dialed_connections_are_served_from_a_range_of_source_addresses() {
         done: Arc::clone(&done),
         ..Greeter::default()
     };
-    let meters = LoopMeter::for_workers(1);
+    let meters = WorkerMeter::for_workers(1);
     let report = dialer::run(
         &DialConfig {
             remote: server.local_addr(),
@@ -78,7 +78,7 @@ fn dialed_connections_are_served_from_a_range_of_source_addresses() {
         },
         &mut greeter,
         &done,
-        LoopRecorder::new(Arc::clone(&meters), 0),
+        WorkerRecorder::new(Arc::clone(&meters), 0),
     );
     assert_eq!(report.connected, COUNT as u64, "{report:?}");
     assert_eq!((report.connect_failed, report.errors), (0, 0), "{report:?}");
@@ -120,7 +120,7 @@ fn refused_connections_are_counted_with_their_reason() {
             &cfg,
             &mut greeter,
             &stop,
-            LoopRecorder::new(LoopMeter::for_workers(0), 0),
+            WorkerRecorder::new(WorkerMeter::for_workers(0), 0),
         )
     });
     assert_eq!((stopper.connected, stopper.connect_failed), (0, 5));

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hioload_ws::stack::dpdk::server::{DpdkConfig, DpdkTransport};
-use hioload_ws::stack::meter::LoopMeter;
+use hioload_ws::stack::meter::WorkerMeter;
 
 use super::client::{Live, LoadClient};
 use super::{Driven, Run, Timeline, Window};
@@ -17,7 +17,7 @@ pub fn drive(
     run: &Run,
     cfg: &DpdkConfig,
     stop: &AtomicBool,
-    monitor: impl FnOnce(Arc<[Live]>, Arc<[LoopMeter]>, Timeline) -> Window + Send,
+    monitor: impl FnOnce(Arc<[Live]>, Arc<[WorkerMeter]>, Timeline) -> Window + Send,
 ) -> Result<(Driven, Window), String> {
     let transport = DpdkTransport::start(cfg.clone()).map_err(|e| e.to_string())?;
     if !transport.link_up() {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hioload_ws::stack::kernel::dialer::{self, DialConfig};
-use hioload_ws::stack::meter::{LoopMeter, LoopRecorder};
+use hioload_ws::stack::meter::{WorkerMeter, WorkerRecorder};
 
 use super::client::{Live, LoadClient};
 use super::{Driven, Run, Timeline, Window};
@@ -20,13 +20,13 @@ pub fn drive(
     sources: Option<(std::net::Ipv4Addr, u32)>,
     max_connecting: usize,
     stop: &AtomicBool,
-    monitor: impl FnOnce(Arc<[Live]>, Arc<[LoopMeter]>, Timeline) -> Window,
+    monitor: impl FnOnce(Arc<[Live]>, Arc<[WorkerMeter]>, Timeline) -> Window,
 ) -> Result<(Driven, Window), String> {
     hioload_ws::stack::affinity::validate(cpus).map_err(|e| e.to_string())?;
     let (timeline, plan) = run.begin();
     let plan = &plan;
     let live: Arc<[Live]> = (0..workers).map(|_| Live::default()).collect();
-    let meters = LoopMeter::for_workers(workers);
+    let meters = WorkerMeter::for_workers(workers);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
@@ -57,7 +57,8 @@ pub fn drive(
                         }
                     }
                     let mut client = LoadClient::new(plan, live, w);
-                    let report = dialer::run(&cfg, &mut client, stop, LoopRecorder::new(meters, w));
+                    let report =
+                        dialer::run(&cfg, &mut client, stop, WorkerRecorder::new(meters, w));
                     (client.into_tally(), report)
                 })
             })

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use hioload_ws::stack::meter::LoopMeter;
+use hioload_ws::stack::meter::WorkerMeter;
 
 use client::{Live, Plan, Tally};
 pub use command::command;
@@ -199,7 +199,7 @@ pub fn run(run: &Run) -> Result<Outcome, String> {
     };
     let stop = AtomicBool::new(false);
     let rss_before = run.server.rss();
-    let monitor = |live: Arc<[Live]>, meters: Arc<[LoopMeter]>, timeline: Timeline| {
+    let monitor = |live: Arc<[Live]>, meters: Arc<[WorkerMeter]>, timeline: Timeline| {
         monitor(run, &live, &meters, timeline, &stop)
     };
     let (driven, window) = match &run.transport {
@@ -282,7 +282,7 @@ pub struct Window {
 fn monitor(
     run: &Run,
     live: &[Live],
-    meters: &[LoopMeter],
+    meters: &[WorkerMeter],
     Timeline {
         start,
         measure_from,

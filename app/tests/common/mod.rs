@@ -312,3 +312,12 @@ pub fn json_number(json: &str, key: &str) -> f64 {
         .parse()
         .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
 }
+
+/// `GET path` from an HTTP server (the admin endpoint); the whole response, head included.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("the admin endpoint accepts");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send the request");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read the response");
+    resp
+}

@@ -13,7 +13,7 @@
 //! }
 //! ```
 //!
-//! Every iteration is counted in the worker's [`LoopMeter`], with the time of those that did work.
+//! Every iteration is counted in the worker's [`WorkerMeter`], with the time of those that did work.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::meter::{LoopMeter, LoopRecorder, LoopSnapshot};
+use crate::meter::{LoopSnapshot, Stat, WorkerMeter, WorkerRecorder};
 use crate::net::arp;
 use crate::net::engine::{Dial, Engine, EngineConfig, EngineStats};
 use crate::net::ethernet::{self, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN};
@@ -32,6 +32,9 @@ use crate::service::Service;
 
 use super::tx::{TxDrops, TxPath};
 use super::{eal, DpdkError, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, TxBatch};
+
+/// How often a worker copies its counters out for the admin endpoint.
+const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 
 /// A neighbour learned by one worker, sent to the others.
 type Neighbour = (Ipv4Addr, [u8; 6]);
@@ -99,7 +102,7 @@ pub struct DpdkTransport {
     /// One pool per NUMA socket in use, by socket.
     pools: HashMap<u32, Arc<Mempool>>,
     lcores: Vec<u32>,
-    meters: Arc<[LoopMeter]>,
+    meters: Arc<[WorkerMeter]>,
     eal: Eal,
     net: NetConfig,
     cfg: DpdkConfig,
@@ -165,7 +168,7 @@ impl DpdkTransport {
         Ok(Self {
             port,
             pools,
-            meters: LoopMeter::for_workers(lcores.len()),
+            meters: WorkerMeter::for_workers(lcores.len()),
             lcores,
             eal,
             net,
@@ -209,7 +212,7 @@ impl DpdkTransport {
     }
 
     /// Every worker's loop counters, in worker order, readable while serving.
-    pub fn meters(&self) -> Arc<[LoopMeter]> {
+    pub fn meters(&self) -> Arc<[WorkerMeter]> {
         Arc::clone(&self.meters)
     }
 
@@ -300,6 +303,8 @@ impl DpdkTransport {
         let checksum_offload = self.port.offloads().tx_checksum;
         let mut tx = TxPath::new(net, pool, checksum_offload);
         let mut tx_refused = 0u64;
+        let (mut packets_in, mut packets_out) = (0u64, 0u64);
+        let socket = eal::lcore_socket(&self.eal, self.lcores[q]);
         let start = Instant::now();
         let mut engine = {
             let mut sink = tx.sink(start);
@@ -328,12 +333,13 @@ impl DpdkTransport {
                 push_frame(pool, &mut tx.batch, |f| arp::gratuitous(&net, addr, f));
             }
         }
-        let mut meter = LoopRecorder::new(Arc::clone(&self.meters), q);
+        let mut meter = WorkerRecorder::new(Arc::clone(&self.meters), q);
         let mut dialing = cfg.engine.dial.is_some();
 
         let mut idle_rounds = 0u32;
         let mut stop_deadline: Option<Instant> = None;
         let mut drain_rounds = 0u32;
+        let mut last_publish = start;
         let mut last_expiry = start;
         loop {
             let now = Instant::now();
@@ -386,8 +392,9 @@ impl DpdkTransport {
                 }
             }
             let queued = tx.batch.len();
+            packets_in += received as u64;
             if queued > 0 {
-                self.port.tx_burst(queue, &mut tx.batch);
+                packets_out += self.port.tx_burst(queue, &mut tx.batch) as u64;
                 if tx.batch.len() > 256 {
                     // The NIC is not keeping up: drop rather than hold mbufs without bound.
                     tx_refused += tx.batch.drop_all() as u64;
@@ -396,6 +403,42 @@ impl DpdkTransport {
             if now.duration_since(last_expiry) >= Duration::from_secs(1) {
                 tx.arp.expire(now);
                 last_expiry = now;
+            }
+            if now.duration_since(last_publish) >= PUBLISH_EVERY {
+                last_publish = now;
+                let e = engine.stats();
+                for (stat, value) in [
+                    (Stat::ConnectionsOpen, engine.connections() as u64),
+                    (Stat::ConnectionsAccepted, e.accepted + e.dialed),
+                    (Stat::ConnectionsClosed, e.closed),
+                    (Stat::RejectedMaxConnections, e.syn_dropped_full),
+                    (Stat::RejectedHalfOpen, e.syn_dropped_half_open),
+                    (Stat::RejectedMemory, e.syn_dropped_memory),
+                    (Stat::BackpressurePauses, e.backpressure_pauses),
+                    (Stat::PacketsReceived, packets_in),
+                    (Stat::PacketsSent, packets_out),
+                    (Stat::DroppedNoMbuf, tx.drops.no_mbuf),
+                    (Stat::DroppedNoNeighbour, tx.drops.no_neighbour),
+                    (Stat::DroppedNoRoute, tx.drops.no_route),
+                    (Stat::DroppedTxFull, tx_refused),
+                    (Stat::ArpEntries, tx.arp.len() as u64),
+                    (Stat::MbufsInUse, u64::from(pool.in_use())),
+                    (Stat::MbufsFree, u64::from(pool.available())),
+                    (Stat::NumaSocket, u64::from(socket)),
+                ] {
+                    meter.set(stat, value);
+                }
+                if q == 0 {
+                    let p = self.port.stats();
+                    for (stat, value) in [
+                        (Stat::PortRxMissed, p.rx_missed),
+                        (Stat::PortRxErrors, p.rx_errors),
+                        (Stat::PortTxErrors, p.tx_errors),
+                        (Stat::PortRxNoMbuf, p.rx_nombuf),
+                    ] {
+                        meter.set(stat, value);
+                    }
+                }
             }
             match stop_deadline {
                 // Answer what arrived before the stop first (a message sent before the signal is

@@ -17,7 +17,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::meter::{LoopRecorder, LoopSnapshot};
+use crate::meter::{LoopSnapshot, WorkerRecorder};
 use crate::service::{CloseCause, ConnId, Service, Verdict};
 
 /// What to dial.
@@ -79,7 +79,7 @@ pub fn run<S: Service>(
     cfg: &DialConfig,
     service: &mut S,
     stop: &AtomicBool,
-    mut meter: LoopRecorder,
+    mut meter: WorkerRecorder,
 ) -> DialReport {
     let mut report = DialReport::default();
     let mut poll = match Poll::new() {

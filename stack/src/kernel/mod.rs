@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::error::TransportError;
-use crate::meter::{LoopMeter, LoopRecorder};
+use crate::meter::{WorkerMeter, WorkerRecorder};
 use crate::service::Service;
 use worker::{Command, Worker};
 
@@ -87,7 +87,7 @@ impl Default for KernelConfig {
 /// A running kernel-socket server.
 pub struct Server {
     local_addr: SocketAddr,
-    meters: Arc<[LoopMeter]>,
+    meters: Arc<[WorkerMeter]>,
     inboxes: Vec<(Sender<Command>, Arc<mio::Waker>)>,
     threads: Vec<JoinHandle<WorkerReport>>,
 }
@@ -109,7 +109,7 @@ impl Server {
                 source,
             })?;
         let active = Arc::new(AtomicUsize::new(0));
-        let meters = LoopMeter::for_workers(workers);
+        let meters = WorkerMeter::for_workers(workers);
         let make_service = Arc::new(make_service);
 
         let mut pending = Vec::with_capacity(workers);
@@ -136,7 +136,7 @@ impl Server {
             };
             let active = Arc::clone(&active);
             let make_service = Arc::clone(&make_service);
-            let meter = LoopRecorder::new(Arc::clone(&meters), i);
+            let meter = WorkerRecorder::new(Arc::clone(&meters), i);
             let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
             let thread = std::thread::Builder::new()
                 .name(format!("hioload-w{i}"))
@@ -170,7 +170,7 @@ impl Server {
     }
 
     /// Every worker's loop counters, in worker order, readable while serving.
-    pub fn meters(&self) -> Arc<[LoopMeter]> {
+    pub fn meters(&self) -> Arc<[WorkerMeter]> {
         Arc::clone(&self.meters)
     }
 

@@ -16,7 +16,7 @@ use slab::Slab;
 
 use super::KernelConfig;
 use crate::bufpool::BufPool;
-use crate::meter::{LoopRecorder, LoopSnapshot};
+use crate::meter::{LoopSnapshot, Stat, WorkerRecorder};
 use crate::service::{CloseCause, ConnId, Service, Verdict};
 use crate::timer::{Clock, Entry, Millis, Timers, NEVER};
 
@@ -52,6 +52,8 @@ pub struct WorkerReport {
     pub errors: u64,
     /// Connections still open when the shutdown deadline passed.
     pub abandoned: u64,
+    /// Read turns cut short because the connection's unsent output was over the limit.
+    pub backpressure_pauses: u64,
     /// Loop iterations and busy time.
     pub loops: LoopSnapshot,
 }
@@ -128,7 +130,7 @@ pub(super) struct Worker<S: Service> {
     last_activity: Instant,
     report: WorkerReport,
     last_accept_warning: Option<Instant>,
-    meter: LoopRecorder,
+    meter: WorkerRecorder,
 }
 
 impl<S: Service> Worker<S> {
@@ -142,7 +144,7 @@ impl<S: Service> Worker<S> {
         peers: Vec<(Sender<Command>, Arc<Waker>)>,
         active: Arc<AtomicUsize>,
         service: S,
-        meter: LoopRecorder,
+        meter: WorkerRecorder,
     ) -> Self {
         let rbuf = vec![0; cfg.read_buffer.max(1024)];
         // Address space only: pages are touched as connections arrive, and the slab never has
@@ -230,6 +232,8 @@ impl<S: Service> Worker<S> {
             self.process_ready(now);
             self.flush_dirty(now);
             self.run_timers(now);
+            // A few stores per iteration; an iteration costs a system call anyway.
+            self.publish();
             if busy {
                 self.meter.busy(now, Instant::now());
             } else {
@@ -248,6 +252,21 @@ impl<S: Service> Worker<S> {
         self.report.loops = self.meter.totals();
         tracing::debug!(worker = self.index, report = ?self.report, "worker exits");
         self.report
+    }
+
+    /// Copy the counters out for the admin endpoint.
+    fn publish(&self) {
+        let r = &self.report;
+        for (stat, value) in [
+            (Stat::ConnectionsOpen, self.conns.len() as u64),
+            (Stat::ConnectionsAccepted, r.accepted),
+            (Stat::ConnectionsClosed, r.closed),
+            (Stat::ConnectionErrors, r.errors),
+            (Stat::RejectedMaxConnections, r.rejected),
+            (Stat::BackpressurePauses, r.backpressure_pauses),
+        ] {
+            self.meter.set(stat, value);
+        }
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
@@ -397,10 +416,12 @@ impl<S: Service> Worker<S> {
             };
             self.pool.lend(&mut c.out);
             for _ in 0..READS_PER_TURN {
-                if !c.readable
-                    || (c.phase == Phase::Open && c.unsent() > self.cfg.backpressure_limit)
-                {
+                if !c.readable {
+                    break;
+                }
+                if c.phase == Phase::Open && c.unsent() > self.cfg.backpressure_limit {
                     // Paused: the flush that drains the output re-queues this connection.
+                    self.report.backpressure_pauses += 1;
                     break;
                 }
                 match c.stream.read(&mut self.rbuf) {

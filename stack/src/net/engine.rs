@@ -121,6 +121,8 @@ pub struct EngineStats {
     pub syn_dropped_memory: u64,
     /// Times an idle connection's ring pages went back to the kernel.
     pub rings_trimmed: u64,
+    /// Times a connection's input was left unread because its unsent output was over the limit.
+    pub backpressure_pauses: u64,
     /// Connections opened by us (SYN sent).
     pub dialed: u64,
     /// Connections that ended before they were established (timeout, RST, refused).
@@ -562,6 +564,9 @@ impl<S: Service> Engine<S> {
                 if verdict == Ok(Verdict::Close) {
                     f.closing = true;
                 }
+            }
+            if !f.closing && socket.can_recv() && f.out.unsent() > self.cfg.backpressure_limit {
+                self.stats.backpressure_pauses += 1;
             }
             if !f.eof_reported
                 && !socket.may_recv()
