@@ -19,6 +19,7 @@ pub mod handler;
 pub mod middleware;
 pub mod tcp_echo;
 pub mod websocket;
+pub mod ws_metrics;
 
 pub use handler::{Decision, Handler};
 pub use websocket::{WsConfig, WsService};

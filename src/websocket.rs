@@ -6,6 +6,7 @@
 //! closing handshake the peer does not finish.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hioload_stack::{CloseCause, ConnId, Service, Verdict};
@@ -13,6 +14,7 @@ use hioload_wsproto::handshake::{self, HandshakeError};
 use hioload_wsproto::{CloseCode, Event, Limits, Role, Session, SessionState};
 
 use crate::handler::{Decision, Handler};
+use crate::ws_metrics::{self, WsMeter, WsTally};
 
 /// Pings a peer may leave unanswered in a row before the session is closed.
 const MAX_MISSED_PONGS: u8 = 2;
@@ -54,6 +56,12 @@ pub struct WsService<H> {
     config: WsConfig,
     /// Zero of the service's millisecond clock.
     epoch: Instant,
+    /// Frames, close codes and handshake failures counted so far.
+    tally: WsTally,
+    /// Where the tally is published, if anywhere.
+    meter: Option<Arc<WsMeter>>,
+    /// The tally changed since it was last published.
+    dirty: bool,
 }
 
 impl<H: Handler> WsService<H> {
@@ -63,6 +71,34 @@ impl<H: Handler> WsService<H> {
             handler,
             config,
             epoch: Instant::now(),
+            tally: WsTally::default(),
+            meter: None,
+            dirty: false,
+        }
+    }
+
+    /// Publish the service's counts into `meter` (the worker's, read by the admin endpoint).
+    pub fn with_meter(mut self, meter: Arc<WsMeter>) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// What has been counted so far.
+    pub fn tally(&self) -> &WsTally {
+        &self.tally
+    }
+
+    /// Count a failed handshake by the status sent (or `ws_metrics::HANDSHAKE_TIMEOUT`).
+    fn handshake_failed(&mut self, slot: usize) {
+        self.tally.handshake_failures[slot] += 1;
+        self.dirty = true;
+    }
+
+    /// Count the frames written to `out` since it was `from` bytes long.
+    fn wrote(&mut self, out: &[u8], from: usize) {
+        if let Some(written) = out.get(from..).filter(|w| !w.is_empty()) {
+            self.tally.wrote(written);
+            self.dirty = true;
         }
     }
 
@@ -135,6 +171,7 @@ impl<H: Handler> WsService<H> {
             Ok(None) => return Ok(None),
             Err(e) => {
                 tracing::debug!(conn = %conn.id, error = %e, status = e.status(), "handshake refused");
+                self.handshake_failed(ws_metrics::handshake_slot(e.status()));
                 out.extend_from_slice(&e.response());
                 conn.phase = Phase::Done;
                 return Err(Verdict::Close);
@@ -145,6 +182,7 @@ impl<H: Handler> WsService<H> {
                 if let Some(p) = protocol.as_deref() {
                     if !req.protocols.contains(&p) {
                         tracing::error!(conn = %conn.id, protocol = p, "handler chose a subprotocol the client did not offer");
+                        self.handshake_failed(ws_metrics::handshake_slot(500));
                         out.extend_from_slice(&handshake::error_response(
                             500,
                             "internal error",
@@ -167,6 +205,7 @@ impl<H: Handler> WsService<H> {
             Decision::Reject { status, reason } => {
                 let e = HandshakeError::Rejected { status, reason };
                 tracing::debug!(conn = %conn.id, error = %e, "handshake rejected by handler");
+                self.handshake_failed(ws_metrics::handshake_slot(status));
                 out.extend_from_slice(&e.response());
                 conn.phase = Phase::Done;
                 Err(Verdict::Close)
@@ -188,11 +227,27 @@ impl<H: Handler> WsService<H> {
         let handler = &mut self.handler;
         let id = conn.id;
         let mut peer_code = None;
-        let result = session.feed(input, out, |ev, reply| match ev {
-            Event::Message(m) => handler.on_message(id, m, reply),
-            Event::Close(frame) => peer_code = frame.map(|f| f.code),
-            Event::Ping(_) | Event::Pong(_) => {}
-        });
+        let mut peer_closed = false;
+        let from = out.len();
+        let result =
+            session.feed_tallied(
+                input,
+                out,
+                &mut self.tally.frames_in,
+                |ev, reply| match ev {
+                    Event::Message(m) => handler.on_message(id, m, reply),
+                    Event::Close(frame) => {
+                        peer_closed = true;
+                        peer_code = frame.map(|f| f.code);
+                    }
+                    Event::Ping(_) | Event::Pong(_) => {}
+                },
+            );
+        if peer_closed {
+            self.tally.close_received[ws_metrics::close_slot(peer_code)] += 1;
+        }
+        self.dirty = true;
+        self.wrote(out, from);
         if let Err(e) = result {
             tracing::debug!(conn = %id, error = %e, code = e.close_code().0, "protocol violation; failing the connection");
             conn.close_code = Some(e.close_code());
@@ -229,8 +284,10 @@ impl<H: Handler> WsService<H> {
     ) -> Verdict {
         match &mut conn.phase {
             Phase::Open(session) => {
+                let from = out.len();
                 session.sender(out).close(code, reason);
                 conn.close_code.get_or_insert(code);
+                self.wrote(out, from);
                 self.after_session_step(conn, now)
             }
             Phase::Handshake { .. } | Phase::Done => Verdict::Close,
@@ -327,6 +384,7 @@ impl<H: Handler> Service for WsService<H> {
             Phase::Done => return Verdict::Continue,
             Phase::Handshake { .. } if at >= conn.timer => {
                 tracing::debug!(conn = %conn.id, "handshake timeout");
+                self.handshake_failed(ws_metrics::HANDSHAKE_TIMEOUT);
                 conn.phase = Phase::Done;
                 return Verdict::Close;
             }
@@ -361,7 +419,9 @@ impl<H: Handler> Service for WsService<H> {
                     return Verdict::Close;
                 }
                 if let Phase::Open(session) = &mut conn.phase {
+                    let from = out.len();
                     session.sender(out).ping(b"");
+                    self.wrote(out, from);
                 }
                 conn.missed_pongs += 1;
                 conn.timer = at + interval.as_millis() as Millis;
@@ -377,6 +437,15 @@ impl<H: Handler> Service for WsService<H> {
     fn on_close(&mut self, conn: WsConn, _cause: CloseCause) {
         if matches!(conn.phase, Phase::Open(_)) {
             self.handler.on_close(conn.id, conn.close_code);
+        }
+    }
+
+    fn on_tick(&mut self, _now: Instant) {
+        if self.dirty {
+            self.dirty = false;
+            if let Some(m) = &self.meter {
+                m.publish(&self.tally);
+            }
         }
     }
 }

@@ -11,14 +11,18 @@ use std::time::Duration;
 
 use hioload_ws::middleware::Counters;
 use hioload_ws::stack::meter::{Stat, WorkerMeter};
+use hioload_ws::ws::OpCode;
+use hioload_ws::ws_metrics::{self, WsMeter};
 
 /// What the endpoint reports.
 #[derive(Clone)]
 pub struct Sources {
     /// What each worker publishes.
     pub meters: Arc<[WorkerMeter]>,
-    /// WebSocket counters per worker, if the service keeps them.
+    /// WebSocket session counters per worker, if the service keeps them.
     pub sessions: Vec<Arc<Counters>>,
+    /// WebSocket frame, close-code and handshake figures per worker, if the service keeps them.
+    pub ws: Vec<Arc<WsMeter>>,
     /// The transport is DPDK (packets, ARP, port and pool figures exist).
     pub dpdk: bool,
 }
@@ -334,17 +338,111 @@ pub fn metrics(sources: &Sources) -> String {
         "WebSocket sessions closed.",
         &|c| Counters::get(&c.sessions_closed),
     );
-    counter(
-        "hioload_ws_messages_received_total",
-        "WebSocket messages received.",
-        &|c| Counters::get(&c.messages_in),
-    );
-    counter(
-        "hioload_ws_received_bytes_total",
-        "WebSocket payload bytes received.",
-        &|c| Counters::get(&c.bytes_in),
-    );
+    ws_families(&mut m, &sources.ws);
     m
+}
+
+/// The WebSocket families: messages, frames and payload bytes by opcode each way, close codes
+/// each way, handshake failures by cause.
+fn ws_families(m: &mut String, meters: &[Arc<WsMeter>]) {
+    use std::fmt::Write as _;
+    if meters.is_empty() {
+        return;
+    }
+    let tallies: Vec<_> = meters.iter().map(|w| w.snapshot()).collect();
+    let data = [OpCode::Text, OpCode::Binary];
+    type Get = dyn Fn(&ws_metrics::WsTally, usize) -> u64;
+    let mut family = |name: &str, help: &str, label: &str, keys: &[(usize, String)], get: &Get| {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (w, t) in tallies.iter().enumerate() {
+            for (i, key) in keys {
+                let _ = writeln!(
+                    m,
+                    "{name}{{worker=\"{w}\",{label}=\"{key}\"}} {}",
+                    get(t, *i)
+                );
+            }
+        }
+    };
+    let by_opcode = |ops: &[OpCode]| -> Vec<(usize, String)> {
+        ops.iter()
+            .map(|o| (o.index(), o.name().to_string()))
+            .collect()
+    };
+    family(
+        "hioload_ws_messages_received_total",
+        "WebSocket messages received (their first frames), by type.",
+        "opcode",
+        &by_opcode(&data),
+        &|t, i| t.frames_in.frames[i],
+    );
+    family(
+        "hioload_ws_messages_sent_total",
+        "WebSocket messages sent (their first frames), by type.",
+        "opcode",
+        &by_opcode(&data),
+        &|t, i| t.frames_out.frames[i],
+    );
+    family(
+        "hioload_ws_frames_received_total",
+        "WebSocket frames received, by opcode (pings and pongs included).",
+        "opcode",
+        &by_opcode(&OpCode::ALL),
+        &|t, i| t.frames_in.frames[i],
+    );
+    family(
+        "hioload_ws_frames_sent_total",
+        "WebSocket frames sent, by opcode (pings and pongs included).",
+        "opcode",
+        &by_opcode(&OpCode::ALL),
+        &|t, i| t.frames_out.frames[i],
+    );
+    family(
+        "hioload_ws_payload_received_bytes_total",
+        "WebSocket payload bytes received, by frame opcode.",
+        "opcode",
+        &by_opcode(&OpCode::ALL),
+        &|t, i| t.frames_in.bytes[i],
+    );
+    family(
+        "hioload_ws_payload_sent_bytes_total",
+        "WebSocket payload bytes sent, by frame opcode.",
+        "opcode",
+        &by_opcode(&OpCode::ALL),
+        &|t, i| t.frames_out.bytes[i],
+    );
+    let codes: Vec<(usize, String)> = ws_metrics::CLOSE_CODES
+        .iter()
+        .map(|c| c.to_string())
+        .chain(["other".to_string()])
+        .enumerate()
+        .collect();
+    family(
+        "hioload_ws_close_received_total",
+        "Close frames received, by code (1005: none given).",
+        "code",
+        &codes,
+        &|t, i| t.close_received[i],
+    );
+    family(
+        "hioload_ws_close_sent_total",
+        "Close frames sent, by code.",
+        "code",
+        &codes,
+        &|t, i| t.close_sent[i],
+    );
+    let reasons: Vec<(usize, String)> = ws_metrics::HANDSHAKE_FAILURES
+        .iter()
+        .map(|r| r.to_string())
+        .enumerate()
+        .collect();
+    family(
+        "hioload_ws_handshake_failures_total",
+        "Upgrade requests refused, by the HTTP status sent, or timed out.",
+        "reason",
+        &reasons,
+        &|t, i| t.handshake_failures[i],
+    );
 }
 
 #[cfg(test)]
@@ -363,14 +461,30 @@ mod tests {
         sessions[0]
             .messages_in
             .fetch_add(7, std::sync::atomic::Ordering::Relaxed);
+        let ws = vec![Arc::new(WsMeter::default()), Arc::new(WsMeter::default())];
+        let mut tally = ws_metrics::WsTally::default();
+        tally.frames_in.add(OpCode::Text, 7);
+        tally.close_sent[ws_metrics::close_slot(Some(hioload_ws::ws::CloseCode::GOING_AWAY))] = 2;
+        tally.handshake_failures[ws_metrics::handshake_slot(426)] = 1;
+        ws[1].publish(&tally);
         let text = metrics(&Sources {
             meters,
             sessions,
+            ws,
             dpdk: false,
         });
+        for line in [
+            "hioload_ws_messages_received_total{worker=\"1\",opcode=\"text\"} 1",
+            "hioload_ws_payload_received_bytes_total{worker=\"1\",opcode=\"text\"} 7",
+            "hioload_ws_close_sent_total{worker=\"1\",code=\"1001\"} 2",
+            "hioload_ws_handshake_failures_total{worker=\"1\",reason=\"426\"} 1",
+            "hioload_ws_frames_sent_total{worker=\"0\",opcode=\"pong\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing");
+        }
         assert!(text.contains("hioload_worker_busy_seconds_total{worker=\"1\"} 1.500000000"));
         assert!(text.contains("hioload_worker_loop_iterations_total{worker=\"0\"} 0"));
-        assert!(text.contains("hioload_ws_messages_received_total{worker=\"0\"} 7"));
+        assert!(text.contains("hioload_ws_sessions_opened_total{worker=\"0\"} 0"));
         assert_eq!(
             crate::bench::server::sum_metric(&text, "hioload_worker_busy_seconds_total"),
             Some(1.5)
@@ -404,6 +518,7 @@ mod tests {
         let text = metrics(&Sources {
             meters,
             sessions: Vec::new(),
+            ws: Vec::new(),
             dpdk: true,
         });
         for line in [
@@ -433,6 +548,7 @@ mod tests {
         let sources = Sources {
             meters: WorkerMeter::for_workers(1),
             sessions: Vec::new(),
+            ws: Vec::new(),
             dpdk: false,
         };
         let addr = start(SocketAddr::from(([127, 0, 0, 1], 0)), sources).expect("binds");

@@ -18,6 +18,7 @@ use hioload_ws::middleware::{Counters, Logging, Metrics, Recover};
 use hioload_ws::stack::kernel::{AcceptMode, KernelConfig, Server, WorkerReport};
 use hioload_ws::tcp_echo::TcpEchoService;
 use hioload_ws::ws::Limits;
+use hioload_ws::ws_metrics::WsMeter;
 use hioload_ws::{WsConfig, WsService};
 
 use cli::{AcceptModeArg, Cli, CommonArgs, DpdkArgs, Mode};
@@ -65,23 +66,23 @@ fn run(cli: Cli) -> Result<(), String> {
                         args.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
                         common,
                     )?;
-                    let counters: Arc<Vec<Arc<Counters>>> = Arc::new(
+                    let figures: Arc<Vec<EchoFigures>> = Arc::new(
                         (0..kernel.workers)
-                            .map(|_| Arc::new(Counters::default()))
+                            .map(|_| EchoFigures::default())
                             .collect(),
                     );
-                    let per_worker = Arc::clone(&counters);
+                    let per_worker = Arc::clone(&figures);
                     let server =
                         Server::start(kernel.clone(), move |i| echo_service(&per_worker[i], &ws))
                             .map_err(|e| e.to_string())?;
-                    start_admin(common, server.meters(), counters.to_vec(), false)?;
+                    start_admin(common, server.meters(), &figures, false)?;
                     announce("echo", "ws", &server, &kernel);
                     let reports = serve(server, common)?;
-                    summarize(&reports, &echo_summary(&counters));
+                    summarize(&reports, &echo_summary(&figures));
                 }
                 #[cfg(feature = "dpdk")]
                 Transport::Dpdk => {
-                    let counters = std::sync::OnceLock::<Vec<Arc<Counters>>>::new();
+                    let figures = std::sync::OnceLock::<Vec<EchoFigures>>::new();
                     dpdk::serve(
                         "echo",
                         "ws",
@@ -90,22 +91,25 @@ fn run(cli: Cli) -> Result<(), String> {
                         common,
                         &args.dpdk,
                         |meters| {
-                            let per_worker: Vec<_> = (0..meters.len())
-                                .map(|_| Arc::new(Counters::default()))
-                                .collect();
-                            let _ = counters.set(per_worker.clone());
-                            start_admin(common, meters, per_worker, true)
+                            let per_worker: Vec<_> =
+                                (0..meters.len()).map(|_| EchoFigures::default()).collect();
+                            start_admin(common, meters, &per_worker, true)?;
+                            let _ = figures.set(per_worker);
+                            Ok(())
                         },
                         |i| {
                             echo_service(
-                                &counters.get().map(|c| c[i].clone()).unwrap_or_default(),
+                                &figures
+                                    .get()
+                                    .and_then(|f| f.get(i).cloned())
+                                    .unwrap_or_default(),
                                 &ws,
                             )
                         },
                     )?;
                     tracing::info!(
                         "{}",
-                        echo_summary(counters.get().map(Vec::as_slice).unwrap_or_default())
+                        echo_summary(figures.get().map(Vec::as_slice).unwrap_or_default())
                     );
                 }
             }
@@ -122,7 +126,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     )?;
                     let server = Server::start(kernel.clone(), move |_| TcpEchoService::new(idle))
                         .map_err(|e| e.to_string())?;
-                    start_admin(common, server.meters(), Vec::new(), false)?;
+                    start_admin(common, server.meters(), &[], false)?;
                     announce("tcp-echo", "tcp", &server, &kernel);
                     let reports = serve(server, common)?;
                     summarize(&reports, "");
@@ -136,7 +140,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         9002,
                         common,
                         &args.dpdk,
-                        |meters| start_admin(common, meters, Vec::new(), true),
+                        |meters| start_admin(common, meters, &[], true),
                         |_| TcpEchoService::new(idle),
                     )?;
                 }
@@ -154,7 +158,7 @@ fn run(cli: Cli) -> Result<(), String> {
 fn start_admin(
     common: &CommonArgs,
     meters: Arc<[hioload_ws::stack::meter::WorkerMeter]>,
-    sessions: Vec<Arc<Counters>>,
+    figures: &[EchoFigures],
     dpdk: bool,
 ) -> Result<(), String> {
     if let Some(addr) = common.admin.0 {
@@ -162,7 +166,8 @@ fn start_admin(
             addr,
             admin::Sources {
                 meters,
-                sessions,
+                sessions: figures.iter().map(|f| Arc::clone(&f.sessions)).collect(),
+                ws: figures.iter().map(|f| Arc::clone(&f.ws)).collect(),
                 dpdk,
             },
         )?;
@@ -172,21 +177,35 @@ fn start_admin(
 }
 
 /// The echo handler chain of one worker.
+/// What one echo worker counts for the admin endpoint and the summary line.
+#[derive(Default, Clone)]
+struct EchoFigures {
+    sessions: Arc<Counters>,
+    ws: Arc<WsMeter>,
+}
+
 fn echo_service(
-    counters: &Arc<Counters>,
+    figures: &EchoFigures,
     ws: &WsConfig,
 ) -> WsService<Logging<Recover<Metrics<Echo>>>> {
     WsService::new(
-        Logging::new(Recover::new(Metrics::new(Echo, Arc::clone(counters)))),
+        Logging::new(Recover::new(Metrics::new(
+            Echo,
+            Arc::clone(&figures.sessions),
+        ))),
         ws.clone(),
     )
+    .with_meter(Arc::clone(&figures.ws))
 }
 
-fn echo_summary(counters: &[Arc<Counters>]) -> String {
-    let messages: u64 = counters.iter().map(|c| Counters::get(&c.messages_in)).sum();
-    let sessions: u64 = counters
+fn echo_summary(figures: &[EchoFigures]) -> String {
+    let messages: u64 = figures
         .iter()
-        .map(|c| Counters::get(&c.sessions_opened))
+        .map(|f| Counters::get(&f.sessions.messages_in))
+        .sum();
+    let sessions: u64 = figures
+        .iter()
+        .map(|f| Counters::get(&f.sessions.sessions_opened))
         .sum();
     format!("sessions {sessions}, messages echoed {messages}")
 }

@@ -71,7 +71,9 @@ fn echo_load_is_verified_and_reports_server_cpu_and_busy_time() {
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     let received: f64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("hioload_ws_messages_received_total{worker=\"0\"} "))
+        .find_map(|l| {
+            l.strip_prefix("hioload_ws_messages_received_total{worker=\"0\",opcode=\"text\"} ")
+        })
         .and_then(|v| v.parse().ok())
         .expect("a message counter");
     assert!(received >= num(line, "messages"), "{received} < {line}");
@@ -239,4 +241,99 @@ fn admin_off_and_admin_port_clash_are_reported() {
         stderr.contains(&format!("--admin {addr}")) && stderr.contains("--admin off"),
         "{stderr}"
     );
+}
+
+/// The value of the sample `series` (name and labels) in the appliance's `/metrics`, waiting up
+/// to a second for it to reach `at_least` (workers publish once per loop iteration).
+fn sample(admin: std::net::SocketAddr, series: &str, at_least: f64) -> f64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let metrics = get(admin, "/metrics");
+        let v = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|r| r.trim().parse::<f64>().ok())
+            })
+            .unwrap_or_else(|| panic!("{series} missing from:\n{metrics}"));
+        if v >= at_least || std::time::Instant::now() >= deadline {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn websocket_figures_count_frames_close_codes_and_refused_handshakes() {
+    let app = Appliance::start("echo", &["--workers", "1"]);
+    let admin = app.admin().expect("admin endpoint announced");
+    let url = format!("ws://{}/", app.addr);
+    let out = bench(&[
+        "echo",
+        "--url",
+        &url,
+        "--connections",
+        "5",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+    ]);
+    assert!(out.status.success());
+    // A plain HTTP request is refused with 426, and counted.
+    let refused = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(app.addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut r = String::new();
+        let _ = s.read_to_string(&mut r);
+        r
+    };
+    assert!(refused.starts_with("HTTP/1.1 426"), "{refused}");
+    let w = "{worker=\"0\",";
+    assert_eq!(
+        sample(
+            admin,
+            &format!("hioload_ws_handshake_failures_total{w}reason=\"426\"}}"),
+            1.0
+        ),
+        1.0
+    );
+    // The generator leaves with close 1000; the server answers each in kind.
+    assert_eq!(
+        sample(
+            admin,
+            &format!("hioload_ws_close_received_total{w}code=\"1000\"}}"),
+            5.0
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(
+            admin,
+            &format!("hioload_ws_close_sent_total{w}code=\"1000\"}}"),
+            5.0
+        ),
+        5.0
+    );
+    let got = sample(
+        admin,
+        &format!("hioload_ws_messages_received_total{w}opcode=\"binary\"}}"),
+        1.0,
+    );
+    let sent = sample(
+        admin,
+        &format!("hioload_ws_messages_sent_total{w}opcode=\"binary\"}}"),
+        got,
+    );
+    assert!(
+        got > 100.0 && sent == got,
+        "every binary message echoed: {got} in, {sent} out"
+    );
+    let bytes = sample(
+        admin,
+        &format!("hioload_ws_payload_received_bytes_total{w}opcode=\"binary\"}}"),
+        got * 32.0,
+    );
+    assert_eq!(bytes, got * 32.0, "32-byte payloads");
 }

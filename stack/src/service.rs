@@ -84,4 +84,10 @@ pub trait Service {
 
     /// The connection is gone; release its state.
     fn on_close(&mut self, conn: Self::Conn, cause: CloseCause);
+
+    /// Once per transport loop iteration that did work, after every connection's turn: a place
+    /// to publish per-worker figures without doing it per message.
+    fn on_tick(&mut self, now: Instant) {
+        let _ = now;
+    }
 }

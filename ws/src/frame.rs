@@ -24,7 +24,75 @@ pub enum OpCode {
     Pong = 0xA,
 }
 
+/// Frames and payload bytes counted by opcode: what a worker tallies over all its sessions
+/// (one tally per worker, lent to each [`crate::Session::feed_tallied`] call), for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTally {
+    /// Frames, indexed by [`OpCode::index`].
+    pub frames: [u64; 6],
+    /// Payload bytes, indexed by [`OpCode::index`].
+    pub bytes: [u64; 6],
+}
+
+impl FrameTally {
+    /// Count one frame with `len` payload bytes.
+    #[inline]
+    pub fn add(&mut self, opcode: OpCode, len: u64) {
+        let i = opcode.index();
+        self.frames[i] += 1;
+        self.bytes[i] += len;
+    }
+
+    /// Count every frame in `bytes`, which holds whole frames back to back (what a server has
+    /// just written); stops at anything that is not one.
+    pub fn add_written(&mut self, mut bytes: &[u8]) {
+        while let Ok(Some((h, n))) = FrameHeader::parse(bytes) {
+            let end = n.saturating_add(usize::try_from(h.len).unwrap_or(usize::MAX));
+            if end > bytes.len() {
+                return;
+            }
+            self.add(h.opcode, h.len);
+            bytes = &bytes[end..];
+        }
+    }
+}
+
 impl OpCode {
+    /// Every opcode, in [`OpCode::index`] order.
+    pub const ALL: [OpCode; 6] = [
+        OpCode::Continuation,
+        OpCode::Text,
+        OpCode::Binary,
+        OpCode::Close,
+        OpCode::Ping,
+        OpCode::Pong,
+    ];
+
+    /// A dense index, 0..6, for counting by opcode.
+    #[inline]
+    pub fn index(self) -> usize {
+        match self {
+            Self::Continuation => 0,
+            Self::Text => 1,
+            Self::Binary => 2,
+            Self::Close => 3,
+            Self::Ping => 4,
+            Self::Pong => 5,
+        }
+    }
+
+    /// The opcode's name, lower case (for metric labels).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Continuation => "continuation",
+            Self::Text => "text",
+            Self::Binary => "binary",
+            Self::Close => "close",
+            Self::Ping => "ping",
+            Self::Pong => "pong",
+        }
+    }
+
     /// Decode the low nibble of the first header byte.
     pub fn from_u8(v: u8) -> Result<Self, ProtocolError> {
         Ok(match v {

@@ -11,7 +11,7 @@
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::ProtocolError;
-use crate::frame::{write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::frame::{write_frame, FrameHeader, FrameTally, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
 use crate::utf8::Utf8Validator;
 
@@ -280,6 +280,21 @@ impl Session {
         &mut self,
         input: &mut [u8],
         out: &mut Vec<u8>,
+        on_event: F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        self.feed_tallied(input, out, &mut FrameTally::default(), on_event)
+    }
+
+    /// [`Session::feed`], also counting every frame received in `tally` (by opcode, with its
+    /// payload length) as its header is accepted.
+    pub fn feed_tallied<F>(
+        &mut self,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+        tally: &mut FrameTally,
         mut on_event: F,
     ) -> Result<(), ProtocolError>
     where
@@ -288,7 +303,7 @@ impl Session {
         if self.finished {
             return Ok(());
         }
-        let result = self.decode(input, out, &mut on_event);
+        let result = self.decode(input, out, tally, &mut on_event);
         if let Err(e) = &result {
             Sender {
                 out,
@@ -304,6 +319,7 @@ impl Session {
         &mut self,
         input: &mut [u8],
         out: &mut Vec<u8>,
+        tally: &mut FrameTally,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
@@ -317,6 +333,7 @@ impl Session {
                         return Ok(());
                     };
                     self.check_header(&header)?;
+                    tally.add(header.opcode, header.len);
                     if !header.opcode.is_control() {
                         self.msg_type.get_or_insert(header.opcode);
                     }

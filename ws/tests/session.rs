@@ -344,3 +344,43 @@ fn client_role_rejects_masked_frames() {
         Err(ProtocolError::MaskedFrame)
     );
 }
+
+#[test]
+fn frames_are_tallied_by_opcode_both_ways() {
+    use hioload_wsproto::FrameTally;
+    // In: a fragmented text message with a ping between its fragments, then a close.
+    let mut input = Vec::new();
+    input.extend(frame(false, OpCode::Text, b"hel"));
+    input.extend(frame(true, OpCode::Ping, b"p"));
+    input.extend(frame(true, OpCode::Continuation, b"lo"));
+    input.extend(frame(true, OpCode::Close, &1000u16.to_be_bytes()));
+    let mut s = Session::new(Role::Server, Limits::default());
+    let mut out = Vec::new();
+    let mut tally = FrameTally::default();
+    s.feed_tallied(&mut input, &mut out, &mut tally, |ev, reply| {
+        if let Event::Message(m) = ev {
+            reply.message(m);
+        }
+    })
+    .unwrap();
+    let i = |op: OpCode| op.index();
+    assert_eq!(tally.frames[i(OpCode::Text)], 1);
+    assert_eq!(tally.frames[i(OpCode::Continuation)], 1);
+    assert_eq!(tally.frames[i(OpCode::Ping)], 1);
+    assert_eq!(tally.frames[i(OpCode::Close)], 1);
+    assert_eq!(
+        tally.bytes[i(OpCode::Text)] + tally.bytes[i(OpCode::Continuation)],
+        5
+    );
+    // Out: what the session wrote (pong, the echo, the close reply), counted from the bytes.
+    let mut written = FrameTally::default();
+    written.add_written(&out);
+    assert_eq!(written.frames[i(OpCode::Pong)], 1);
+    assert_eq!(written.frames[i(OpCode::Text)], 1);
+    assert_eq!(written.bytes[i(OpCode::Text)], 5);
+    assert_eq!(written.frames[i(OpCode::Close)], 1);
+    // A truncated tail is not counted.
+    let mut partial = FrameTally::default();
+    partial.add_written(&out[..out.len() - 1]);
+    assert_eq!(partial.frames.iter().sum::<u64>(), 2);
+}

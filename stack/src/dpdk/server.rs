@@ -464,6 +464,8 @@ impl DpdkTransport {
                 }
                 _ => {}
             }
+            // Cheap when nothing changed: the service publishes only what this round counted.
+            engine.tick(now);
             if received == 0 && queued == 0 {
                 meter.idle();
             } else {

@@ -234,6 +234,7 @@ impl<S: Service> Worker<S> {
             self.run_timers(now);
             // A few stores per iteration; an iteration costs a system call anyway.
             self.publish();
+            self.service.on_tick(now);
             if busy {
                 self.meter.busy(now, Instant::now());
             } else {

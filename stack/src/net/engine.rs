@@ -258,6 +258,11 @@ impl<S: Service> Engine<S> {
         &self.service
     }
 
+    /// Let the service publish what this loop iteration changed ([`Service::on_tick`]).
+    pub fn tick(&mut self, now: Instant) {
+        self.service.on_tick(now);
+    }
+
     /// Give up the engine and keep its service (connections still open are dropped unannounced).
     pub fn into_service(self) -> S {
         self.service
