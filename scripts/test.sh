@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian/Ubuntu machine:
 #   1. installs what the tests need when it is missing (apt: python3-venv, patch, nodejs, npm,
-#      libdpdk-dev, clang/libclang-dev, pkg-config, iproute2, iputils-ping; pip: websockets;
-#      npm: ws; the Autobahn testsuite via ../shared/tools/autobahn/setup.sh);
+#      libdpdk-dev, clang/libclang-dev, pkg-config, iproute2, iputils-ping, chromium; pip:
+#      websockets; npm: ws; the Autobahn testsuite via ../shared/tools/autobahn/setup.sh);
 #   2. checks formatting and lints (cargo fmt, cargo clippy -D warnings);
 #   3. runs the Rust unit, property and integration tests (cargo nextest, else cargo test);
 #   4. runs the echo appliance on kernel sockets and drives it with the Python `websockets` and
-#      Node `ws` clients;
+#      Node `ws` clients, and its admin dashboard in headless Chromium under load;
 #   5. runs the Autobahn|Testsuite quick set against it and requires zero FAILED;
 #   6. the same on DPDK (root and /dev/net/tun): EAL --no-huge with a net_tap device, the kernel
 #      as the client: the stack's DPDK tests, the appliance's DPDK tests, the Python client and
@@ -85,6 +85,7 @@ command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ping >/dev/null 2>&1 || need_apt+=(iputils-ping)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing packages: ${need_apt[*]}; install them (sudo apt-get install ${need_apt[*]}) or run as root." >&2
@@ -151,6 +152,7 @@ launch_appliance() { # LOG ARGS...: start `hioload-ws echo ARGS`, wait for its s
   APP_URL=""
   for _ in $(seq 1 100); do
     APP_URL=$(sed -n 's/\x1b\[[0-9;]*m//g; s/.*listening on \(ws:\/\/[^ ]*\).*/\1/p' "$log" | head -1)
+    APP_ADMIN=$(sed -n 's/\x1b\[[0-9;]*m//g; s/.*admin endpoint on \(http:\/\/[^ ]*\).*/\1/p' "$log" | head -1)
     [ -n "$APP_URL" ] && return 0
     kill -0 "$APP_PID" 2>/dev/null || break
     sleep 0.1
@@ -176,6 +178,8 @@ mkdir -p "$LOGS"
 if start_appliance "$LOGS/smoke.log" --workers 2; then
   stage "Python websockets client smoke test ($APP_URL)" "$DEPS/py/bin/python" scripts/smoke/py_client.py "$APP_URL/smoke"
   stage "Node ws client smoke test ($APP_URL)" env NODE_PATH="$DEPS/node/node_modules" node scripts/smoke/node_client.js "$APP_URL/smoke"
+  stage "Admin dashboard in headless Chromium under load ($APP_ADMIN)" \
+    "$DEPS/py/bin/python" scripts/smoke/dashboard.py "$APP_ADMIN" "$APP_URL/" "$BIN" "$ROOT/target/dashboard.png"
   stop_appliance
 else
   FAILED=$((FAILED + 1))

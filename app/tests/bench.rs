@@ -337,3 +337,31 @@ fn websocket_figures_count_frames_close_codes_and_refused_handshakes() {
     );
     assert_eq!(bytes, got * 32.0, "32-byte payloads");
 }
+
+#[test]
+fn dashboard_page_and_its_live_socket() {
+    let app = Appliance::start("echo", &["--workers", "2"]);
+    let admin = app.admin().expect("admin endpoint announced");
+    let page = get(admin, "/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("text/html") && page.contains("<title>hioload-ws</title>"));
+    let (mut ws, _) = tungstenite::connect(format!("ws://{admin}/ws")).expect("dashboard socket");
+    let mut snapshots = Vec::new();
+    for _ in 0..2 {
+        match ws.read().expect("a snapshot") {
+            tungstenite::Message::Text(t) => snapshots.push(t.to_string()),
+            other => panic!("expected a JSON text frame, got {other:?}"),
+        }
+    }
+    let t = |s: &str| num(s, "t");
+    assert!(
+        t(&snapshots[1]) > t(&snapshots[0]),
+        "snapshots advance: {snapshots:?}"
+    );
+    assert_eq!(
+        snapshots[0].matches("\"busy_seconds\"").count(),
+        2,
+        "one entry per worker"
+    );
+    assert_eq!(field(&snapshots[0], "transport"), "kernel sockets");
+}

@@ -1,33 +1,14 @@
-//! The admin endpoint: a small HTTP server on a kernel socket, on its own thread, away from the
-//! workers (also in DPDK mode). Workers publish counters without locks; this thread only reads.
-//!
-//! - `GET /metrics`: Prometheus text exposition (format 0.0.4).
-//! - `GET /healthz`: `ok`.
+//! The Prometheus text exposition of what workers publish.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hioload_ws::middleware::Counters;
 use hioload_ws::stack::meter::{Stat, WorkerMeter};
 use hioload_ws::ws::OpCode;
 use hioload_ws::ws_metrics::{self, WsMeter};
 
-/// What the endpoint reports.
-#[derive(Clone)]
-pub struct Sources {
-    /// What each worker publishes.
-    pub meters: Arc<[WorkerMeter]>,
-    /// WebSocket session counters per worker, if the service keeps them.
-    pub sessions: Vec<Arc<Counters>>,
-    /// WebSocket frame, close-code and handshake figures per worker, if the service keeps them.
-    pub ws: Vec<Arc<WsMeter>>,
-    /// The transport is DPDK (packets, ARP, port and pool figures exist).
-    pub dpdk: bool,
-}
+use super::Sources;
 
-/// How a [`Stat`] is exposed: metric name, type, help, and an extra label.
 struct Family {
     name: &'static str,
     kind: &'static str,
@@ -160,81 +141,6 @@ const FAMILIES: &[Family] = &[
 ];
 
 /// Bind `addr` and serve from a background thread; returns the bound address.
-pub fn start(addr: SocketAddr, sources: Sources) -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind(addr).map_err(|e| {
-        format!("--admin {addr}: {e} (pass --admin off, or another address such as 127.0.0.1:0)")
-    })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("--admin {addr}: {e}"))?;
-    std::thread::Builder::new()
-        .name("hioload-admin".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(s) => {
-                        if let Err(e) = handle(s, &sources) {
-                            tracing::debug!(error = %e, "admin request failed");
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "admin accept failed"),
-                }
-            }
-        })
-        .map_err(|e| format!("cannot start the admin thread: {e}"))?;
-    Ok(bound)
-}
-
-/// Answer one request (one per connection; the endpoint is for scrapers and operators).
-fn handle(mut s: TcpStream, sources: &Sources) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut buf = [0u8; 8192];
-    let mut len = 0;
-    let (method, path) = loop {
-        let n = s.read(&mut buf[len..])?;
-        if n == 0 {
-            return Ok(());
-        }
-        len += n;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(_)) => {
-                break (
-                    req.method.unwrap_or_default().to_string(),
-                    req.path.unwrap_or_default().to_string(),
-                )
-            }
-            Ok(httparse::Status::Partial) if len < buf.len() => continue,
-            _ => return respond(&mut s, "400 Bad Request", "text/plain", "bad request\n"),
-        }
-    };
-    match (method.as_str(), path.as_str()) {
-        ("GET", "/metrics") => respond(
-            &mut s,
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            &metrics(sources),
-        ),
-        ("GET", "/healthz") => respond(&mut s, "200 OK", "text/plain", "ok\n"),
-        ("GET", _) => respond(&mut s, "404 Not Found", "text/plain", "not found\n"),
-        _ => respond(
-            &mut s,
-            "405 Method Not Allowed",
-            "text/plain",
-            "method not allowed\n",
-        ),
-    }
-}
-
-fn respond(s: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
-    write!(
-        s,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
 /// The Prometheus text exposition of everything in `sources`.
 pub fn metrics(sources: &Sources) -> String {
     use std::fmt::Write as _;
@@ -449,7 +355,7 @@ fn ws_families(m: &mut String, meters: &[Arc<WsMeter>]) {
 mod tests {
     use super::*;
     use hioload_ws::stack::meter::WorkerRecorder;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn exposition_has_every_worker_and_parses_back() {
@@ -541,24 +447,5 @@ mod tests {
             2,
             "one socket, two states"
         );
-    }
-
-    #[test]
-    fn serves_metrics_and_health_over_http() {
-        let sources = Sources {
-            meters: WorkerMeter::for_workers(1),
-            sessions: Vec::new(),
-            ws: Vec::new(),
-            dpdk: false,
-        };
-        let addr = start(SocketAddr::from(([127, 0, 0, 1], 0)), sources).expect("binds");
-        let body = crate::bench::server::http_get(addr, "/metrics").expect("metrics");
-        assert!(body.contains("hioload_worker_busy_seconds_total{worker=\"0\"}"));
-        assert_eq!(
-            crate::bench::server::http_get(addr, "/healthz").as_deref(),
-            Ok("ok\n")
-        );
-        let missing = crate::bench::server::http_get(addr, "/nope").unwrap_err();
-        assert!(missing.contains("404"), "{missing}");
     }
 }
