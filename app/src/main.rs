@@ -169,6 +169,7 @@ fn start_admin(
                 sessions: figures.iter().map(|f| Arc::clone(&f.sessions)).collect(),
                 ws: figures.iter().map(|f| Arc::clone(&f.ws)).collect(),
                 dpdk,
+                started: std::time::Instant::now(),
             },
         )?;
         tracing::info!("admin endpoint on http://{bound} (/metrics, /healthz)");

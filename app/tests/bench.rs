@@ -365,3 +365,44 @@ fn dashboard_page_and_its_live_socket() {
     );
     assert_eq!(field(&snapshots[0], "transport"), "kernel sockets");
 }
+
+#[test]
+fn probes_name_the_session_with_the_most_queued_output() {
+    let app = Appliance::start(
+        "echo",
+        &["--workers", "1", "--backpressure-limit", "256KiB"],
+    );
+    let admin = app.admin().expect("admin endpoint announced");
+    // A client that sends without reading: its echoes queue up in the appliance.
+    let addr = app.addr;
+    std::thread::spawn(move || {
+        let stream = std::net::TcpStream::connect(addr).expect("connect");
+        let (mut ws, _) = tungstenite::client(format!("ws://{addr}/"), stream).expect("handshake");
+        let big = vec![7u8; 1 << 20];
+        for _ in 0..64 {
+            if ws.send(tungstenite::Message::binary(big.clone())).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let probes = get(admin, "/debug/probes");
+        assert!(probes.starts_with("HTTP/1.1 200"), "{probes}");
+        let body = &probes[probes.find("\r\n\r\n").expect("a body") + 4..];
+        let queued = body
+            .find("\"most_queued\":[{")
+            .map(|i| num(&body[i..], "bytes"))
+            .unwrap_or(0.0);
+        if queued > 256.0 * 1024.0 {
+            assert!(body.contains("\"conn\":\"0."), "{body}");
+            assert!(num(body, "backpressure_pauses") > 0.0, "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no queued session reported: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -7,7 +7,7 @@
 //! (`hioload_worker_busy_seconds_total` on the admin endpoint), on both transports alike.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A figure a worker publishes besides its loop counters. Counters only grow; the gauges
@@ -99,6 +99,34 @@ pub struct WorkerMeter {
     busy_iterations: AtomicU64,
     busy_nanos: AtomicU64,
     stats: [AtomicU64; Stat::ALL.len()],
+    /// The connections with the most queued output, refreshed about once a second. A mutex,
+    /// but the worker only ever `try_lock`s it, off the per-packet path: it never waits.
+    most_queued: Mutex<Vec<Queued>>,
+}
+
+/// A connection and the output it has queued (unsent by us, or sent and not yet acknowledged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    /// The connection's slot within its worker (as in its `ConnId`).
+    pub slot: u32,
+    /// Bytes queued.
+    pub bytes: u64,
+}
+
+/// How many connections a worker reports in [`WorkerMeter::most_queued`].
+pub const MOST_QUEUED: usize = 5;
+
+/// Keep the [`MOST_QUEUED`] largest of `(slot, bytes)` pairs, largest first.
+pub fn most_queued(all: impl Iterator<Item = Queued>) -> Vec<Queued> {
+    let mut top: Vec<Queued> = Vec::with_capacity(MOST_QUEUED + 1);
+    for q in all.filter(|q| q.bytes > 0) {
+        if top.len() < MOST_QUEUED || q.bytes > top[top.len() - 1].bytes {
+            let at = top.partition_point(|t| t.bytes >= q.bytes);
+            top.insert(at, q);
+            top.truncate(MOST_QUEUED);
+        }
+    }
+    top
 }
 
 /// A reading of a [`WorkerMeter`].
@@ -121,6 +149,14 @@ impl WorkerMeter {
     /// The current value of `stat`.
     pub fn stat(&self, stat: Stat) -> u64 {
         self.stats[stat as usize].load(Ordering::Relaxed)
+    }
+
+    /// The connections with the most queued output, as last published.
+    pub fn most_queued(&self) -> Vec<Queued> {
+        self.most_queued
+            .lock()
+            .map(|q| q.clone())
+            .unwrap_or_default()
     }
 
     /// The current loop counters.
@@ -178,6 +214,17 @@ impl WorkerRecorder {
         self.now
     }
 
+    /// Publish the connections with the most queued output (skipped if a reader holds the lock).
+    pub fn set_most_queued(&self, top: Vec<Queued>) {
+        if let Some(mut q) = self
+            .meters
+            .get(self.index)
+            .and_then(|m| m.most_queued.try_lock().ok())
+        {
+            *q = top;
+        }
+    }
+
     /// Publish `value` for `stat` (the worker keeps its own counters; this copies them out).
     pub fn set(&self, stat: Stat, value: u64) {
         if let Some(m) = self.meters.get(self.index) {
@@ -215,6 +262,22 @@ mod tests {
         for (i, s) in Stat::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i, "ALL is in index order");
         }
+    }
+
+    #[test]
+    fn most_queued_keeps_the_largest_first() {
+        let all = [3u64, 0, 9, 1, 7, 7, 2, 10];
+        let top = most_queued(all.iter().enumerate().map(|(i, b)| Queued {
+            slot: i as u32,
+            bytes: *b,
+        }));
+        let bytes: Vec<u64> = top.iter().map(|q| q.bytes).collect();
+        assert_eq!(bytes, [10, 9, 7, 7, 3]);
+        assert_eq!(top[0].slot, 7);
+        assert!(most_queued(std::iter::empty()).is_empty());
+        let meters = WorkerMeter::for_workers(1);
+        WorkerRecorder::new(Arc::clone(&meters), 0).set_most_queued(top.clone());
+        assert_eq!(meters[0].most_queued(), top);
     }
 
     #[test]

@@ -128,6 +128,7 @@ mod tests {
                 sessions: Vec::new(),
                 ws: Vec::new(),
                 dpdk: false,
+                started: std::time::Instant::now(),
             },
             Duration::from_millis(1500),
         );

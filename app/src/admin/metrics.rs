@@ -378,6 +378,7 @@ mod tests {
             sessions,
             ws,
             dpdk: false,
+            started: std::time::Instant::now(),
         });
         for line in [
             "hioload_ws_messages_received_total{worker=\"1\",opcode=\"text\"} 1",
@@ -426,6 +427,7 @@ mod tests {
             sessions: Vec::new(),
             ws: Vec::new(),
             dpdk: true,
+            started: std::time::Instant::now(),
         });
         for line in [
             "hioload_connections_open{worker=\"1\"} 11",

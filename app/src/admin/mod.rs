@@ -3,6 +3,7 @@
 //!
 //! - `GET /metrics`: Prometheus text exposition (format 0.0.4), from [`metrics`].
 //! - `GET /healthz`: `ok`.
+//! - `GET /debug/probes`: named live probes as JSON ([`probes`]).
 //! - `GET /`: the live dashboard, fed over a WebSocket at `/ws` ([`dashboard`]).
 
 use std::io::{Read, Write};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 pub mod dashboard;
 pub mod metrics;
+pub mod probes;
 
 use hioload_ws::middleware::Counters;
 use hioload_ws::stack::meter::WorkerMeter;
@@ -30,6 +32,8 @@ pub struct Sources {
     pub ws: Vec<Arc<WsMeter>>,
     /// The transport is DPDK (packets, ARP, port and pool figures exist).
     pub dpdk: bool,
+    /// When the appliance started serving.
+    pub started: std::time::Instant,
 }
 
 /// How a [`Stat`] is exposed: metric name, type, help, and an extra label.
@@ -90,6 +94,12 @@ fn handle(mut s: TcpStream, sources: &Sources) -> std::io::Result<()> {
             &metrics(sources),
         ),
         ("GET", "/healthz") => respond(&mut s, "200 OK", "text/plain", "ok\n"),
+        ("GET", "/debug/probes") => respond(
+            &mut s,
+            "200 OK",
+            "application/json",
+            &probes::probes(sources, sources.started.elapsed()),
+        ),
         ("GET", "/") => respond(
             &mut s,
             "200 OK",
@@ -126,6 +136,7 @@ mod tests {
             sessions: Vec::new(),
             ws: Vec::new(),
             dpdk: false,
+            started: std::time::Instant::now(),
         };
         let addr = start(SocketAddr::from(([127, 0, 0, 1], 0)), sources).expect("binds");
         let body = crate::bench::server::http_get(addr, "/metrics").expect("metrics");

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::meter::{LoopSnapshot, Stat, WorkerMeter, WorkerRecorder};
+use crate::meter::{most_queued, LoopSnapshot, Stat, WorkerMeter, WorkerRecorder};
 use crate::net::arp;
 use crate::net::engine::{Dial, Engine, EngineConfig, EngineStats};
 use crate::net::ethernet::{self, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN};
@@ -340,6 +340,7 @@ impl DpdkTransport {
         let mut stop_deadline: Option<Instant> = None;
         let mut drain_rounds = 0u32;
         let mut last_publish = start;
+        let mut last_probe = start;
         let mut last_expiry = start;
         loop {
             let now = Instant::now();
@@ -403,6 +404,10 @@ impl DpdkTransport {
             if now.duration_since(last_expiry) >= Duration::from_secs(1) {
                 tx.arp.expire(now);
                 last_expiry = now;
+            }
+            if now.duration_since(last_probe) >= Duration::from_secs(1) {
+                last_probe = now;
+                meter.set_most_queued(most_queued(engine.queued()));
             }
             if now.duration_since(last_publish) >= PUBLISH_EVERY {
                 last_publish = now;

@@ -16,7 +16,7 @@ use slab::Slab;
 
 use super::KernelConfig;
 use crate::bufpool::BufPool;
-use crate::meter::{LoopSnapshot, Stat, WorkerRecorder};
+use crate::meter::{most_queued, LoopSnapshot, Queued, Stat, WorkerRecorder};
 use crate::service::{CloseCause, ConnId, Service, Verdict};
 use crate::timer::{Clock, Entry, Millis, Timers, NEVER};
 
@@ -131,6 +131,8 @@ pub(super) struct Worker<S: Service> {
     report: WorkerReport,
     last_accept_warning: Option<Instant>,
     meter: WorkerRecorder,
+    /// When the most-queued connections were last published.
+    last_probe: Instant,
 }
 
 impl<S: Service> Worker<S> {
@@ -177,6 +179,7 @@ impl<S: Service> Worker<S> {
             },
             last_accept_warning: None,
             meter,
+            last_probe: Instant::now(),
         }
     }
 
@@ -233,7 +236,7 @@ impl<S: Service> Worker<S> {
             self.flush_dirty(now);
             self.run_timers(now);
             // A few stores per iteration; an iteration costs a system call anyway.
-            self.publish();
+            self.publish(now);
             self.service.on_tick(now);
             if busy {
                 self.meter.busy(now, Instant::now());
@@ -255,8 +258,17 @@ impl<S: Service> Worker<S> {
         self.report
     }
 
-    /// Copy the counters out for the admin endpoint.
-    fn publish(&self) {
+    /// Copy the counters out for the admin endpoint; about once a second, also the connections
+    /// with the most unsent output (a scan of every connection, so not more often).
+    fn publish(&mut self, now: Instant) {
+        if now.duration_since(self.last_probe) >= Duration::from_secs(1) {
+            self.last_probe = now;
+            self.meter
+                .set_most_queued(most_queued(self.conns.iter().map(|(slot, c)| Queued {
+                    slot: slot as u32,
+                    bytes: c.unsent() as u64,
+                })));
+        }
         let r = &self.report;
         for (stat, value) in [
             (Stat::ConnectionsOpen, self.conns.len() as u64),

@@ -258,6 +258,18 @@ impl<S: Service> Engine<S> {
         &self.service
     }
 
+    /// Every connection's queued output: unsent by the service, plus sent and unacknowledged in
+    /// its socket. A scan of every connection: for probes, about once a second.
+    pub fn queued(&mut self) -> impl Iterator<Item = crate::meter::Queued> + '_ {
+        self.flows.iter_mut().map(|(slot, f)| {
+            let in_socket = f.set.get_mut::<tcp::Socket>(f.handle).send_queue();
+            crate::meter::Queued {
+                slot: slot as u32,
+                bytes: (f.out.unsent() + in_socket) as u64,
+            }
+        })
+    }
+
     /// Let the service publish what this loop iteration changed ([`Service::on_tick`]).
     pub fn tick(&mut self, now: Instant) {
         self.service.on_tick(now);
