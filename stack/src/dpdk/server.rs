@@ -33,6 +33,12 @@ use crate::service::Service;
 use super::tx::{TxDrops, TxPath};
 use super::{eal, DpdkError, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, TxBatch};
 
+/// On stop, how long no packet may arrive before sessions are closed (what is still arriving was
+/// sent before the stop and is answered first).
+const DRAIN_QUIET: Duration = Duration::from_millis(5);
+/// On stop, the longest the answering of what arrives may delay closing the sessions.
+const DRAIN_MAX: Duration = Duration::from_millis(500);
+
 /// How often a worker copies its counters out for the admin endpoint.
 const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 
@@ -338,7 +344,8 @@ impl DpdkTransport {
 
         let mut idle_rounds = 0u32;
         let mut stop_deadline: Option<Instant> = None;
-        let mut drain_rounds = 0u32;
+        // Set when the stop is seen: (when it was seen, when the last packet arrived since).
+        let mut draining: Option<(Instant, Instant)> = None;
         let mut last_publish = start;
         let mut last_probe = start;
         let mut last_expiry = start;
@@ -447,20 +454,26 @@ impl DpdkTransport {
             }
             match stop_deadline {
                 // Answer what arrived before the stop first (a message sent before the signal is
-                // still echoed): keep serving while packets come in, for a bounded number of
-                // rounds, and only then close sessions.
-                None if stop.load(Ordering::Relaxed) && received > 0 && drain_rounds < 10_000 => {
-                    drain_rounds += 1;
-                }
+                // still echoed): keep serving until no packet has come for DRAIN_QUIET (packets
+                // can still be on their way through the device), at most DRAIN_MAX, and only
+                // then close sessions.
                 None if stop.load(Ordering::Relaxed) => {
-                    tracing::debug!(
-                        worker = q,
-                        open = engine.connections(),
-                        "DPDK worker shutting down"
-                    );
-                    let mut sink = tx.sink(now);
-                    engine.shutdown(&mut sink, now);
-                    stop_deadline = Some(now + grace);
+                    let (since, last) = draining.get_or_insert((now, now));
+                    if received > 0 {
+                        *last = now;
+                    }
+                    if now.duration_since(*last) >= DRAIN_QUIET
+                        || now.duration_since(*since) >= DRAIN_MAX
+                    {
+                        tracing::debug!(
+                            worker = q,
+                            open = engine.connections(),
+                            "DPDK worker shutting down"
+                        );
+                        let mut sink = tx.sink(now);
+                        engine.shutdown(&mut sink, now);
+                        stop_deadline = Some(now + grace);
+                    }
                 }
                 Some(deadline) if engine.connections() == 0 || now >= deadline => {
                     // Send what the last round produced before leaving.
