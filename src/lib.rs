@@ -16,6 +16,7 @@ pub use hioload_wsproto as ws;
 
 pub mod echo;
 pub mod handler;
+pub mod live;
 pub mod middleware;
 pub mod tcp_echo;
 pub mod websocket;

@@ -62,6 +62,8 @@ pub struct WsService<H> {
     meter: Option<Arc<WsMeter>>,
     /// The tally changed since it was last published.
     dirty: bool,
+    /// Settings that may change while serving, and the generation last applied.
+    live: Option<(Arc<crate::live::LiveWs>, u64)>,
 }
 
 impl<H: Handler> WsService<H> {
@@ -74,7 +76,20 @@ impl<H: Handler> WsService<H> {
             tally: WsTally::default(),
             meter: None,
             dirty: false,
+            live: None,
         }
+    }
+
+    /// Take changes of the timeouts and size limits from `live` (checked once per loop
+    /// iteration).
+    pub fn with_live(mut self, live: Arc<crate::live::LiveWs>) -> Self {
+        self.live = Some((live, 0));
+        self
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &WsConfig {
+        &self.config
     }
 
     /// Publish the service's counts into `meter` (the worker's, read by the admin endpoint).
@@ -440,12 +455,24 @@ impl<H: Handler> Service for WsService<H> {
         }
     }
 
-    fn on_tick(&mut self, _now: Instant) {
+    fn on_tick(&mut self, _now: Instant) -> bool {
         if self.dirty {
             self.dirty = false;
             if let Some(m) = &self.meter {
                 m.publish(&self.tally);
             }
         }
+        let Some(s) = self
+            .live
+            .as_mut()
+            .and_then(|(live, seen)| live.changed(seen))
+        else {
+            return false;
+        };
+        let moved = s.idle_timeout != self.config.idle_timeout;
+        self.config.idle_timeout = s.idle_timeout;
+        self.config.ping_interval = s.ping_interval;
+        self.config.limits = s.limits;
+        moved
     }
 }

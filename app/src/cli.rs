@@ -23,8 +23,11 @@ fn hioload_ws_version() -> &'static str {
 #[derive(Debug, Subcommand)]
 pub enum Mode {
     /// WebSocket echo: every message comes back unchanged (text as text, binary as binary), on any path.
+    // A flag given twice takes its last value: --config FILE puts its settings first, so flags win.
+    #[command(args_override_self = true)]
     Echo(EchoArgs),
     /// Raw TCP echo: every byte comes back.
+    #[command(args_override_self = true)]
     TcpEcho(TcpEchoArgs),
     /// Load generators that measure an appliance end to end.
     #[command(subcommand)]
@@ -250,8 +253,15 @@ pub struct CommonArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     pub accept_mode: Option<AcceptModeArg>,
 
-    /// Admin endpoint (`/metrics`, `/healthz`) on a kernel socket, also in DPDK mode; `off`
-    /// disables it.
+    /// Settings from a TOML file, one key per flag (`idle_timeout = "30s"`, `workers = 2`);
+    /// flags on the command line win. SIGHUP re-reads the keys that change at run time
+    /// (log_level, idle_timeout, ping_interval, max_message, max_frame, backpressure_limit,
+    /// max_connections).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Admin endpoint (`/`, `/metrics`, `/debug/probes`, `/config`, `/healthz`) on a kernel
+    /// socket, also in DPDK mode; `off` disables it.
     #[arg(long, default_value = "127.0.0.1:9100", value_name = "ADDR:PORT|off", value_parser = parse_admin)]
     pub admin: AdminAddr,
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hioload_ws::stack::dpdk::server::{DpdkConfig, DpdkTransport};
+use hioload_ws::stack::live::LiveLimits;
 use hioload_ws::stack::meter::WorkerMeter;
 use hioload_ws::stack::net::engine::EngineConfig;
 use hioload_ws::stack::net::parse_cidr;
@@ -24,6 +25,7 @@ pub fn serve<S, F>(
     default_port: u16,
     common: &CommonArgs,
     args: &DpdkArgs,
+    live: Arc<LiveLimits>,
     before_serve: impl FnOnce(Arc<[WorkerMeter]>) -> Result<(), String>,
     make_service: F,
 ) -> Result<(), String>
@@ -71,6 +73,7 @@ where
         mbufs: args.mbufs.unwrap_or(16383).max(1023),
         mtu: args.mtu,
         busy_poll: args.poll_mode == Some(PollMode::Busy),
+        live: Some(live),
     };
     if args.mtu.is_some_and(|m| m > 2048 - 14) {
         return Err(format!(

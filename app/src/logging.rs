@@ -1,5 +1,7 @@
 //! Logging setup: `tracing` to standard error, text or JSON.
 
+use std::sync::OnceLock;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -15,13 +17,31 @@ pub fn init(level: Option<&str>, format: LogFormat) -> Result<(), String> {
             _ => EnvFilter::new("info"),
         },
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
+    // The filter is reloadable (log level changes through the admin endpoint and SIGHUP); the
+    // format must be chosen before the reload layer wraps the subscriber.
     let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            remember(move |f| handle.reload(f).map_err(|e| e.to_string()));
+            builder.try_init()
+        }
+        LogFormat::Json => {
+            let builder = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            remember(move |f| handle.reload(f).map_err(|e| e.to_string()));
+            builder.try_init()
+        }
     };
     result.map_err(|e| format!("cannot install logger: {e}"))?;
     // A panic anywhere is logged like everything else (the Recover middleware then contains it).
@@ -39,4 +59,25 @@ pub fn init(level: Option<&str>, format: LogFormat) -> Result<(), String> {
         tracing::error!(%location, "panic: {payload}");
     }));
     Ok(())
+}
+
+type Reload = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+static RELOAD: OnceLock<Reload> = OnceLock::new();
+
+fn remember(reload: impl Fn(EnvFilter) -> Result<(), String> + Send + Sync + 'static) {
+    let _ = RELOAD.set(Box::new(reload));
+}
+
+/// Check a log filter without applying it.
+pub fn parse_filter(filter: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(filter).map_err(|e| format!("log_level {filter:?}: {e}"))
+}
+
+/// Replace the log filter of the running process.
+pub fn set_filter(filter: EnvFilter) -> Result<(), String> {
+    match RELOAD.get() {
+        Some(reload) => reload(filter),
+        None => Err("logging is not initialised".into()),
+    }
 }

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 #[cfg(feature = "dpdk")]
 mod dpdk;
+mod live_config;
 mod logging;
 mod signals;
 
@@ -14,8 +15,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 use hioload_ws::echo::Echo;
+use hioload_ws::live::LiveWs;
 use hioload_ws::middleware::{Counters, Logging, Metrics, Recover};
 use hioload_ws::stack::kernel::{AcceptMode, KernelConfig, Server, WorkerReport};
+use hioload_ws::stack::live::LiveLimits;
 use hioload_ws::tcp_echo::TcpEchoService;
 use hioload_ws::ws::Limits;
 use hioload_ws::ws_metrics::WsMeter;
@@ -24,7 +27,14 @@ use hioload_ws::{WsConfig, WsService};
 use cli::{AcceptModeArg, Cli, CommonArgs, DpdkArgs, Mode};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match live_config::expand_config_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hioload-ws: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,16 +76,25 @@ fn run(cli: Cli) -> Result<(), String> {
                         args.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
                         common,
                     )?;
+                    let live = Live::new(common, Some(&ws), kernel.max_connections as u64);
+                    let kernel = KernelConfig {
+                        live: Some(Arc::clone(&live.limits)),
+                        ..kernel
+                    };
+                    let live_ws = live.ws.clone();
                     let figures: Arc<Vec<EchoFigures>> = Arc::new(
                         (0..kernel.workers)
                             .map(|_| EchoFigures::default())
                             .collect(),
                     );
                     let per_worker = Arc::clone(&figures);
-                    let server =
-                        Server::start(kernel.clone(), move |i| echo_service(&per_worker[i], &ws))
-                            .map_err(|e| e.to_string())?;
-                    start_admin(common, server.meters(), &figures, false)?;
+                    let server = Server::start(kernel.clone(), move |i| {
+                        echo_service(&per_worker[i], &ws, live_ws.as_ref())
+                    })
+                    .map_err(|e| e.to_string())?;
+                    let nudge = server.nudge();
+                    live.control.set_nudge(move || nudge.nudge());
+                    start_admin(common, server.meters(), &figures, false, &live)?;
                     announce("echo", "ws", &server, &kernel);
                     let reports = serve(server, common)?;
                     summarize(&reports, &echo_summary(&figures));
@@ -83,6 +102,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 #[cfg(feature = "dpdk")]
                 Transport::Dpdk => {
                     let figures = std::sync::OnceLock::<Vec<EchoFigures>>::new();
+                    let live = Live::new(
+                        common,
+                        Some(&ws),
+                        common.max_connections.unwrap_or(1_000_000) as u64,
+                    );
                     dpdk::serve(
                         "echo",
                         "ws",
@@ -90,10 +114,11 @@ fn run(cli: Cli) -> Result<(), String> {
                         8080,
                         common,
                         &args.dpdk,
+                        Arc::clone(&live.limits),
                         |meters| {
                             let per_worker: Vec<_> =
                                 (0..meters.len()).map(|_| EchoFigures::default()).collect();
-                            start_admin(common, meters, &per_worker, true)?;
+                            start_admin(common, meters, &per_worker, true, &live)?;
                             let _ = figures.set(per_worker);
                             Ok(())
                         },
@@ -104,6 +129,7 @@ fn run(cli: Cli) -> Result<(), String> {
                                     .and_then(|f| f.get(i).cloned())
                                     .unwrap_or_default(),
                                 &ws,
+                                live.ws.as_ref(),
                             )
                         },
                     )?;
@@ -124,15 +150,27 @@ fn run(cli: Cli) -> Result<(), String> {
                         args.listen.unwrap_or(([127, 0, 0, 1], 9002).into()),
                         common,
                     )?;
+                    let live = Live::new(common, None, kernel.max_connections as u64);
+                    let kernel = KernelConfig {
+                        live: Some(Arc::clone(&live.limits)),
+                        ..kernel
+                    };
                     let server = Server::start(kernel.clone(), move |_| TcpEchoService::new(idle))
                         .map_err(|e| e.to_string())?;
-                    start_admin(common, server.meters(), &[], false)?;
+                    let nudge = server.nudge();
+                    live.control.set_nudge(move || nudge.nudge());
+                    start_admin(common, server.meters(), &[], false, &live)?;
                     announce("tcp-echo", "tcp", &server, &kernel);
                     let reports = serve(server, common)?;
                     summarize(&reports, "");
                 }
                 #[cfg(feature = "dpdk")]
                 Transport::Dpdk => {
+                    let live = Live::new(
+                        common,
+                        None,
+                        common.max_connections.unwrap_or(1_000_000) as u64,
+                    );
                     dpdk::serve(
                         "tcp-echo",
                         "tcp",
@@ -140,7 +178,8 @@ fn run(cli: Cli) -> Result<(), String> {
                         9002,
                         common,
                         &args.dpdk,
-                        |meters| start_admin(common, meters, &[], true),
+                        Arc::clone(&live.limits),
+                        |meters| start_admin(common, meters, &[], true, &live),
                         |_| TcpEchoService::new(idle),
                     )?;
                 }
@@ -160,7 +199,9 @@ fn start_admin(
     meters: Arc<[hioload_ws::stack::meter::WorkerMeter]>,
     figures: &[EchoFigures],
     dpdk: bool,
+    live: &Live,
 ) -> Result<(), String> {
+    live.watch_sighup()?;
     if let Some(addr) = common.admin.0 {
         let bound = admin::start(
             addr,
@@ -170,9 +211,12 @@ fn start_admin(
                 ws: figures.iter().map(|f| Arc::clone(&f.ws)).collect(),
                 dpdk,
                 started: std::time::Instant::now(),
+                control: Some(Arc::clone(&live.control)),
             },
         )?;
-        tracing::info!("admin endpoint on http://{bound} (/metrics, /healthz)");
+        tracing::info!(
+            "admin endpoint on http://{bound} (/, /metrics, /debug/probes, /config, /healthz)"
+        );
     }
     Ok(())
 }
@@ -188,15 +232,76 @@ struct EchoFigures {
 fn echo_service(
     figures: &EchoFigures,
     ws: &WsConfig,
+    live: Option<&Arc<LiveWs>>,
 ) -> WsService<Logging<Recover<Metrics<Echo>>>> {
-    WsService::new(
+    let service = WsService::new(
         Logging::new(Recover::new(Metrics::new(
             Echo,
             Arc::clone(&figures.sessions),
         ))),
         ws.clone(),
     )
-    .with_meter(Arc::clone(&figures.ws))
+    .with_meter(Arc::clone(&figures.ws));
+    match live {
+        Some(l) => service.with_live(Arc::clone(l)),
+        None => service,
+    }
+}
+
+/// The settings that change while serving, and who changes them.
+struct Live {
+    ws: Option<Arc<LiveWs>>,
+    limits: Arc<LiveLimits>,
+    control: Arc<live_config::Control>,
+}
+
+impl Live {
+    /// From the flags in force; `ws` for the WebSocket appliance.
+    fn new(common: &CommonArgs, ws: Option<&WsConfig>, max_connections: u64) -> Self {
+        let live_ws = ws.map(|_| Arc::new(LiveWs::default()));
+        let limits = Arc::new(LiveLimits::default());
+        let initial = live_config::Settings {
+            log_level: common
+                .log_level
+                .clone()
+                .or_else(|| {
+                    std::env::var("RUST_LOG")
+                        .ok()
+                        .filter(|v| !v.trim().is_empty())
+                })
+                .unwrap_or_else(|| "info".into()),
+            idle_timeout: ws.and_then(|w| w.idle_timeout),
+            ping_interval: ws.and_then(|w| w.ping_interval),
+            max_message: ws.map_or(0, |w| w.limits.max_message),
+            max_frame: ws.map_or(0, |w| w.limits.max_frame),
+            backpressure_limit: common.backpressure_limit,
+            max_connections,
+        };
+        let control = Arc::new(live_config::Control::new(
+            initial,
+            live_ws.clone(),
+            Arc::clone(&limits),
+            common.config.clone(),
+        ));
+        Self {
+            ws: live_ws,
+            limits,
+            control,
+        }
+    }
+
+    /// On every SIGHUP, re-read the run-time keys of `--config FILE` (without one, say so: a
+    /// SIGHUP must not end the appliance).
+    fn watch_sighup(&self) -> Result<(), String> {
+        let control = Arc::clone(&self.control);
+        signals::on_hangup(move || match control.reload_file() {
+            Ok(_) => tracing::info!(
+                settings = %control.to_toml().trim().replace('\n', "; "),
+                "SIGHUP: settings reloaded"
+            ),
+            Err(e) => tracing::warn!("SIGHUP: nothing changed: {e}"),
+        })
+    }
 }
 
 fn echo_summary(figures: &[EchoFigures]) -> String {

@@ -33,3 +33,28 @@ pub fn watch(_shutdown: impl FnOnce() + Send + 'static, _grace: Duration) -> Res
     tracing::warn!("graceful shutdown on signals is only implemented on Unix");
     Ok(())
 }
+
+/// Run `reload` on every SIGHUP, on a background thread.
+#[cfg(unix)]
+pub fn on_hangup(reload: impl Fn() + Send + 'static) -> Result<(), String> {
+    use signal_hook::consts::SIGHUP;
+    use signal_hook::iterator::Signals;
+
+    let mut signals =
+        Signals::new([SIGHUP]).map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    std::thread::Builder::new()
+        .name("hioload-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                reload();
+            }
+        })
+        .map_err(|e| format!("cannot start the SIGHUP thread: {e}"))?;
+    Ok(())
+}
+
+/// Without Unix signals there is no SIGHUP: `PUT /config` changes settings instead.
+#[cfg(not(unix))]
+pub fn on_hangup(_reload: impl Fn() + Send + 'static) -> Result<(), String> {
+    Ok(())
+}

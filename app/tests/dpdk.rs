@@ -493,3 +493,27 @@ fn a_multi_worker_generator_on_an_rss_port_is_refused_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn put_config_reaches_dpdk_workers() {
+    let app = Appliance::start_dpdk("echo", "hld9", 89, &[]);
+    let admin = app.admin().expect("admin endpoint");
+    let mut ws = connect(&app);
+    let r = common::http_put(
+        admin,
+        "/config",
+        "idle_timeout = \"1s\"\nbackpressure_limit = \"512KiB\"",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let start = std::time::Instant::now();
+    match ws.read() {
+        Ok(Message::Close(Some(f))) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("expected close 1001 from the new idle timeout, got {other:?}"),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(common::http_get(admin, "/config").contains("backpressure_limit = 524288"));
+}

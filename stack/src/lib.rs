@@ -9,6 +9,7 @@
 //! - [`bufpool`]: output buffers lent to connections only while they have output.
 //! - [`affinity`]: pinning worker threads to CPUs.
 //! - [`meter`]: worker loop iterations and busy time, published without locks.
+//! - [`live`]: limits that change while serving, picked up by workers once per iteration.
 //! - [`net`]: Ethernet, ARP and the smoltcp device for the DPDK path (pure, tested without a NIC).
 //!
 //! - [`dpdk`] (feature `dpdk`): safe wrappers over DPDK (EAL, mempools, ports, mbufs) and the DPDK
@@ -24,6 +25,7 @@ pub mod bufpool;
 pub mod dpdk;
 pub mod error;
 pub mod kernel;
+pub mod live;
 pub mod meter;
 pub mod net;
 pub mod service;

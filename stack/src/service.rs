@@ -85,9 +85,12 @@ pub trait Service {
     /// The connection is gone; release its state.
     fn on_close(&mut self, conn: Self::Conn, cause: CloseCause);
 
-    /// Once per transport loop iteration that did work, after every connection's turn: a place
-    /// to publish per-worker figures without doing it per message.
-    fn on_tick(&mut self, now: Instant) {
+    /// Once per transport loop iteration, after every connection's turn: a place to publish
+    /// per-worker figures without doing it per message, or to take changed settings. Returns
+    /// `true` when every connection's [`Service::deadline`] may have moved (a timeout was
+    /// changed); the transport then re-arms them all.
+    fn on_tick(&mut self, now: Instant) -> bool {
         let _ = now;
+        false
     }
 }

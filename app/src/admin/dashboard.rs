@@ -129,6 +129,7 @@ mod tests {
                 ws: Vec::new(),
                 dpdk: false,
                 started: std::time::Instant::now(),
+                control: None,
             },
             Duration::from_millis(1500),
         );

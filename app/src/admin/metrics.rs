@@ -379,6 +379,7 @@ mod tests {
             ws,
             dpdk: false,
             started: std::time::Instant::now(),
+            control: None,
         });
         for line in [
             "hioload_ws_messages_received_total{worker=\"1\",opcode=\"text\"} 1",
@@ -428,6 +429,7 @@ mod tests {
             ws: Vec::new(),
             dpdk: true,
             started: std::time::Instant::now(),
+            control: None,
         });
         for line in [
             "hioload_connections_open{worker=\"1\"} 11",

@@ -4,6 +4,8 @@
 //! - `GET /metrics`: Prometheus text exposition (format 0.0.4), from [`metrics`].
 //! - `GET /healthz`: `ok`.
 //! - `GET /debug/probes`: named live probes as JSON ([`probes`]).
+//! - `GET /config`, `PUT /config`: the settings that change at run time, as TOML
+//!   ([`crate::live_config`]); a bad value gets 400 with the reason and changes nothing.
 //! - `GET /`: the live dashboard, fed over a WebSocket at `/ws` ([`dashboard`]).
 
 use std::io::{Read, Write};
@@ -34,6 +36,8 @@ pub struct Sources {
     pub dpdk: bool,
     /// When the appliance started serving.
     pub started: std::time::Instant,
+    /// The settings that change at run time (`/config`), if any.
+    pub control: Option<Arc<crate::live_config::Control>>,
 }
 
 /// How a [`Stat`] is exposed: metric name, type, help, and an extra label.
@@ -67,7 +71,7 @@ fn handle(mut s: TcpStream, sources: &Sources) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut buf = [0u8; 8192];
     let mut len = 0;
-    let (method, path) = loop {
+    let (method, path, head, body_len) = loop {
         let n = s.read(&mut buf[len..])?;
         if n == 0 {
             return Ok(());
@@ -76,11 +80,20 @@ fn handle(mut s: TcpStream, sources: &Sources) -> std::io::Result<()> {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(_)) => {
+            Ok(httparse::Status::Complete(head)) => {
+                let body_len = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
                 break (
                     req.method.unwrap_or_default().to_string(),
                     req.path.unwrap_or_default().to_string(),
-                )
+                    head,
+                    body_len,
+                );
             }
             Ok(httparse::Status::Partial) if len < buf.len() => continue,
             _ => return respond(&mut s, "400 Bad Request", "text/plain", "bad request\n"),
@@ -94,6 +107,58 @@ fn handle(mut s: TcpStream, sources: &Sources) -> std::io::Result<()> {
             &metrics(sources),
         ),
         ("GET", "/healthz") => respond(&mut s, "200 OK", "text/plain", "ok\n"),
+        ("GET", "/config") => match &sources.control {
+            Some(c) => respond(&mut s, "200 OK", "application/toml", &c.to_toml()),
+            None => respond(
+                &mut s,
+                "404 Not Found",
+                "text/plain",
+                "no run-time settings\n",
+            ),
+        },
+        ("PUT", "/config") => {
+            let Some(control) = &sources.control else {
+                return respond(
+                    &mut s,
+                    "404 Not Found",
+                    "text/plain",
+                    "no run-time settings\n",
+                );
+            };
+            if head + body_len > buf.len() {
+                return respond(
+                    &mut s,
+                    "413 Payload Too Large",
+                    "text/plain",
+                    "at most 8 KiB\n",
+                );
+            }
+            while len < head + body_len {
+                let n = s.read(&mut buf[len..head + body_len])?;
+                if n == 0 {
+                    return respond(&mut s, "400 Bad Request", "text/plain", "body cut short\n");
+                }
+                len += n;
+            }
+            let Ok(body) = std::str::from_utf8(&buf[head..head + body_len]) else {
+                return respond(
+                    &mut s,
+                    "400 Bad Request",
+                    "text/plain",
+                    "the body is not UTF-8\n",
+                );
+            };
+            match control.apply_toml(body, false) {
+                Ok(_) => {
+                    tracing::info!(
+                        change = body.trim(),
+                        "settings changed through the admin endpoint"
+                    );
+                    respond(&mut s, "200 OK", "application/toml", &control.to_toml())
+                }
+                Err(e) => respond(&mut s, "400 Bad Request", "text/plain", &format!("{e}\n")),
+            }
+        }
         ("GET", "/debug/probes") => respond(
             &mut s,
             "200 OK",
@@ -137,6 +202,7 @@ mod tests {
             ws: Vec::new(),
             dpdk: false,
             started: std::time::Instant::now(),
+            control: None,
         };
         let addr = start(SocketAddr::from(([127, 0, 0, 1], 0)), sources).expect("binds");
         let body = crate::bench::server::http_get(addr, "/metrics").expect("metrics");

@@ -103,6 +103,7 @@ mod tests {
                 ws: Vec::new(),
                 dpdk: false,
                 started: std::time::Instant::now(),
+                control: None,
             },
             Duration::from_secs(3),
         );

@@ -213,6 +213,7 @@ fn dpdk_transport(remote: SocketAddr, gen: &GeneratorArgs) -> Result<Transport, 
         mbufs: a.mbufs.unwrap_or(16383).max(1023),
         mtu: a.mtu,
         busy_poll: a.poll_mode == Some(crate::cli::PollMode::Busy),
+        live: None,
     })))
 }
 

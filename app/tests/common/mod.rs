@@ -321,3 +321,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     s.read_to_string(&mut resp).expect("read the response");
     resp
 }
+
+/// `PUT path` with `body` to an HTTP server (the admin endpoint); the whole response.
+pub fn http_put(addr: SocketAddr, path: &str, body: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("the admin endpoint accepts");
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read the response");
+    resp
+}

@@ -65,6 +65,8 @@ pub struct DpdkConfig {
     pub mtu: Option<u16>,
     /// Never sleep when idle (lowest latency, one core at 100 %).
     pub busy_poll: bool,
+    /// Limits that may change while serving (each worker takes its share of `max_connections`).
+    pub live: Option<Arc<crate::live::LiveLimits>>,
 }
 
 /// What one worker reports when it stops.
@@ -348,6 +350,7 @@ impl DpdkTransport {
         let mut draining: Option<(Instant, Instant)> = None;
         let mut last_publish = start;
         let mut last_probe = start;
+        let mut live_seen = 0u64;
         let mut last_expiry = start;
         loop {
             let now = Instant::now();
@@ -483,7 +486,14 @@ impl DpdkTransport {
                 _ => {}
             }
             // Cheap when nothing changed: the service publishes only what this round counted.
-            engine.tick(now);
+            engine.tick(&mut tx.sink(now), now);
+            if let Some(l) = cfg.live.as_ref().and_then(|l| l.changed(&mut live_seen)) {
+                engine.set_limits(
+                    usize::try_from(l.backpressure_limit).unwrap_or(usize::MAX),
+                    usize::try_from(l.max_connections.div_ceil(workers as u64).max(1))
+                        .unwrap_or(usize::MAX),
+                );
+            }
             if received == 0 && queued == 0 {
                 meter.idle();
             } else {

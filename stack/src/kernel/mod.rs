@@ -66,6 +66,8 @@ pub struct KernelConfig {
     /// poller. Trades CPU for latency: a sleeping worker pays a wake-up (expensive on VMs) per
     /// batch of events. Zero always blocks; an idle worker sleeps once this has passed.
     pub busy_poll: Duration,
+    /// Limits that may change while serving (`backpressure_limit`, `max_connections`).
+    pub live: Option<Arc<crate::live::LiveLimits>>,
 }
 
 impl Default for KernelConfig {
@@ -80,6 +82,7 @@ impl Default for KernelConfig {
             close_linger: Duration::from_secs(2),
             accept_mode: AcceptMode::default(),
             busy_poll: Duration::ZERO,
+            live: None,
         }
     }
 }
@@ -174,6 +177,13 @@ impl Server {
         Arc::clone(&self.meters)
     }
 
+    /// A handle that wakes every worker (after live settings changed).
+    pub fn nudge(&self) -> Nudge {
+        Nudge {
+            wakers: self.inboxes.iter().map(|(_, w)| Arc::clone(w)).collect(),
+        }
+    }
+
     /// A handle that can start the shutdown from another thread (e.g. a signal handler).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
@@ -193,6 +203,24 @@ impl Server {
             .enumerate()
             .map(|(i, t)| t.join().map_err(|_| TransportError::WorkerPanicked(i)))
             .collect()
+    }
+}
+
+/// Wakes every worker of a [`Server`] from any thread, so that a change of live settings
+/// ([`crate::live`]) is taken at once rather than at the next event.
+#[derive(Clone)]
+pub struct Nudge {
+    wakers: Vec<Arc<mio::Waker>>,
+}
+
+impl Nudge {
+    /// Wake every worker for one loop iteration.
+    pub fn nudge(&self) {
+        for w in &self.wakers {
+            if let Err(e) = w.wake() {
+                tracing::debug!(error = %e, "cannot wake a worker");
+            }
+        }
     }
 }
 

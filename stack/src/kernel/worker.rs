@@ -133,6 +133,8 @@ pub(super) struct Worker<S: Service> {
     meter: WorkerRecorder,
     /// When the most-queued connections were last published.
     last_probe: Instant,
+    /// The generation of `cfg.live` last applied.
+    live_seen: u64,
 }
 
 impl<S: Service> Worker<S> {
@@ -180,6 +182,7 @@ impl<S: Service> Worker<S> {
             last_accept_warning: None,
             meter,
             last_probe: Instant::now(),
+            live_seen: 0,
         }
     }
 
@@ -237,7 +240,23 @@ impl<S: Service> Worker<S> {
             self.run_timers(now);
             // A few stores per iteration; an iteration costs a system call anyway.
             self.publish(now);
-            self.service.on_tick(now);
+            if self.service.on_tick(now) {
+                // A timeout changed: every connection's deadline may have moved.
+                let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+                for slot in slots {
+                    self.arm(slot);
+                }
+            }
+            if let Some(l) = self
+                .cfg
+                .live
+                .as_ref()
+                .and_then(|l| l.changed(&mut self.live_seen))
+            {
+                self.cfg.backpressure_limit =
+                    usize::try_from(l.backpressure_limit).unwrap_or(usize::MAX);
+                self.cfg.max_connections = usize::try_from(l.max_connections).unwrap_or(usize::MAX);
+            }
             if busy {
                 self.meter.busy(now, Instant::now());
             } else {

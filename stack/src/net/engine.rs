@@ -270,9 +270,22 @@ impl<S: Service> Engine<S> {
         })
     }
 
-    /// Let the service publish what this loop iteration changed ([`Service::on_tick`]).
-    pub fn tick(&mut self, now: Instant) {
-        self.service.on_tick(now);
+    /// Change the limits while serving: unsent output per connection before its input waits, and
+    /// connections at most (existing ones above a lowered limit stay).
+    pub fn set_limits(&mut self, backpressure_limit: usize, max_connections: usize) {
+        self.cfg.backpressure_limit = backpressure_limit;
+        self.cfg.max_connections = max_connections;
+    }
+
+    /// Let the service publish what this loop iteration changed ([`Service::on_tick`]); if its
+    /// deadlines moved, give every connection a turn so its timer is armed anew.
+    pub fn tick(&mut self, sink: &mut impl IpSink, now: Instant) {
+        if self.service.on_tick(now) {
+            let slots: Vec<usize> = self.flows.iter().map(|(slot, _)| slot).collect();
+            for slot in slots {
+                self.step(slot, sink, now);
+            }
+        }
     }
 
     /// Give up the engine and keep its service (connections still open are dropped unannounced).
