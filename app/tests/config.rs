@@ -80,11 +80,8 @@ fn a_config_file_under_the_flags_and_sighup_reloads_it() {
         "echo",
         &["--config", path.to_str().unwrap(), "--workers", "1"],
     );
-    let log = app.log_text();
-    assert!(
-        log.contains("1 workers") || log.contains("workers: 1"),
-        "the flag wins: {log}"
-    );
+    // The flag wins over the file's `workers = 3`.
+    app.wait_for_log(&["workers: 1,"]);
     let admin = app.admin().expect("admin endpoint");
     assert!(
         http_get(admin, "/config").contains("idle_timeout = \"2m\""),
