@@ -61,6 +61,8 @@ impl Appliance {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let line = strip_ansi(&line);
+                // Into the log first: once `start` returns, the startup line is in the log.
+                sink.lock().unwrap().push(line.clone());
                 if let Some(i) = line.find("listening on ") {
                     let rest = &line[i + "listening on ".len()..];
                     let url = rest.split_whitespace().next().unwrap_or_default();
@@ -71,7 +73,6 @@ impl Appliance {
                         .trim_end_matches('/');
                     let _ = tx.send(addr.parse::<SocketAddr>().ok());
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let during = during.map(|(marker, f)| {
