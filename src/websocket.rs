@@ -109,14 +109,6 @@ impl<H: Handler> WsService<H> {
         self.dirty = true;
     }
 
-    /// Count the frames written to `out` since it was `from` bytes long.
-    fn wrote(&mut self, out: &[u8], from: usize) {
-        if let Some(written) = out.get(from..).filter(|w| !w.is_empty()) {
-            self.tally.wrote(written);
-            self.dirty = true;
-        }
-    }
-
     /// The handler.
     pub fn handler(&self) -> &H {
         &self.handler
@@ -243,26 +235,22 @@ impl<H: Handler> WsService<H> {
         let id = conn.id;
         let mut peer_code = None;
         let mut peer_closed = false;
-        let from = out.len();
+        let closes = self.tally.closes_sent();
         let result =
-            session.feed_tallied(
-                input,
-                out,
-                &mut self.tally.frames_in,
-                |ev, reply| match ev {
-                    Event::Message(m) => handler.on_message(id, m, reply),
-                    Event::Close(frame) => {
-                        peer_closed = true;
-                        peer_code = frame.map(|f| f.code);
-                    }
-                    Event::Ping(_) | Event::Pong(_) => {}
-                },
-            );
+            session.feed_tallied(input, out, &mut self.tally.frames, |ev, reply| match ev {
+                Event::Message(m) => handler.on_message(id, m, reply),
+                Event::Close(frame) => {
+                    peer_closed = true;
+                    peer_code = frame.map(|f| f.code);
+                }
+                Event::Ping(_) | Event::Pong(_) => {}
+            });
         if peer_closed {
             self.tally.close_received[ws_metrics::close_slot(peer_code)] += 1;
         }
+        self.tally
+            .count_close_sent(closes, session.close_code_sent());
         self.dirty = true;
-        self.wrote(out, from);
         if let Err(e) = result {
             tracing::debug!(conn = %id, error = %e, code = e.close_code().0, "protocol violation; failing the connection");
             conn.close_code = Some(e.close_code());
@@ -299,10 +287,14 @@ impl<H: Handler> WsService<H> {
     ) -> Verdict {
         match &mut conn.phase {
             Phase::Open(session) => {
-                let from = out.len();
-                session.sender(out).close(code, reason);
+                let closes = self.tally.closes_sent();
+                session
+                    .sender_tallied(out, &mut self.tally.frames.sent)
+                    .close(code, reason);
+                self.tally
+                    .count_close_sent(closes, session.close_code_sent());
+                self.dirty = true;
                 conn.close_code.get_or_insert(code);
-                self.wrote(out, from);
                 self.after_session_step(conn, now)
             }
             Phase::Handshake { .. } | Phase::Done => Verdict::Close,
@@ -434,9 +426,10 @@ impl<H: Handler> Service for WsService<H> {
                     return Verdict::Close;
                 }
                 if let Phase::Open(session) = &mut conn.phase {
-                    let from = out.len();
-                    session.sender(out).ping(b"");
-                    self.wrote(out, from);
+                    session
+                        .sender_tallied(out, &mut self.tally.frames.sent)
+                        .ping(b"");
+                    self.dirty = true;
                 }
                 conn.missed_pongs += 1;
                 conn.timer = at + interval.as_millis() as Millis;

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hioload_wsproto::{CloseCode, FrameTally};
+use hioload_wsproto::{CloseCode, FrameTallies, OpCode};
 
 /// Close codes counted one by one; others go to "other". 1005 means "no code".
 pub const CLOSE_CODES: [u16; 12] = [
@@ -29,13 +29,15 @@ pub fn close_slot(code: Option<CloseCode>) -> usize {
         .unwrap_or(CLOSE_CODES.len())
 }
 
-/// The index of an HTTP `status` among [`HANDSHAKE_FAILURES`].
+/// The HTTP statuses counted one by one, in [`HANDSHAKE_FAILURES`] order.
+const HANDSHAKE_STATUSES: [u16; 6] = [400, 403, 404, 426, 431, 500];
+
+/// The index of an HTTP `status` among [`HANDSHAKE_FAILURES`] ("other" if not listed).
 pub fn handshake_slot(status: u16) -> usize {
-    let s = status.to_string();
-    HANDSHAKE_FAILURES[..6]
+    HANDSHAKE_STATUSES
         .iter()
-        .position(|h| *h == s)
-        .unwrap_or(6)
+        .position(|s| *s == status)
+        .unwrap_or(HANDSHAKE_STATUSES.len())
 }
 
 /// The index of "timeout" among [`HANDSHAKE_FAILURES`].
@@ -44,10 +46,8 @@ pub const HANDSHAKE_TIMEOUT: usize = 7;
 /// A worker's counts, in plain integers.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WsTally {
-    /// Frames received.
-    pub frames_in: FrameTally,
-    /// Frames sent.
-    pub frames_out: FrameTally,
+    /// Frames received and sent, as the sessions count them.
+    pub frames: FrameTallies,
     /// Close frames received, by [`close_slot`].
     pub close_received: [u64; CLOSE_SLOTS],
     /// Close frames sent, by [`close_slot`].
@@ -57,29 +57,19 @@ pub struct WsTally {
 }
 
 impl WsTally {
-    /// Count the frames a session has just written (`written` holds whole frames), with the
-    /// code of any close frame among them.
-    pub fn wrote(&mut self, mut written: &[u8]) {
-        let close = hioload_wsproto::OpCode::Close.index();
-        let before = self.frames_out.frames[close];
-        self.frames_out.add_written(written);
-        // Close frames are rare: walk again for their codes only when one was written.
-        if self.frames_out.frames[close] == before {
-            return;
+    /// A session may just have sent a close frame: if the count of close frames sent has grown
+    /// past `closes_before`, count `code` (the session's [`close_code_sent`]).
+    ///
+    /// [`close_code_sent`]: hioload_wsproto::Session::close_code_sent
+    pub fn count_close_sent(&mut self, closes_before: u64, code: Option<CloseCode>) {
+        if self.closes_sent() > closes_before {
+            self.close_sent[close_slot(code)] += 1;
         }
-        while let Ok(Some((h, n))) = hioload_wsproto::FrameHeader::parse(written) {
-            let end = n.saturating_add(usize::try_from(h.len).unwrap_or(usize::MAX));
-            let Some(payload) = written.get(n..end) else {
-                return;
-            };
-            if h.opcode == hioload_wsproto::OpCode::Close {
-                let code = payload
-                    .get(..2)
-                    .map(|b| CloseCode(u16::from_be_bytes([b[0], b[1]])));
-                self.close_sent[close_slot(code)] += 1;
-            }
-            written = &written[end..];
-        }
+    }
+
+    /// Close frames sent so far.
+    pub fn closes_sent(&self) -> u64 {
+        self.frames.sent.frames[OpCode::Close.index()]
     }
 }
 
@@ -111,10 +101,10 @@ fn load(from: &[AtomicU64], to: &mut [u64]) {
 impl WsMeter {
     /// Copy `t` out (by the worker that owns both).
     pub fn publish(&self, t: &WsTally) {
-        store(&self.frames_in, &t.frames_in.frames);
-        store(&self.bytes_in, &t.frames_in.bytes);
-        store(&self.frames_out, &t.frames_out.frames);
-        store(&self.bytes_out, &t.frames_out.bytes);
+        store(&self.frames_in, &t.frames.received.frames);
+        store(&self.bytes_in, &t.frames.received.bytes);
+        store(&self.frames_out, &t.frames.sent.frames);
+        store(&self.bytes_out, &t.frames.sent.bytes);
         store(&self.close_received, &t.close_received);
         store(&self.close_sent, &t.close_sent);
         store(&self.handshake_failures, &t.handshake_failures);
@@ -123,10 +113,10 @@ impl WsMeter {
     /// What was last published.
     pub fn snapshot(&self) -> WsTally {
         let mut t = WsTally::default();
-        load(&self.frames_in, &mut t.frames_in.frames);
-        load(&self.bytes_in, &mut t.frames_in.bytes);
-        load(&self.frames_out, &mut t.frames_out.frames);
-        load(&self.bytes_out, &mut t.frames_out.bytes);
+        load(&self.frames_in, &mut t.frames.received.frames);
+        load(&self.bytes_in, &mut t.frames.received.bytes);
+        load(&self.frames_out, &mut t.frames.sent.frames);
+        load(&self.bytes_out, &mut t.frames.sent.bytes);
         load(&self.close_received, &mut t.close_received);
         load(&self.close_sent, &mut t.close_sent);
         load(&self.handshake_failures, &mut t.handshake_failures);
@@ -137,8 +127,7 @@ impl WsMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hioload_wsproto::frame::write_frame;
-    use hioload_wsproto::OpCode;
+    use hioload_wsproto::{Limits, Role, Session};
 
     #[test]
     fn slots() {
@@ -157,12 +146,15 @@ mod tests {
     #[test]
     fn written_frames_and_close_codes_are_counted_and_published() {
         let mut out = Vec::new();
-        write_frame(&mut out, true, OpCode::Binary, &[1, 2, 3], None);
-        write_frame(&mut out, true, OpCode::Close, &1001u16.to_be_bytes(), None);
         let mut t = WsTally::default();
-        t.wrote(&out);
-        assert_eq!(t.frames_out.frames[OpCode::Binary.index()], 1);
-        assert_eq!(t.frames_out.bytes[OpCode::Binary.index()], 3);
+        let mut session = Session::new(Role::Server, Limits::default());
+        let before = t.closes_sent();
+        let mut sender = session.sender_tallied(&mut out, &mut t.frames.sent);
+        sender.binary(&[1, 2, 3]);
+        sender.close(CloseCode::GOING_AWAY, "");
+        t.count_close_sent(before, session.close_code_sent());
+        assert_eq!(t.frames.sent.frames[OpCode::Binary.index()], 1);
+        assert_eq!(t.frames.sent.bytes[OpCode::Binary.index()], 3);
         assert_eq!(t.close_sent[close_slot(Some(CloseCode::GOING_AWAY))], 1);
         let m = WsMeter::default();
         m.publish(&t);

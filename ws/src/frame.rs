@@ -25,13 +25,23 @@ pub enum OpCode {
 }
 
 /// Frames and payload bytes counted by opcode: what a worker tallies over all its sessions
-/// (one tally per worker, lent to each [`crate::Session::feed_tallied`] call), for metrics.
+/// (one tally per worker, lent to each session call), for metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FrameTally {
     /// Frames, indexed by [`OpCode::index`].
     pub frames: [u64; 6],
     /// Payload bytes, indexed by [`OpCode::index`].
     pub bytes: [u64; 6],
+}
+
+/// Frames counted each way, as [`crate::Session::feed_tallied`] and
+/// [`crate::Session::sender_tallied`] count them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTallies {
+    /// Frames received (counted as each header is accepted).
+    pub received: FrameTally,
+    /// Frames sent (counted as each frame is written).
+    pub sent: FrameTally,
 }
 
 impl FrameTally {

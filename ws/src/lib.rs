@@ -24,5 +24,5 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use error::ProtocolError;
-pub use frame::{FrameHeader, FrameTally, OpCode};
+pub use frame::{FrameHeader, FrameTallies, FrameTally, OpCode};
 pub use session::{Event, Limits, Message, Role, Sender, Session, SessionState};

@@ -11,7 +11,7 @@
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::ProtocolError;
-use crate::frame::{write_frame, FrameHeader, FrameTally, OpCode, MAX_HEADER_LEN};
+use crate::frame::{write_frame, FrameHeader, FrameTallies, FrameTally, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
 use crate::utf8::Utf8Validator;
 
@@ -96,12 +96,16 @@ pub enum Event<'a> {
 pub struct Sender<'a> {
     out: &'a mut Vec<u8>,
     tx: &'a mut TxState,
+    /// Where written frames are counted, if anywhere.
+    sent: Option<&'a mut FrameTally>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct TxState {
     role: Role,
     close_sent: bool,
+    /// The code of the close frame sent (1005: it carried none).
+    close_code: u16,
 }
 
 impl TxState {
@@ -162,9 +166,16 @@ impl Sender<'_> {
         let mut payload = [0u8; 125];
         payload[..2].copy_from_slice(&code.0.to_be_bytes());
         payload[2..2 + end].copy_from_slice(&reason.as_bytes()[..end]);
-        let mask = self.tx.next_mask();
-        write_frame(self.out, true, OpCode::Close, &payload[..2 + end], mask);
+        self.write(OpCode::Close, true, &payload[..2 + end]);
         self.tx.close_sent = true;
+        self.tx.close_code = code.0;
+    }
+
+    /// A close frame without a code (the answer to one).
+    fn close_empty(&mut self) {
+        self.write(OpCode::Close, true, &[]);
+        self.tx.close_sent = true;
+        self.tx.close_code = 1005;
     }
 
     /// Send one raw frame (for fragmented messages and tests). Ignored once a close was sent.
@@ -172,8 +183,15 @@ impl Sender<'_> {
         if self.tx.close_sent {
             return;
         }
+        self.write(opcode, fin, payload);
+    }
+
+    fn write(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
         let mask = self.tx.next_mask();
         write_frame(self.out, fin, opcode, payload, mask);
+        if let Some(t) = self.sent.as_deref_mut() {
+            t.add(opcode, payload.len() as u64);
+        }
     }
 
     /// Whether a close frame has been sent.
@@ -224,6 +242,7 @@ impl Session {
             tx: TxState {
                 role,
                 close_sent: false,
+                close_code: 1005,
             },
             rx: Rx::Header,
             finished: false,
@@ -257,7 +276,26 @@ impl Session {
         Sender {
             out,
             tx: &mut self.tx,
+            sent: None,
         }
+    }
+
+    /// [`Session::sender`], also counting every frame it writes in `sent`.
+    pub fn sender_tallied<'a>(
+        &'a mut self,
+        out: &'a mut Vec<u8>,
+        sent: &'a mut FrameTally,
+    ) -> Sender<'a> {
+        Sender {
+            out,
+            tx: &mut self.tx,
+            sent: Some(sent),
+        }
+    }
+
+    /// The code of the close frame this side sent (1005 if it carried none), once one was.
+    pub fn close_code_sent(&self) -> Option<CloseCode> {
+        self.tx.close_sent.then_some(CloseCode(self.tx.close_code))
     }
 
     /// Bytes of partial frames and messages held by this session.
@@ -285,16 +323,17 @@ impl Session {
     where
         F: FnMut(Event<'_>, &mut Sender<'_>),
     {
-        self.feed_tallied(input, out, &mut FrameTally::default(), on_event)
+        self.feed_tallied(input, out, &mut FrameTallies::default(), on_event)
     }
 
-    /// [`Session::feed`], also counting every frame received in `tally` (by opcode, with its
-    /// payload length) as its header is accepted.
+    /// [`Session::feed`], also counting frames (by opcode, with their payload lengths): every
+    /// frame received as its header is accepted, every frame written (replies, pongs, closes)
+    /// as it is written.
     pub fn feed_tallied<F>(
         &mut self,
         input: &mut [u8],
         out: &mut Vec<u8>,
-        tally: &mut FrameTally,
+        tally: &mut FrameTallies,
         mut on_event: F,
     ) -> Result<(), ProtocolError>
     where
@@ -305,11 +344,8 @@ impl Session {
         }
         let result = self.decode(input, out, tally, &mut on_event);
         if let Err(e) = &result {
-            Sender {
-                out,
-                tx: &mut self.tx,
-            }
-            .close(e.close_code(), "");
+            self.sender_tallied(out, &mut tally.sent)
+                .close(e.close_code(), "");
             self.finished = true;
         }
         result
@@ -319,7 +355,7 @@ impl Session {
         &mut self,
         input: &mut [u8],
         out: &mut Vec<u8>,
-        tally: &mut FrameTally,
+        tally: &mut FrameTallies,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
@@ -333,13 +369,13 @@ impl Session {
                         return Ok(());
                     };
                     self.check_header(&header)?;
-                    tally.add(header.opcode, header.len);
+                    tally.received.add(header.opcode, header.len);
                     if !header.opcode.is_control() {
                         self.msg_type.get_or_insert(header.opcode);
                     }
                     self.rx = Rx::Payload { header, done: 0 };
                     if header.len == 0 {
-                        self.on_payload(header, 0, &mut [], out, on_event)?;
+                        self.on_payload(header, 0, &mut [], out, &mut tally.sent, on_event)?;
                     }
                 }
                 Rx::Payload { header, done } => {
@@ -347,7 +383,7 @@ impl Session {
                     let take = (header.len - done).min(avail as u64) as usize;
                     let chunk = &mut input[pos..pos + take];
                     pos += take;
-                    self.on_payload(header, done, chunk, out, on_event)?;
+                    self.on_payload(header, done, chunk, out, &mut tally.sent, on_event)?;
                 }
             }
         }
@@ -437,6 +473,7 @@ impl Session {
         done: u64,
         chunk: &mut [u8],
         out: &mut Vec<u8>,
+        sent: &mut FrameTally,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
@@ -457,7 +494,7 @@ impl Session {
 
         if header.opcode.is_control() {
             if complete && done == 0 {
-                return self.on_control(header.opcode, chunk, out, on_event);
+                return self.on_control(header.opcode, chunk, out, sent, on_event);
             }
             let partial = self.ctrl.get_or_insert_with(|| {
                 Box::new(ControlPartial {
@@ -475,6 +512,7 @@ impl Session {
                         header.opcode,
                         &partial.data[..partial.len as usize],
                         out,
+                        sent,
                         on_event,
                     );
                 }
@@ -497,6 +535,7 @@ impl Session {
                 &mut Sender {
                     out,
                     tx: &mut self.tx,
+                    sent: Some(sent),
                 },
             );
             return Ok(());
@@ -523,6 +562,7 @@ impl Session {
                 &mut Sender {
                     out,
                     tx: &mut self.tx,
+                    sent: Some(sent),
                 },
             );
             self.msg.clear();
@@ -538,6 +578,7 @@ impl Session {
         op: OpCode,
         payload: &[u8],
         out: &mut Vec<u8>,
+        sent: &mut FrameTally,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
@@ -546,6 +587,7 @@ impl Session {
         let mut sender = Sender {
             out,
             tx: &mut self.tx,
+            sent: Some(sent),
         };
         match op {
             OpCode::Ping => {
@@ -558,11 +600,7 @@ impl Session {
                 if !sender.close_sent() {
                     match frame {
                         Some(f) => sender.close(f.code, ""),
-                        None => {
-                            let mask = sender.tx.next_mask();
-                            write_frame(sender.out, true, OpCode::Close, &[], mask);
-                            sender.tx.close_sent = true;
-                        }
+                        None => sender.close_empty(),
                     }
                 }
                 self.finished = true;

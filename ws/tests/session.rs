@@ -347,7 +347,7 @@ fn client_role_rejects_masked_frames() {
 
 #[test]
 fn frames_are_tallied_by_opcode_both_ways() {
-    use hioload_wsproto::FrameTally;
+    use hioload_wsproto::{FrameTallies, FrameTally};
     // In: a fragmented text message with a ping between its fragments, then a close.
     let mut input = Vec::new();
     input.extend(frame(false, OpCode::Text, b"hel"));
@@ -356,13 +356,14 @@ fn frames_are_tallied_by_opcode_both_ways() {
     input.extend(frame(true, OpCode::Close, &1000u16.to_be_bytes()));
     let mut s = Session::new(Role::Server, Limits::default());
     let mut out = Vec::new();
-    let mut tally = FrameTally::default();
-    s.feed_tallied(&mut input, &mut out, &mut tally, |ev, reply| {
+    let mut tallies = FrameTallies::default();
+    s.feed_tallied(&mut input, &mut out, &mut tallies, |ev, reply| {
         if let Event::Message(m) = ev {
             reply.message(m);
         }
     })
     .unwrap();
+    let tally = tallies.received;
     let i = |op: OpCode| op.index();
     assert_eq!(tally.frames[i(OpCode::Text)], 1);
     assert_eq!(tally.frames[i(OpCode::Continuation)], 1);
@@ -379,6 +380,12 @@ fn frames_are_tallied_by_opcode_both_ways() {
     assert_eq!(written.frames[i(OpCode::Text)], 1);
     assert_eq!(written.bytes[i(OpCode::Text)], 5);
     assert_eq!(written.frames[i(OpCode::Close)], 1);
+    assert_eq!(tallies.sent, written, "the session counted what it wrote");
+    assert_eq!(
+        s.close_code_sent(),
+        Some(CloseCode::NORMAL),
+        "the peer's code, echoed"
+    );
     // A truncated tail is not counted.
     let mut partial = FrameTally::default();
     partial.add_written(&out[..out.len() - 1]);

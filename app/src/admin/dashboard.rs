@@ -60,11 +60,11 @@ pub fn snapshot(sources: &Sources, t: Duration) -> String {
     for w in &sources.ws {
         let t = w.snapshot();
         for op in [OpCode::Text, OpCode::Binary] {
-            messages_in += t.frames_in.frames[op.index()];
-            messages_out += t.frames_out.frames[op.index()];
+            messages_in += t.frames.received.frames[op.index()];
+            messages_out += t.frames.sent.frames[op.index()];
         }
-        bytes_in += t.frames_in.bytes.iter().sum::<u64>();
-        bytes_out += t.frames_out.bytes.iter().sum::<u64>();
+        bytes_in += t.frames.received.bytes.iter().sum::<u64>();
+        bytes_out += t.frames.sent.bytes.iter().sum::<u64>();
     }
     let mbufs = if sources.dpdk {
         // One pool per NUMA socket: count each once.

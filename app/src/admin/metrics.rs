@@ -280,42 +280,42 @@ fn ws_families(m: &mut String, meters: &[Arc<WsMeter>]) {
         "WebSocket messages received (their first frames), by type.",
         "opcode",
         &by_opcode(&data),
-        &|t, i| t.frames_in.frames[i],
+        &|t, i| t.frames.received.frames[i],
     );
     family(
         "hioload_ws_messages_sent_total",
         "WebSocket messages sent (their first frames), by type.",
         "opcode",
         &by_opcode(&data),
-        &|t, i| t.frames_out.frames[i],
+        &|t, i| t.frames.sent.frames[i],
     );
     family(
         "hioload_ws_frames_received_total",
         "WebSocket frames received, by opcode (pings and pongs included).",
         "opcode",
         &by_opcode(&OpCode::ALL),
-        &|t, i| t.frames_in.frames[i],
+        &|t, i| t.frames.received.frames[i],
     );
     family(
         "hioload_ws_frames_sent_total",
         "WebSocket frames sent, by opcode (pings and pongs included).",
         "opcode",
         &by_opcode(&OpCode::ALL),
-        &|t, i| t.frames_out.frames[i],
+        &|t, i| t.frames.sent.frames[i],
     );
     family(
         "hioload_ws_payload_received_bytes_total",
         "WebSocket payload bytes received, by frame opcode.",
         "opcode",
         &by_opcode(&OpCode::ALL),
-        &|t, i| t.frames_in.bytes[i],
+        &|t, i| t.frames.received.bytes[i],
     );
     family(
         "hioload_ws_payload_sent_bytes_total",
         "WebSocket payload bytes sent, by frame opcode.",
         "opcode",
         &by_opcode(&OpCode::ALL),
-        &|t, i| t.frames_out.bytes[i],
+        &|t, i| t.frames.sent.bytes[i],
     );
     let codes: Vec<(usize, String)> = ws_metrics::CLOSE_CODES
         .iter()
@@ -369,7 +369,7 @@ mod tests {
             .fetch_add(7, std::sync::atomic::Ordering::Relaxed);
         let ws = vec![Arc::new(WsMeter::default()), Arc::new(WsMeter::default())];
         let mut tally = ws_metrics::WsTally::default();
-        tally.frames_in.add(OpCode::Text, 7);
+        tally.frames.received.add(OpCode::Text, 7);
         tally.close_sent[ws_metrics::close_slot(Some(hioload_ws::ws::CloseCode::GOING_AWAY))] = 2;
         tally.handshake_failures[ws_metrics::handshake_slot(426)] = 1;
         ws[1].publish(&tally);

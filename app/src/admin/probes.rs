@@ -62,8 +62,8 @@ pub fn probes(sources: &Sources, uptime: Duration) -> String {
     let (mut frames_in, mut frames_out, mut refused) = (0u64, 0u64, 0u64);
     for m in &sources.ws {
         let t = m.snapshot();
-        frames_in += t.frames_in.frames.iter().sum::<u64>();
-        frames_out += t.frames_out.frames.iter().sum::<u64>();
+        frames_in += t.frames.received.frames.iter().sum::<u64>();
+        frames_out += t.frames.sent.frames.iter().sum::<u64>();
         refused += t.handshake_failures.iter().sum::<u64>();
     }
     let _ = write!(
