@@ -4,9 +4,9 @@
 //! The idle timeout applies to every session at once (the transport re-arms their timers); the
 //! ping interval and the size limits to sessions opened afterwards.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hioload_stack::live::Published;
 use hioload_wsproto::Limits;
 
 /// "Off" for a duration.
@@ -14,13 +14,7 @@ const OFF: u64 = u64::MAX;
 
 /// The live WebSocket settings.
 #[derive(Debug, Default)]
-pub struct LiveWs {
-    generation: AtomicU64,
-    idle_timeout_ms: AtomicU64,
-    ping_interval_ms: AtomicU64,
-    max_message: AtomicU64,
-    max_frame: AtomicU64,
-}
+pub struct LiveWs(Published<4>);
 
 /// One reading of [`LiveWs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,31 +45,26 @@ impl LiveWs {
 
     /// Publish new settings.
     pub fn set(&self, s: WsSettings) {
-        self.idle_timeout_ms
-            .store(to_ms(s.idle_timeout), Ordering::Relaxed);
-        self.ping_interval_ms
-            .store(to_ms(s.ping_interval), Ordering::Relaxed);
-        self.max_message
-            .store(s.limits.max_message, Ordering::Relaxed);
-        self.max_frame.store(s.limits.max_frame, Ordering::Relaxed);
-        self.generation.fetch_add(1, Ordering::Release);
+        self.0.set([
+            to_ms(s.idle_timeout),
+            to_ms(s.ping_interval),
+            s.limits.max_message,
+            s.limits.max_frame,
+        ]);
     }
 
     /// The settings, if they changed since generation `seen` (which is updated).
     pub fn changed(&self, seen: &mut u64) -> Option<WsSettings> {
-        let g = self.generation.load(Ordering::Acquire);
-        if g == *seen {
-            return None;
-        }
-        *seen = g;
-        Some(WsSettings {
-            idle_timeout: from_ms(self.idle_timeout_ms.load(Ordering::Relaxed)),
-            ping_interval: from_ms(self.ping_interval_ms.load(Ordering::Relaxed)),
-            limits: Limits {
-                max_message: self.max_message.load(Ordering::Relaxed),
-                max_frame: self.max_frame.load(Ordering::Relaxed),
-            },
-        })
+        self.0
+            .changed(seen)
+            .map(|[idle, ping, max_message, max_frame]| WsSettings {
+                idle_timeout: from_ms(idle),
+                ping_interval: from_ms(ping),
+                limits: Limits {
+                    max_message,
+                    max_frame,
+                },
+            })
     }
 }
 

@@ -1,16 +1,52 @@
-//! Transport limits that change while serving (`PUT /config`, SIGHUP): the admin thread stores
-//! new values and bumps a generation; each worker compares the generation once per loop
-//! iteration (one relaxed load when nothing changed) and copies the values into its own config.
+//! Settings that change while serving (`PUT /config`, SIGHUP): the admin thread stores new values
+//! and bumps a generation ([`Published`]); each worker compares the generation once per loop
+//! iteration and copies the values into its own config. [`LiveLimits`] are the transport's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// `N` values published together by one writer: it stores them and bumps a generation;
+/// readers compare the generation with the one they last saw (one relaxed-acquire load when
+/// nothing changed) and copy the values out when it moved.
+#[derive(Debug)]
+pub struct Published<const N: usize> {
+    generation: AtomicU64,
+    values: [AtomicU64; N],
+}
+
+impl<const N: usize> Default for Published<N> {
+    fn default() -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl<const N: usize> Published<N> {
+    /// Publish `values`.
+    pub fn set(&self, values: [u64; N]) {
+        for (a, v) in self.values.iter().zip(values) {
+            a.store(v, Ordering::Relaxed);
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The values, if they changed since generation `seen` (which is updated).
+    pub fn changed(&self, seen: &mut u64) -> Option<[u64; N]> {
+        let g = self.generation.load(Ordering::Acquire);
+        if g == *seen {
+            return None;
+        }
+        *seen = g;
+        Some(std::array::from_fn(|i| {
+            self.values[i].load(Ordering::Relaxed)
+        }))
+    }
+}
+
 /// The live transport limits.
 #[derive(Debug, Default)]
-pub struct LiveLimits {
-    generation: AtomicU64,
-    backpressure_limit: AtomicU64,
-    max_connections: AtomicU64,
-}
+pub struct LiveLimits(Published<2>);
 
 /// One reading of [`LiveLimits`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,24 +67,18 @@ impl LiveLimits {
 
     /// Publish new limits.
     pub fn set(&self, limits: Limits) {
-        self.backpressure_limit
-            .store(limits.backpressure_limit, Ordering::Relaxed);
-        self.max_connections
-            .store(limits.max_connections, Ordering::Relaxed);
-        self.generation.fetch_add(1, Ordering::Release);
+        self.0
+            .set([limits.backpressure_limit, limits.max_connections]);
     }
 
     /// The limits, if they changed since generation `seen` (which is updated).
     pub fn changed(&self, seen: &mut u64) -> Option<Limits> {
-        let g = self.generation.load(Ordering::Acquire);
-        if g == *seen {
-            return None;
-        }
-        *seen = g;
-        Some(Limits {
-            backpressure_limit: self.backpressure_limit.load(Ordering::Relaxed),
-            max_connections: self.max_connections.load(Ordering::Relaxed),
-        })
+        self.0
+            .changed(seen)
+            .map(|[backpressure_limit, max_connections]| Limits {
+                backpressure_limit,
+                max_connections,
+            })
     }
 }
 
