@@ -131,26 +131,10 @@ fn tcp_echo_over_dpdk() {
 fn sigterm_closes_sessions_with_1001_and_loses_no_echo() {
     let mut app = Appliance::start_dpdk("echo", "hld4", 84, &[]);
     let mut clients: Vec<Ws> = (0..1000).map(|_| connect(&app)).collect();
-    for (i, ws) in clients.iter_mut().enumerate() {
-        ws.send(Message::text(format!("before {i}"))).unwrap();
-        assert_eq!(ws.read().unwrap(), Message::text(format!("before {i}")));
-    }
-    // One more message each, not yet answered when the signal comes.
-    for (i, ws) in clients.iter_mut().enumerate() {
-        ws.send(Message::text(format!("last {i}"))).unwrap();
-    }
-    app.signal("TERM");
-    for (i, ws) in clients.iter_mut().enumerate() {
-        assert_eq!(
-            ws.read().unwrap(),
-            Message::text(format!("last {i}")),
-            "the echo of a message sent before the signal"
-        );
-        match ws.read() {
-            Ok(Message::Close(Some(f))) => assert_eq!(f.code, CloseCode::Away),
-            other => panic!("expected close 1001, got {other:?}"),
-        }
-    }
+    common::sigterm_with_messages_in_flight(&app, &mut clients, |ws| match ws.read() {
+        Ok(Message::Close(Some(f))) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("expected close 1001, got {other:?}"),
+    });
     drop(clients);
     assert_eq!(
         app.wait_exit(Duration::from_secs(15)),

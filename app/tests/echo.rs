@@ -313,26 +313,12 @@ fn server_pings_and_closes_after_missed_pongs() {
 fn sigterm_sends_1001_to_every_session_and_loses_no_echo() {
     let mut app = Appliance::start("echo", &["--workers", "2"]);
     let mut clients: Vec<Ws> = (0..1000).map(|_| connect(&app)).collect();
-    for (i, ws) in clients.iter_mut().enumerate() {
-        ws.send(Message::text(format!("before {i}"))).unwrap();
-        assert_eq!(ws.read().unwrap(), Message::text(format!("before {i}")));
-    }
-    // One more message each, not yet answered when the signal comes.
-    for (i, ws) in clients.iter_mut().enumerate() {
-        ws.send(Message::text(format!("last {i}"))).unwrap();
-    }
-    app.signal("TERM");
-    for (i, ws) in clients.iter_mut().enumerate() {
-        assert_eq!(
-            ws.read().unwrap(),
-            Message::text(format!("last {i}")),
-            "the echo of a message sent before the signal"
-        );
+    common::sigterm_with_messages_in_flight(&app, &mut clients, |ws| {
         let (code, _) = expect_close(ws);
         assert_eq!(code, CloseCode::Away);
         ws.close(None).ok();
         ws.flush().ok();
-    }
+    });
     assert_eq!(
         app.wait_exit(Duration::from_secs(10)),
         Some(0),

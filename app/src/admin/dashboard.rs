@@ -122,17 +122,7 @@ mod tests {
     fn snapshot_has_totals_and_every_worker() {
         let meters = WorkerMeter::for_workers(2);
         WorkerRecorder::new(Arc::clone(&meters), 1).set(Stat::ConnectionsOpen, 3);
-        let json = snapshot(
-            &Sources {
-                meters,
-                sessions: Vec::new(),
-                ws: Vec::new(),
-                dpdk: false,
-                started: std::time::Instant::now(),
-                control: None,
-            },
-            Duration::from_millis(1500),
-        );
+        let json = snapshot(&Sources::bare(meters, false), Duration::from_millis(1500));
         assert!(json.starts_with("{\"t\":1500,"), "{json}");
         assert!(json.contains("\"open\":3,"), "{json}");
         assert!(json.contains("\"mbufs_in_use\":null"), "{json}");

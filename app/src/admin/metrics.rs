@@ -9,6 +9,7 @@ use hioload_ws::ws_metrics::{self, WsMeter};
 
 use super::Sources;
 
+/// How a [`Stat`] is exposed: metric name, type, help, and an extra label.
 struct Family {
     name: &'static str,
     kind: &'static str,
@@ -140,7 +141,6 @@ const FAMILIES: &[Family] = &[
     },
 ];
 
-/// Bind `addr` and serve from a background thread; returns the bound address.
 /// The Prometheus text exposition of everything in `sources`.
 pub fn metrics(sources: &Sources) -> String {
     use std::fmt::Write as _;
@@ -374,12 +374,9 @@ mod tests {
         tally.handshake_failures[ws_metrics::handshake_slot(426)] = 1;
         ws[1].publish(&tally);
         let text = metrics(&Sources {
-            meters,
             sessions,
             ws,
-            dpdk: false,
-            started: std::time::Instant::now(),
-            control: None,
+            ..Sources::bare(meters, false)
         });
         for line in [
             "hioload_ws_messages_received_total{worker=\"1\",opcode=\"text\"} 1",
@@ -423,14 +420,7 @@ mod tests {
             r.set(Stat::MbufsInUse, 77);
             r.set(Stat::PortRxMissed, 5);
         }
-        let text = metrics(&Sources {
-            meters,
-            sessions: Vec::new(),
-            ws: Vec::new(),
-            dpdk: true,
-            started: std::time::Instant::now(),
-            control: None,
-        });
+        let text = metrics(&Sources::bare(meters, true));
         for line in [
             "hioload_connections_open{worker=\"1\"} 11",
             "hioload_connections_rejected_total{worker=\"0\",reason=\"max_half_open\"} 3",

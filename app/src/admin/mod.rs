@@ -40,7 +40,22 @@ pub struct Sources {
     pub control: Option<Arc<crate::live_config::Control>>,
 }
 
-/// How a [`Stat`] is exposed: metric name, type, help, and an extra label.
+#[cfg(test)]
+impl Sources {
+    /// Just workers' meters: no WebSocket figures, no run-time settings.
+    pub fn bare(meters: Arc<[WorkerMeter]>, dpdk: bool) -> Self {
+        Self {
+            meters,
+            sessions: Vec::new(),
+            ws: Vec::new(),
+            dpdk,
+            started: std::time::Instant::now(),
+            control: None,
+        }
+    }
+}
+
+/// Bind `addr` and serve from a background thread; returns the bound address.
 pub fn start(addr: SocketAddr, sources: Sources) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind(addr).map_err(|e| {
         format!("--admin {addr}: {e} (pass --admin off, or another address such as 127.0.0.1:0)")
@@ -196,14 +211,7 @@ mod tests {
 
     #[test]
     fn serves_metrics_and_health_over_http() {
-        let sources = Sources {
-            meters: WorkerMeter::for_workers(1),
-            sessions: Vec::new(),
-            ws: Vec::new(),
-            dpdk: false,
-            started: std::time::Instant::now(),
-            control: None,
-        };
+        let sources = Sources::bare(WorkerMeter::for_workers(1), false);
         let addr = start(SocketAddr::from(([127, 0, 0, 1], 0)), sources).expect("binds");
         let body = crate::bench::server::http_get(addr, "/metrics").expect("metrics");
         assert!(body.contains("hioload_worker_busy_seconds_total{worker=\"0\"}"));

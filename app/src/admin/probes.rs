@@ -96,17 +96,7 @@ mod tests {
             slot: 9,
             bytes: 5000,
         }]);
-        let j = probes(
-            &Sources {
-                meters,
-                sessions: Vec::new(),
-                ws: Vec::new(),
-                dpdk: false,
-                started: std::time::Instant::now(),
-                control: None,
-            },
-            Duration::from_secs(3),
-        );
+        let j = probes(&Sources::bare(meters, false), Duration::from_secs(3));
         let first = j.find("\"conn\":\"1.9\"").expect("worker 1's connection");
         let second = j.find("\"conn\":\"0.4\"").expect("worker 0's connection");
         assert!(first < second, "largest first: {j}");

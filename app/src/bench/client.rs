@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use hioload_ws::stack::{CloseCause, ConnId, Service, Verdict};
 use hioload_ws::ws::handshake;
-use hioload_ws::ws::{CloseCode, Event, Limits, Message, OpCode, Role, Session};
+use hioload_ws::ws::{CloseCode, Event, Limits, OpCode, Role, Session};
 
 /// What the client speaks.
 #[derive(Debug, Clone)]
@@ -303,23 +303,13 @@ impl LoadClient {
         let (session, inflight) = (&mut conn.session, &mut conn.inflight);
         let (mut completed, mut bad) = (0usize, 0u64);
         let result = session.feed(input, out, |ev, _| match ev {
-            Event::Message(m) => {
-                let bytes = match m {
-                    Message::Text(t) => t.as_bytes(),
-                    Message::Binary(b) => b,
-                };
-                let expected = inflight.get(completed).map(|(seq, _)| *seq).map(|seq| {
-                    let off = (seq % 26) as usize;
-                    &self.pattern[off..off + self.plan.size]
-                });
-                match expected {
-                    Some(want) => {
-                        bad += u64::from(want != bytes);
-                        completed += 1;
-                    }
-                    None => unexpected = Some("an echo of a message never sent"),
+            Event::Message(m) => match inflight.get(completed).map(|(seq, _)| self.payload(*seq)) {
+                Some(want) => {
+                    bad += u64::from(want != m.as_bytes());
+                    completed += 1;
                 }
-            }
+                None => unexpected = Some("an echo of a message never sent"),
+            },
             Event::Close(_) => closed = true,
             Event::Ping(_) | Event::Pong(_) => {}
         });

@@ -343,7 +343,7 @@ fn monitor(
             (busy_end - *b).as_secs_f64() / window / workers
         }),
         rss_at_end: server_end.rss,
-        server: at_start.map(|(s, _)| s.delta(&server_end, window)),
+        server: at_start.map(|(s, _)| s.delta(&server_end)),
     }
 }
 

@@ -62,7 +62,7 @@ impl Probe {
 
 impl Sample {
     /// From this reading to `later`.
-    pub fn delta(&self, later: &Sample, _seconds: f64) -> Delta {
+    pub fn delta(&self, later: &Sample) -> Delta {
         Delta {
             cpu: self.cpu.zip(later.cpu).map(|(a, b)| b - a),
             busy: self.busy.zip(later.busy).map(|(a, b)| b - a),

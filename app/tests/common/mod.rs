@@ -336,3 +336,31 @@ pub fn http_put(addr: SocketAddr, path: &str, body: &str) -> String {
     s.read_to_string(&mut resp).expect("read the response");
     resp
 }
+
+/// The part of the graceful-shutdown tests both transports share: each client gets one echo, then
+/// sends one more message that is not yet answered when SIGTERM comes; every client must still get
+/// that echo, after which `then` checks what follows (the close 1001).
+pub fn sigterm_with_messages_in_flight(
+    app: &Appliance,
+    clients: &mut [tungstenite::WebSocket<std::net::TcpStream>],
+    mut then: impl FnMut(&mut tungstenite::WebSocket<std::net::TcpStream>),
+) {
+    use tungstenite::Message;
+    for (i, ws) in clients.iter_mut().enumerate() {
+        ws.send(Message::text(format!("before {i}"))).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text(format!("before {i}")));
+    }
+    // One more message each, not yet answered when the signal comes.
+    for (i, ws) in clients.iter_mut().enumerate() {
+        ws.send(Message::text(format!("last {i}"))).unwrap();
+    }
+    app.signal("TERM");
+    for (i, ws) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            ws.read().unwrap(),
+            Message::text(format!("last {i}")),
+            "the echo of a message sent before the signal"
+        );
+        then(ws);
+    }
+}

@@ -67,6 +67,17 @@ pub struct EngineConfig {
     pub dial: Option<Dial>,
 }
 
+impl EngineConfig {
+    /// The smoltcp device for one call: `packet` to receive, if any, and `sink` for what is sent.
+    fn device<'a, S: IpSink>(
+        &self,
+        packet: Option<&'a [u8]>,
+        sink: &'a mut S,
+    ) -> PacketDevice<'a, S> {
+        PacketDevice::new(packet, sink, self.mtu, self.tx_checksum_offload)
+    }
+}
+
 /// Connections an engine opens to one server (the load generator's side).
 ///
 /// Local endpoints are numbered over our addresses and the ports in [`Dial::PORTS`]: endpoint
@@ -167,7 +178,7 @@ struct Flow<C> {
     dirty: bool,
     armed: Millis,
     generation: u32,
-    /// Last packet in or out.
+    /// The last round in which it received a packet (for the idle trim).
     active: Millis,
     /// The ring pages were handed back since the last activity.
     trimmed: bool,
@@ -203,7 +214,7 @@ impl<S: Service> Engine<S> {
     pub fn new(cfg: EngineConfig, service: S, sink: &mut impl IpSink, now: Instant) -> Self {
         let epoch = now;
         let mut iface = {
-            let mut dev = PacketDevice::new(None, sink, cfg.mtu, cfg.tx_checksum_offload);
+            let mut dev = cfg.device(None, sink);
             let mut config = Config::new(HardwareAddress::Ip);
             config.random_seed =
                 u64::from(cfg.worker) ^ 0x9e37_79b9_7f4a_7c15 ^ now.elapsed().as_nanos() as u64;
@@ -260,9 +271,9 @@ impl<S: Service> Engine<S> {
 
     /// Every connection's queued output: unsent by the service, plus sent and unacknowledged in
     /// its socket. A scan of every connection: for probes, about once a second.
-    pub fn queued(&mut self) -> impl Iterator<Item = crate::meter::Queued> + '_ {
-        self.flows.iter_mut().map(|(slot, f)| {
-            let in_socket = f.set.get_mut::<tcp::Socket>(f.handle).send_queue();
+    pub fn queued(&self) -> impl Iterator<Item = crate::meter::Queued> + '_ {
+        self.flows.iter().map(|(slot, f)| {
+            let in_socket = f.set.get::<tcp::Socket>(f.handle).send_queue();
             crate::meter::Queued {
                 slot: slot as u32,
                 bytes: (f.out.unsent() + in_socket) as u64,
@@ -313,16 +324,8 @@ impl<S: Service> Engine<S> {
                 Admission::NoListener => return self.without_socket(packet, sink, t),
             },
         };
-        let active = self.clock.floor(now);
         let flow = &mut self.flows[slot];
-        flow.active = active;
-        flow.trimmed = false;
-        let mut dev = PacketDevice::new(
-            Some(packet),
-            sink,
-            self.cfg.mtu,
-            self.cfg.tx_checksum_offload,
-        );
+        let mut dev = self.cfg.device(Some(packet), sink);
         self.iface.poll_ingress_single(t, &mut dev, &mut flow.set);
         if !flow.dirty {
             flow.dirty = true;
@@ -333,9 +336,13 @@ impl<S: Service> Engine<S> {
     /// Let every connection that received something run its service and send.
     pub fn process(&mut self, sink: &mut impl IpSink, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
+        // Received something this round: the connection is active (for the idle trim).
+        let active = self.clock.floor(now);
         for slot in dirty.drain(..) {
             if let Some(f) = self.flows.get_mut(slot) {
                 f.dirty = false;
+                f.active = active;
+                f.trimmed = false;
                 self.step(slot, sink, now);
             }
         }
@@ -436,12 +443,7 @@ impl<S: Service> Engine<S> {
     /// Let smoltcp handle a packet no connection owns, through the empty socket set: it answers
     /// TCP with RST (or drops a RST) and ICMP echo with a reply.
     fn without_socket(&mut self, packet: &[u8], sink: &mut impl IpSink, t: smoltcp::time::Instant) {
-        let mut dev = PacketDevice::new(
-            Some(packet),
-            sink,
-            self.cfg.mtu,
-            self.cfg.tx_checksum_offload,
-        );
+        let mut dev = self.cfg.device(Some(packet), sink);
         self.iface.poll_ingress_single(t, &mut dev, &mut self.empty);
     }
 
@@ -614,7 +616,7 @@ impl<S: Service> Engine<S> {
             }
         }
         {
-            let mut dev = PacketDevice::new(None, sink, self.cfg.mtu, self.cfg.tx_checksum_offload);
+            let mut dev = self.cfg.device(None, sink);
             self.iface.poll_egress(t, &mut dev, &mut f.set);
         }
         let socket = f.set.get_mut::<tcp::Socket>(f.handle);
