@@ -2,7 +2,8 @@
 //!
 //! This facade is what the `hioload-ws` binary and embedders use:
 //! - [`handler`]: the application API ([`Handler`]): accept or reject a handshake, receive
-//!   messages, reply.
+//!   messages, reply, and reach any session of the worker ([`Context`], [`WorkerContext`],
+//!   [`PreparedFrame`]), other workers' handlers and timers.
 //! - [`middleware`]: logging, panic recovery and metrics wrapped around any handler.
 //! - [`websocket`]: [`WsService`], which runs the sans-IO [`ws`] protocol for a handler on any
 //!   transport of [`stack`].
@@ -22,7 +23,7 @@ pub mod tcp_echo;
 pub mod websocket;
 pub mod ws_metrics;
 
-pub use handler::{Decision, Handler};
+pub use handler::{Context, Decision, Handler, PreparedFrame, WorkerContext};
 pub use websocket::{WsConfig, WsService};
 
 /// Version, git revision and build profile, e.g. `0.1.0 (rev 1a2b3c4d5e6f, release)`.

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use hioload_stack::ConnId;
 use hioload_wsproto::handshake::Request;
-use hioload_wsproto::{CloseCode, Message, Sender};
+use hioload_wsproto::{CloseCode, Message};
 
-use crate::handler::{Decision, Handler};
+use crate::handler::{Context, Decision, Handler, WorkerContext};
 
 /// Logs session opens and closes at debug level.
 #[derive(Debug, Clone)]
@@ -23,19 +23,38 @@ impl<H> Logging<H> {
 }
 
 impl<H: Handler> Handler for Logging<H> {
+    type Message = H::Message;
+
     fn on_open(&mut self, conn: ConnId, request: &Request<'_>) -> Decision {
         let decision = self.0.on_open(conn, request);
         tracing::debug!(%conn, path = request.path, origin = request.origin, ?decision, "handshake");
         decision
     }
 
-    fn on_message(&mut self, conn: ConnId, message: Message<'_>, reply: &mut Sender<'_>) {
-        self.0.on_message(conn, message, reply);
+    fn on_ready(&mut self, conn: ConnId, cx: &mut Context<'_, H::Message>) {
+        self.0.on_ready(conn, cx);
     }
 
-    fn on_close(&mut self, conn: ConnId, code: Option<CloseCode>) {
+    fn on_message(&mut self, conn: ConnId, message: Message<'_>, cx: &mut Context<'_, H::Message>) {
+        self.0.on_message(conn, message, cx);
+    }
+
+    fn on_close(
+        &mut self,
+        conn: ConnId,
+        code: Option<CloseCode>,
+        cx: &mut WorkerContext<'_, H::Message>,
+    ) {
         tracing::debug!(%conn, code = code.map(|c| c.0), "session closed");
-        self.0.on_close(conn, code);
+        self.0.on_close(conn, code, cx);
+    }
+
+    fn on_post(&mut self, message: H::Message, cx: &mut WorkerContext<'_, H::Message>) {
+        self.0.on_post(message, cx);
+    }
+
+    fn on_timer(&mut self, token: u64, cx: &mut WorkerContext<'_, H::Message>) {
+        self.0.on_timer(token, cx);
     }
 }
 
@@ -56,6 +75,8 @@ impl<H> Recover<H> {
 }
 
 impl<H: Handler> Handler for Recover<H> {
+    type Message = H::Message;
+
     fn on_open(&mut self, conn: ConnId, request: &Request<'_>) -> Decision {
         catch_unwind(AssertUnwindSafe(|| self.0.on_open(conn, request))).unwrap_or_else(|_| {
             tracing::error!(%conn, "handler panicked in on_open; answering 500");
@@ -66,17 +87,42 @@ impl<H: Handler> Handler for Recover<H> {
         })
     }
 
-    fn on_message(&mut self, conn: ConnId, message: Message<'_>, reply: &mut Sender<'_>) {
+    fn on_ready(&mut self, conn: ConnId, cx: &mut Context<'_, H::Message>) {
         let inner = &mut self.0;
-        if catch_unwind(AssertUnwindSafe(|| inner.on_message(conn, message, reply))).is_err() {
-            tracing::error!(%conn, "handler panicked in on_message; closing the session with 1011");
-            reply.close(CloseCode::INTERNAL_ERROR, "internal error");
+        if catch_unwind(AssertUnwindSafe(|| inner.on_ready(conn, cx))).is_err() {
+            tracing::error!(%conn, "handler panicked in on_ready; closing the session with 1011");
+            cx.close(CloseCode::INTERNAL_ERROR, "internal error");
         }
     }
 
-    fn on_close(&mut self, conn: ConnId, code: Option<CloseCode>) {
-        if catch_unwind(AssertUnwindSafe(|| self.0.on_close(conn, code))).is_err() {
+    fn on_message(&mut self, conn: ConnId, message: Message<'_>, cx: &mut Context<'_, H::Message>) {
+        let inner = &mut self.0;
+        if catch_unwind(AssertUnwindSafe(|| inner.on_message(conn, message, cx))).is_err() {
+            tracing::error!(%conn, "handler panicked in on_message; closing the session with 1011");
+            cx.close(CloseCode::INTERNAL_ERROR, "internal error");
+        }
+    }
+
+    fn on_close(
+        &mut self,
+        conn: ConnId,
+        code: Option<CloseCode>,
+        cx: &mut WorkerContext<'_, H::Message>,
+    ) {
+        if catch_unwind(AssertUnwindSafe(|| self.0.on_close(conn, code, cx))).is_err() {
             tracing::error!(%conn, "handler panicked in on_close");
+        }
+    }
+
+    fn on_post(&mut self, message: H::Message, cx: &mut WorkerContext<'_, H::Message>) {
+        if catch_unwind(AssertUnwindSafe(|| self.0.on_post(message, cx))).is_err() {
+            tracing::error!("handler panicked in on_post");
+        }
+    }
+
+    fn on_timer(&mut self, token: u64, cx: &mut WorkerContext<'_, H::Message>) {
+        if catch_unwind(AssertUnwindSafe(|| self.0.on_timer(token, cx))).is_err() {
+            tracing::error!(token, "handler panicked in on_timer");
         }
     }
 }
@@ -127,6 +173,8 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 impl<H: Handler> Handler for Metrics<H> {
+    type Message = H::Message;
+
     fn on_open(&mut self, conn: ConnId, request: &Request<'_>) -> Decision {
         let d = self.inner.on_open(conn, request);
         match d {
@@ -136,14 +184,31 @@ impl<H: Handler> Handler for Metrics<H> {
         d
     }
 
-    fn on_message(&mut self, conn: ConnId, message: Message<'_>, reply: &mut Sender<'_>) {
-        bump(&self.counters.messages_in, 1);
-        bump(&self.counters.bytes_in, message.as_bytes().len() as u64);
-        self.inner.on_message(conn, message, reply);
+    fn on_ready(&mut self, conn: ConnId, cx: &mut Context<'_, H::Message>) {
+        self.inner.on_ready(conn, cx);
     }
 
-    fn on_close(&mut self, conn: ConnId, code: Option<CloseCode>) {
+    fn on_message(&mut self, conn: ConnId, message: Message<'_>, cx: &mut Context<'_, H::Message>) {
+        bump(&self.counters.messages_in, 1);
+        bump(&self.counters.bytes_in, message.as_bytes().len() as u64);
+        self.inner.on_message(conn, message, cx);
+    }
+
+    fn on_close(
+        &mut self,
+        conn: ConnId,
+        code: Option<CloseCode>,
+        cx: &mut WorkerContext<'_, H::Message>,
+    ) {
         bump(&self.counters.sessions_closed, 1);
-        self.inner.on_close(conn, code);
+        self.inner.on_close(conn, code, cx);
+    }
+
+    fn on_post(&mut self, message: H::Message, cx: &mut WorkerContext<'_, H::Message>) {
+        self.inner.on_post(message, cx);
+    }
+
+    fn on_timer(&mut self, token: u64, cx: &mut WorkerContext<'_, H::Message>) {
+        self.inner.on_timer(token, cx);
     }
 }

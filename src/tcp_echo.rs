@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hioload_stack::{CloseCause, ConnId, Service, Verdict};
+use hioload_stack::{ConnCtx, ConnId, Service, Verdict};
 
 /// TCP echo on one worker.
 #[derive(Debug, Clone)]
@@ -26,48 +26,32 @@ impl TcpEchoService {
 
 impl Service for TcpEchoService {
     type Conn = TcpEchoConn;
+    type Message = ();
 
-    fn open(&mut self, _id: ConnId, _peer: SocketAddr, now: Instant) -> TcpEchoConn {
-        TcpEchoConn { last_rx: now }
+    fn open(&mut self, _id: ConnId, _peer: SocketAddr, cx: &mut ConnCtx<'_, ()>) -> TcpEchoConn {
+        TcpEchoConn { last_rx: cx.now() }
     }
 
     fn on_data(
         &mut self,
         conn: &mut TcpEchoConn,
         input: &mut [u8],
-        out: &mut Vec<u8>,
-        now: Instant,
+        cx: &mut ConnCtx<'_, ()>,
     ) -> Verdict {
-        conn.last_rx = now;
-        out.extend_from_slice(input);
+        conn.last_rx = cx.now();
+        // Where the transport allows it, a large read goes back out from its own buffer.
+        let out = cx.out();
+        if input.len() < crate::websocket::INPUT_REF_MIN || !out.put_input(0, input.len()) {
+            out.put(input);
+        }
         Verdict::Continue
-    }
-
-    fn on_eof(&mut self, _conn: &mut TcpEchoConn, _out: &mut Vec<u8>, _now: Instant) -> Verdict {
-        Verdict::Close
     }
 
     fn deadline(&self, conn: &TcpEchoConn) -> Option<Instant> {
         self.idle_timeout.map(|t| conn.last_rx + t)
     }
 
-    fn on_deadline(
-        &mut self,
-        _conn: &mut TcpEchoConn,
-        _out: &mut Vec<u8>,
-        _now: Instant,
-    ) -> Verdict {
+    fn on_deadline(&mut self, _conn: &mut TcpEchoConn, _cx: &mut ConnCtx<'_, ()>) -> Verdict {
         Verdict::Close
     }
-
-    fn on_shutdown(
-        &mut self,
-        _conn: &mut TcpEchoConn,
-        _out: &mut Vec<u8>,
-        _now: Instant,
-    ) -> Verdict {
-        Verdict::Close
-    }
-
-    fn on_close(&mut self, _conn: TcpEchoConn, _cause: CloseCause) {}
 }

@@ -3,18 +3,115 @@
 //! Per connection: the handshake (buffered only if the request spans reads, bounded by the
 //! header limit and the handshake timeout), then a [`Session`] whose messages go to the handler.
 //! Timers: handshake timeout, idle timeout, server pings, and the close timeout that ends a
-//! closing handshake the peer does not finish.
+//! closing handshake the peer does not finish. A session takes pushes from other sessions'
+//! handlers from its 101 answer until its close frame is out.
+//!
+//! Frames are encoded straight into the connection's output ([`ConnOut`]). A large payload that
+//! lies in the bytes just read (an echo) is queued by reference where the transport allows it,
+//! so the kernel path writes it from the read buffer without copying it first.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hioload_stack::{CloseCause, ConnId, Service, Verdict};
+use hioload_stack::{CloseCause, ConnCtx, ConnId, Ctx, Service, Verdict};
 use hioload_wsproto::handshake::{self, HandshakeError};
-use hioload_wsproto::{CloseCode, Event, Limits, Role, Session, SessionState};
+use hioload_wsproto::{
+    CloseCode, Event, Limits, Message, Role, Sender, Session, SessionState, Transmit,
+};
 
-use crate::handler::{Decision, Handler};
+use crate::handler::{Context, Decision, Handler, SessionOps, WorkerContext};
 use crate::ws_metrics::{self, WsMeter, WsTally};
+
+/// Payloads at least this large that lie in the input are queued by reference rather than
+/// copied (below it, a copy is cheaper than another piece in a vectored write).
+pub const INPUT_REF_MIN: usize = 1024;
+
+/// A connection's output as a frame sink: what a session's [`Sender`] writes goes to the
+/// connection, and a payload that lies in the input being decoded is queued by reference.
+pub struct ConnOut<'c, 'a, M> {
+    cx: &'c mut ConnCtx<'a, M>,
+    /// The input being decoded: start address and length (0 and 0 when it is not the
+    /// transport's buffer).
+    input: (usize, usize),
+}
+
+impl<'c, 'a, M> ConnOut<'c, 'a, M> {
+    /// A sink for `cx`'s connection; `input` is the transport's input being decoded, if the
+    /// frames written may reference it.
+    pub fn new(cx: &'c mut ConnCtx<'a, M>, input: Option<&[u8]>) -> Self {
+        let input = input.map_or((0, 0), |i| (i.as_ptr() as usize, i.len()));
+        Self { cx, input }
+    }
+
+    /// The connection's context.
+    pub fn cx(&mut self) -> &mut ConnCtx<'a, M> {
+        self.cx
+    }
+}
+
+impl<M> Transmit for ConnOut<'_, '_, M> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.cx.out().put(bytes);
+    }
+
+    fn put_payload(&mut self, payload: &[u8]) {
+        let (base, len) = self.input;
+        let at = (payload.as_ptr() as usize).wrapping_sub(base);
+        if payload.len() >= INPUT_REF_MIN
+            && at <= len
+            && payload.len() <= len - at
+            && self.cx.out().put_input(at, payload.len())
+        {
+            return;
+        }
+        self.cx.out().put(payload);
+    }
+}
+
+/// The session being served, as the handler's [`Context`] sees it: its id and its sender.
+struct Served<'s, 'x, 'c, 'a, M> {
+    id: ConnId,
+    sender: &'s mut Sender<'x, ConnOut<'c, 'a, M>>,
+}
+
+impl<M> SessionOps<M> for Served<'_, '_, '_, '_, M> {
+    fn conn(&self) -> ConnId {
+        self.id
+    }
+
+    fn reply(&mut self, message: Message<'_>) {
+        self.sender.message(message);
+    }
+
+    fn ping(&mut self, payload: &[u8]) {
+        self.sender.ping(payload);
+    }
+
+    fn close(&mut self, code: CloseCode, reason: &str) {
+        self.sender.close(code, reason);
+    }
+
+    fn close_sent(&self) -> bool {
+        self.sender.close_sent()
+    }
+
+    fn worker(&mut self) -> WorkerContext<'_, M> {
+        let (sink, sent) = self.sender.sink_and_tally();
+        WorkerContext::new(Ctx::reborrow(&mut **sink.cx), sent)
+    }
+}
+
+/// Run `f` with a handler [`Context`] for session `id`.
+fn with_context<M, R>(
+    id: ConnId,
+    sender: &mut Sender<'_, ConnOut<'_, '_, M>>,
+    f: impl FnOnce(&mut Context<'_, M>) -> R,
+) -> R {
+    let mut served = Served { id, sender };
+    f(&mut Context::new(&mut served))
+}
 
 /// Pings a peer may leave unanswered in a row before the session is closed.
 const MAX_MISSED_PONGS: u8 = 2;
@@ -170,8 +267,7 @@ impl<H: Handler> WsService<H> {
         &mut self,
         conn: &mut WsConn,
         data: &[u8],
-        out: &mut Vec<u8>,
-        now: Instant,
+        cx: &mut ConnCtx<'_, H::Message>,
     ) -> Result<Option<usize>, Verdict> {
         let (req, head_len) = match handshake::parse_request(data, self.config.max_header_bytes) {
             Ok(Some(parsed)) => parsed,
@@ -179,7 +275,7 @@ impl<H: Handler> WsService<H> {
             Err(e) => {
                 tracing::debug!(conn = %conn.id, error = %e, status = e.status(), "handshake refused");
                 self.handshake_failed(ws_metrics::handshake_slot(e.status()));
-                out.extend_from_slice(&e.response());
+                cx.out().put(&e.response());
                 conn.phase = Phase::Done;
                 return Err(Verdict::Close);
             }
@@ -190,43 +286,50 @@ impl<H: Handler> WsService<H> {
                     if !req.protocols.contains(&p) {
                         tracing::error!(conn = %conn.id, protocol = p, "handler chose a subprotocol the client did not offer");
                         self.handshake_failed(ws_metrics::handshake_slot(500));
-                        out.extend_from_slice(&handshake::error_response(
-                            500,
-                            "internal error",
-                            "",
-                        ));
+                        cx.out()
+                            .put(&handshake::error_response(500, "internal error", ""));
                         conn.phase = Phase::Done;
                         return Err(Verdict::Close);
                     }
                 }
-                out.extend_from_slice(&handshake::accept_response(&req, protocol.as_deref()));
+                cx.out()
+                    .put(&handshake::accept_response(&req, protocol.as_deref()));
                 conn.phase = Phase::Open(Session::new(Role::Server, self.config.limits));
-                let now = self.ms(now);
+                let now = self.ms(cx.now());
                 conn.last_rx = now;
                 conn.timer = self
                     .config
                     .ping_interval
                     .map_or(NEVER, |i| now + i.as_millis() as Millis);
+                cx.accept_pushes(true);
+                if let Phase::Open(session) = &mut conn.phase {
+                    let id = conn.id;
+                    let handler = &mut self.handler;
+                    let mut out = ConnOut::new(cx, None);
+                    let mut sender = session.sender_tallied(&mut out, &mut self.tally.frames.sent);
+                    with_context(id, &mut sender, |c| handler.on_ready(id, c));
+                }
                 Ok(Some(head_len))
             }
             Decision::Reject { status, reason } => {
                 let e = HandshakeError::Rejected { status, reason };
                 tracing::debug!(conn = %conn.id, error = %e, "handshake rejected by handler");
                 self.handshake_failed(ws_metrics::handshake_slot(status));
-                out.extend_from_slice(&e.response());
+                cx.out().put(&e.response());
                 conn.phase = Phase::Done;
                 Err(Verdict::Close)
             }
         }
     }
 
-    /// Feed frames to the open session and map its state to a verdict.
+    /// Feed frames to the open session and map its state to a verdict. `from_transport`: the
+    /// bytes are the transport's own input (payloads may be queued by reference).
     fn frames(
         &mut self,
         conn: &mut WsConn,
         input: &mut [u8],
-        out: &mut Vec<u8>,
-        now: Instant,
+        from_transport: bool,
+        cx: &mut ConnCtx<'_, H::Message>,
     ) -> Verdict {
         let Phase::Open(session) = &mut conn.phase else {
             return Verdict::Continue;
@@ -236,15 +339,21 @@ impl<H: Handler> WsService<H> {
         let mut peer_code = None;
         let mut peer_closed = false;
         let closes = self.tally.closes_sent();
+        let mut out = ConnOut::new(cx, from_transport.then_some(&*input));
         let result =
-            session.feed_tallied(input, out, &mut self.tally.frames, |ev, reply| match ev {
-                Event::Message(m) => handler.on_message(id, m, reply),
-                Event::Close(frame) => {
-                    peer_closed = true;
-                    peer_code = frame.map(|f| f.code);
-                }
-                Event::Ping(_) | Event::Pong(_) => {}
-            });
+            session.feed_tallied(
+                input,
+                &mut out,
+                &mut self.tally.frames,
+                |ev, sender| match ev {
+                    Event::Message(m) => with_context(id, sender, |c| handler.on_message(id, m, c)),
+                    Event::Close(frame) => {
+                        peer_closed = true;
+                        peer_code = frame.map(|f| f.code);
+                    }
+                    Event::Ping(_) | Event::Pong(_) => {}
+                },
+            );
         if peer_closed {
             self.tally.close_received[ws_metrics::close_slot(peer_code)] += 1;
         }
@@ -257,10 +366,14 @@ impl<H: Handler> WsService<H> {
         } else if peer_code.is_some() {
             conn.close_code = peer_code;
         }
-        self.after_session_step(conn, now)
+        self.after_session_step(conn, cx)
     }
 
-    fn after_session_step(&mut self, conn: &mut WsConn, now: Instant) -> Verdict {
+    fn after_session_step(
+        &mut self,
+        conn: &mut WsConn,
+        cx: &mut ConnCtx<'_, H::Message>,
+    ) -> Verdict {
         let Phase::Open(session) = &conn.phase else {
             return Verdict::Continue;
         };
@@ -268,44 +381,62 @@ impl<H: Handler> WsService<H> {
             SessionState::Open => Verdict::Continue,
             SessionState::CloseSent => {
                 if !conn.closing {
+                    // No data frame may follow our close frame: no more pushes either.
+                    cx.accept_pushes(false);
                     conn.closing = true;
-                    conn.timer = self.ms(now + self.config.close_timeout);
+                    conn.timer = self.ms(cx.now() + self.config.close_timeout);
                 }
                 Verdict::Continue
             }
-            SessionState::Closed => Verdict::Close,
+            SessionState::Closed => {
+                cx.accept_pushes(false);
+                Verdict::Close
+            }
         }
     }
 
     fn start_close(
         &mut self,
         conn: &mut WsConn,
-        out: &mut Vec<u8>,
         code: CloseCode,
         reason: &str,
-        now: Instant,
+        cx: &mut ConnCtx<'_, H::Message>,
     ) -> Verdict {
         match &mut conn.phase {
             Phase::Open(session) => {
                 let closes = self.tally.closes_sent();
+                let mut out = ConnOut::new(cx, None);
                 session
-                    .sender_tallied(out, &mut self.tally.frames.sent)
+                    .sender_tallied(&mut out, &mut self.tally.frames.sent)
                     .close(code, reason);
                 self.tally
                     .count_close_sent(closes, session.close_code_sent());
                 self.dirty = true;
                 conn.close_code.get_or_insert(code);
-                self.after_session_step(conn, now)
+                self.after_session_step(conn, cx)
             }
             Phase::Handshake { .. } | Phase::Done => Verdict::Close,
         }
+    }
+
+    /// The handler's view of its worker outside any session's turn.
+    fn worker_cx<'c>(
+        &'c mut self,
+        cx: &'c mut Ctx<'_, H::Message>,
+    ) -> (&'c mut H, WorkerContext<'c, H::Message>) {
+        (
+            &mut self.handler,
+            WorkerContext::new(cx.reborrow(), Some(&mut self.tally.frames.sent)),
+        )
     }
 }
 
 impl<H: Handler> Service for WsService<H> {
     type Conn = WsConn;
+    type Message = H::Message;
 
-    fn open(&mut self, id: ConnId, _peer: SocketAddr, now: Instant) -> WsConn {
+    fn open(&mut self, id: ConnId, _peer: SocketAddr, cx: &mut ConnCtx<'_, H::Message>) -> WsConn {
+        let now = cx.now();
         WsConn {
             id,
             phase: Phase::Handshake { buf: Vec::new() },
@@ -321,32 +452,29 @@ impl<H: Handler> Service for WsService<H> {
         &mut self,
         conn: &mut WsConn,
         input: &mut [u8],
-        out: &mut Vec<u8>,
-        now: Instant,
+        cx: &mut ConnCtx<'_, H::Message>,
     ) -> Verdict {
-        conn.last_rx = self.ms(now);
+        conn.last_rx = self.ms(cx.now());
         conn.missed_pongs = 0;
         match &mut conn.phase {
-            Phase::Open(_) => self.frames(conn, input, out, now),
+            Phase::Open(_) => self.frames(conn, input, true, cx),
             Phase::Done => Verdict::Continue,
-            Phase::Handshake { buf } if buf.is_empty() => {
-                match self.handshake(conn, input, out, now) {
-                    // The whole request was in this read: frames after it are decoded in place.
-                    Ok(Some(head)) => self.frames(conn, &mut input[head..], out, now),
-                    Ok(None) => {
-                        if let Phase::Handshake { buf } = &mut conn.phase {
-                            buf.extend_from_slice(input);
-                        }
-                        Verdict::Continue
+            Phase::Handshake { buf } if buf.is_empty() => match self.handshake(conn, input, cx) {
+                // The whole request was in this read: frames after it are decoded in place.
+                Ok(Some(head)) => self.frames(conn, &mut input[head..], true, cx),
+                Ok(None) => {
+                    if let Phase::Handshake { buf } = &mut conn.phase {
+                        buf.extend_from_slice(input);
                     }
-                    Err(v) => v,
+                    Verdict::Continue
                 }
-            }
+                Err(v) => v,
+            },
             Phase::Handshake { buf } => {
                 let mut data = std::mem::take(buf);
                 data.extend_from_slice(input);
-                match self.handshake(conn, &data, out, now) {
-                    Ok(Some(head)) => self.frames(conn, &mut data[head..], out, now),
+                match self.handshake(conn, &data, cx) {
+                    Ok(Some(head)) => self.frames(conn, &mut data[head..], false, cx),
                     Ok(None) => {
                         if let Phase::Handshake { buf } = &mut conn.phase {
                             *buf = data;
@@ -359,13 +487,14 @@ impl<H: Handler> Service for WsService<H> {
         }
     }
 
-    fn on_eof(&mut self, conn: &mut WsConn, _out: &mut Vec<u8>, _now: Instant) -> Verdict {
+    fn on_eof(&mut self, conn: &mut WsConn, cx: &mut ConnCtx<'_, H::Message>) -> Verdict {
         if let Phase::Open(session) = &mut conn.phase {
             if session.state() != SessionState::Closed {
                 tracing::debug!(conn = %conn.id, "peer closed TCP without a close handshake");
                 session.abort();
             }
         }
+        cx.accept_pushes(false);
         Verdict::Close
     }
 
@@ -385,8 +514,8 @@ impl<H: Handler> Service for WsService<H> {
         (due != NEVER).then(|| self.instant(due))
     }
 
-    fn on_deadline(&mut self, conn: &mut WsConn, out: &mut Vec<u8>, now: Instant) -> Verdict {
-        let at = self.ms(now);
+    fn on_deadline(&mut self, conn: &mut WsConn, cx: &mut ConnCtx<'_, H::Message>) -> Verdict {
+        let at = self.ms(cx.now());
         match &mut conn.phase {
             Phase::Done => return Verdict::Continue,
             Phase::Handshake { .. } if at >= conn.timer => {
@@ -412,22 +541,23 @@ impl<H: Handler> Service for WsService<H> {
             .is_some_and(|t| at >= conn.last_rx + t.as_millis() as Millis)
         {
             tracing::debug!(conn = %conn.id, "idle timeout");
-            return self.start_close(conn, out, CloseCode::GOING_AWAY, "idle timeout", now);
+            return self.start_close(conn, CloseCode::GOING_AWAY, "idle timeout", cx);
         }
         if let Some(interval) = self.config.ping_interval {
             if at >= conn.timer {
                 if conn.missed_pongs >= MAX_MISSED_PONGS {
                     // The peer looks dead: say why, but do not wait for a close reply.
                     tracing::debug!(conn = %conn.id, "peer missed {MAX_MISSED_PONGS} pongs");
-                    self.start_close(conn, out, CloseCode::GOING_AWAY, "ping timeout", now);
+                    self.start_close(conn, CloseCode::GOING_AWAY, "ping timeout", cx);
                     if let Phase::Open(session) = &mut conn.phase {
                         session.abort();
                     }
                     return Verdict::Close;
                 }
                 if let Phase::Open(session) = &mut conn.phase {
+                    let mut out = ConnOut::new(cx, None);
                     session
-                        .sender_tallied(out, &mut self.tally.frames.sent)
+                        .sender_tallied(&mut out, &mut self.tally.frames.sent)
                         .ping(b"");
                     self.dirty = true;
                 }
@@ -438,17 +568,41 @@ impl<H: Handler> Service for WsService<H> {
         Verdict::Continue
     }
 
-    fn on_shutdown(&mut self, conn: &mut WsConn, out: &mut Vec<u8>, now: Instant) -> Verdict {
-        self.start_close(conn, out, CloseCode::GOING_AWAY, "server shutdown", now)
+    fn on_slow(&mut self, conn: &mut WsConn, cx: &mut ConnCtx<'_, H::Message>) -> Verdict {
+        tracing::debug!(conn = %conn.id, "closing a slow consumer with 1008");
+        self.start_close(
+            conn,
+            CloseCode::POLICY_VIOLATION,
+            "slow consumer: output limit exceeded",
+            cx,
+        )
     }
 
-    fn on_close(&mut self, conn: WsConn, _cause: CloseCause) {
+    fn on_shutdown(&mut self, conn: &mut WsConn, cx: &mut ConnCtx<'_, H::Message>) -> Verdict {
+        self.start_close(conn, CloseCode::GOING_AWAY, "server shutdown", cx)
+    }
+
+    fn on_close(&mut self, conn: WsConn, _cause: CloseCause, cx: &mut Ctx<'_, H::Message>) {
         if matches!(conn.phase, Phase::Open(_)) {
-            self.handler.on_close(conn.id, conn.close_code);
+            let (handler, mut w) = self.worker_cx(cx);
+            handler.on_close(conn.id, conn.close_code, &mut w);
+            self.dirty = true;
         }
     }
 
-    fn on_tick(&mut self, _now: Instant) -> bool {
+    fn on_message(&mut self, message: H::Message, cx: &mut Ctx<'_, H::Message>) {
+        let (handler, mut w) = self.worker_cx(cx);
+        handler.on_post(message, &mut w);
+        self.dirty = true;
+    }
+
+    fn on_timer(&mut self, token: u64, cx: &mut Ctx<'_, H::Message>) {
+        let (handler, mut w) = self.worker_cx(cx);
+        handler.on_timer(token, &mut w);
+        self.dirty = true;
+    }
+
+    fn on_tick(&mut self, _cx: &mut Ctx<'_, H::Message>) -> bool {
         if self.dirty {
             self.dirty = false;
             if let Some(m) = &self.meter {

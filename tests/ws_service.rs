@@ -4,23 +4,76 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hioload_ws::echo::Echo;
-use hioload_ws::handler::{Decision, Handler};
+use hioload_ws::handler::{Context, Decision, Handler, WorkerContext};
 use hioload_ws::middleware::Recover;
-use hioload_ws::stack::{CloseCause, ConnId, Service, Verdict};
+use hioload_ws::stack::driver::{Driver, DriverConfig, Phase};
+use hioload_ws::stack::mailbox::{self, Mailbox};
+use hioload_ws::stack::{CloseCause, ConnId};
 use hioload_ws::ws::frame::write_frame;
 use hioload_ws::ws::handshake::Request;
-use hioload_ws::ws::{Event, Limits, Message, OpCode, Role, Sender, Session};
-use hioload_ws::{WsConfig, WsService};
+use hioload_ws::ws::{Event, Limits, Message, OpCode, Role, Session};
+use hioload_ws::{PreparedFrame, WsConfig, WsService};
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\n\r\n";
 
-fn id() -> ConnId {
-    ConnId { worker: 0, slot: 7 }
-}
-
 fn peer() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 40000))
+}
+
+/// A `WsService` on a driver without a network: bytes in, bytes out, time given by the test.
+struct Harness<H: Handler> {
+    d: Driver<WsService<H>, ()>,
+    _mail: Vec<Mailbox<H::Message>>,
+}
+
+impl<H: Handler> Harness<H> {
+    fn new(handler: H, cfg: WsConfig) -> Self {
+        let (posts, mail) = mailbox::mailboxes(16, vec![None]);
+        Self {
+            d: Driver::new(DriverConfig::default(), WsService::new(handler, cfg), posts),
+            _mail: mail,
+        }
+    }
+
+    /// A connection that has sent `request`; returns its slot.
+    fn connect(&mut self, request: &[u8], now: Instant) -> usize {
+        let slot = self.d.insert(());
+        self.d.open(slot, peer(), now);
+        self.feed(slot, request, now);
+        slot
+    }
+
+    /// A session past its handshake; returns its slot and the 101 answer.
+    fn open(&mut self, now: Instant) -> (usize, Vec<u8>) {
+        let slot = self.connect(REQUEST, now);
+        let out = self.d.take_output(slot);
+        assert!(
+            out.starts_with(b"HTTP/1.1 101 "),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        (slot, out)
+    }
+
+    fn feed(&mut self, slot: usize, bytes: &[u8], now: Instant) {
+        let mut input = bytes.to_vec();
+        self.d.input(slot, &mut input, false, now);
+    }
+
+    /// Run the timers due at `at`. Timers work in whole milliseconds and never fire early, so
+    /// this runs them at `at` rounded up to the next millisecond, and returns that time.
+    fn expire(&mut self, at: Instant) -> Instant {
+        let clock = *self.d.clock();
+        let now = clock.instant(clock.ceil(at));
+        let mut fired = Vec::new();
+        self.d.expire(now, &mut fired);
+        now
+    }
+
+    fn closing(&self, slot: usize) -> bool {
+        self.d.phase(slot) != Some(Phase::Open)
+    }
 }
 
 fn masked(op: OpCode, payload: &[u8]) -> Vec<u8> {
@@ -65,65 +118,40 @@ fn assert_due(deadline: Option<Instant>, nominal: Instant) {
     );
 }
 
-fn open<H: Handler>(
-    svc: &mut WsService<H>,
-    now: Instant,
-) -> (hioload_ws::websocket::WsConn, Vec<u8>) {
-    let mut conn = svc.open(id(), peer(), now);
-    let mut out = Vec::new();
-    let mut req = REQUEST.to_vec();
-    assert_eq!(
-        svc.on_data(&mut conn, &mut req, &mut out, now),
-        Verdict::Continue
-    );
-    assert!(
-        out.starts_with(b"HTTP/1.1 101 "),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
-    (conn, out)
-}
-
 #[test]
 fn idle_timeout_sends_close_1001_then_waits_for_the_reply() {
     let cfg = WsConfig {
         idle_timeout: Some(Duration::from_secs(1)),
         ..WsConfig::default()
     };
-    let mut svc = WsService::new(Echo, cfg.clone());
+    let mut h = Harness::new(Echo, cfg.clone());
     let t0 = Instant::now();
-    let (mut conn, mut out) = open(&mut svc, t0);
-    assert_due(svc.deadline(&conn), t0 + Duration::from_secs(1));
-    let t1 = t0 + Duration::from_secs(1);
-    assert_eq!(svc.on_deadline(&mut conn, &mut out, t1), Verdict::Continue);
+    let (s, _) = h.open(t0);
+    assert_due(h.d.deadline(s), t0 + Duration::from_secs(1));
+    let t1 = h.expire(t0 + Duration::from_secs(1));
     assert_eq!(
-        frames_after_head(&out),
+        frames_after_head(&h.d.take_output(s)),
         [(OpCode::Close, 1001u16.to_be_bytes().to_vec())]
     );
+    assert!(!h.closing(s), "waiting for the peer's close");
     // Now only the close timeout is pending; when it passes the transport is told to close.
     let close_at = t1 + cfg.close_timeout;
-    assert_due(svc.deadline(&conn), close_at);
-    assert_eq!(
-        svc.on_deadline(&mut conn, &mut out, close_at),
-        Verdict::Close
-    );
+    assert_due(h.d.deadline(s), close_at);
+    h.expire(close_at);
+    assert!(h.closing(s));
 }
 
 #[test]
 fn handshake_timeout_closes() {
-    let mut svc = WsService::new(Echo, WsConfig::default());
+    let mut h = Harness::new(Echo, WsConfig::default());
     let t0 = Instant::now();
-    let mut conn = svc.open(id(), peer(), t0);
-    let mut out = Vec::new();
-    let mut part = REQUEST[..10].to_vec();
-    assert_eq!(
-        svc.on_data(&mut conn, &mut part, &mut out, t0),
-        Verdict::Continue
-    );
-    let due = svc.deadline(&conn).expect("handshake deadline");
+    let s = h.connect(&REQUEST[..10], t0);
+    assert!(!h.closing(s));
+    let due = h.d.deadline(s).expect("handshake deadline");
     assert_due(Some(due), t0 + Duration::from_secs(5));
-    assert_eq!(svc.on_deadline(&mut conn, &mut out, due), Verdict::Close);
-    assert!(out.is_empty());
+    h.expire(due);
+    assert!(h.closing(s));
+    assert!(h.d.take_output(s).is_empty());
 }
 
 #[test]
@@ -133,21 +161,22 @@ fn pings_then_close_after_two_missed_pongs() {
         idle_timeout: None,
         ..WsConfig::default()
     };
-    let mut svc = WsService::new(Echo, cfg);
+    let mut h = Harness::new(Echo, cfg);
     let t0 = Instant::now();
-    let (mut conn, mut out) = open(&mut svc, t0);
+    let (s, _) = h.open(t0);
     let mut t = t0;
+    let mut out = Vec::new();
     for _ in 0..2 {
         t += Duration::from_secs(1);
-        assert_due(svc.deadline(&conn), t);
-        assert_eq!(svc.on_deadline(&mut conn, &mut out, t), Verdict::Continue);
+        assert_due(h.d.deadline(s), t);
+        t = h.expire(t);
+        assert!(!h.closing(s));
+        out.extend(h.d.take_output(s));
     }
     t += Duration::from_secs(1);
-    assert_eq!(
-        svc.on_deadline(&mut conn, &mut out, t),
-        Verdict::Close,
-        "no close timeout for a dead peer"
-    );
+    h.expire(t);
+    assert!(h.closing(s), "no close timeout for a dead peer");
+    out.extend(h.d.take_output(s));
     let frames = frames_after_head(&out);
     assert_eq!(frames.iter().filter(|f| f.0 == OpCode::Ping).count(), 2);
     assert_eq!(
@@ -163,34 +192,33 @@ fn pong_keeps_the_session_alive() {
         idle_timeout: None,
         ..WsConfig::default()
     };
-    let mut svc = WsService::new(Echo, cfg);
+    let mut h = Harness::new(Echo, cfg);
     let t0 = Instant::now();
-    let (mut conn, mut out) = open(&mut svc, t0);
+    let (s, _) = h.open(t0);
+    let mut out = Vec::new();
     for i in 1..=5u64 {
         let t = t0 + Duration::from_secs(i);
-        svc.on_deadline(&mut conn, &mut out, t);
-        let mut pong = masked(OpCode::Pong, b"");
-        assert_eq!(
-            svc.on_data(&mut conn, &mut pong, &mut out, t),
-            Verdict::Continue
-        );
+        h.expire(t);
+        h.feed(s, &masked(OpCode::Pong, b""), t + Duration::from_millis(2));
+        assert!(!h.closing(s));
+        out.extend(h.d.take_output(s));
     }
-    assert!(frames_after_head(&out).iter().all(|f| f.0 == OpCode::Ping));
+    let frames = frames_after_head(&out);
+    assert_eq!(frames.len(), 5);
+    assert!(frames.iter().all(|f| f.0 == OpCode::Ping));
 }
 
 #[test]
 fn shutdown_sends_1001_and_the_reply_completes_the_close() {
-    let mut svc = WsService::new(Echo, WsConfig::default());
+    let mut h = Harness::new(Echo, WsConfig::default());
     let t0 = Instant::now();
-    let (mut conn, mut out) = open(&mut svc, t0);
-    assert_eq!(svc.on_shutdown(&mut conn, &mut out, t0), Verdict::Continue);
-    let mut reply = masked(OpCode::Close, &1001u16.to_be_bytes());
+    let (s, _) = h.open(t0);
+    h.d.shutdown(t0);
+    assert!(!h.closing(s), "waits for the peer's close frame");
+    h.feed(s, &masked(OpCode::Close, &1001u16.to_be_bytes()), t0);
+    assert!(h.closing(s));
     assert_eq!(
-        svc.on_data(&mut conn, &mut reply, &mut out, t0),
-        Verdict::Close
-    );
-    assert_eq!(
-        frames_after_head(&out),
+        frames_after_head(&h.d.take_output(s)),
         [(OpCode::Close, 1001u16.to_be_bytes().to_vec())]
     );
 }
@@ -198,33 +226,29 @@ fn shutdown_sends_1001_and_the_reply_completes_the_close() {
 struct Panicky;
 
 impl Handler for Panicky {
-    fn on_message(&mut self, _conn: ConnId, message: Message<'_>, reply: &mut Sender<'_>) {
+    type Message = ();
+    fn on_message(&mut self, _conn: ConnId, message: Message<'_>, cx: &mut Context<'_, ()>) {
         if message.as_bytes() == b"boom" {
             panic!("handler bug");
         }
-        reply.message(message);
+        cx.reply(message);
     }
 }
 
 #[test]
 fn panicking_handler_closes_only_its_session_with_1011() {
-    let mut svc = WsService::new(Recover::new(Panicky), WsConfig::default());
+    let mut h = Harness::new(Recover::new(Panicky), WsConfig::default());
     let t0 = Instant::now();
-    let (mut a, mut out_a) = open(&mut svc, t0);
-    let (mut b, mut out_b) = open(&mut svc, t0);
-    let mut boom = masked(OpCode::Text, b"boom");
+    let (a, _) = h.open(t0);
+    let (b, _) = h.open(t0);
+    h.feed(a, &masked(OpCode::Text, b"boom"), t0);
     assert_eq!(
-        svc.on_data(&mut a, &mut boom, &mut out_a, t0),
-        Verdict::Continue
-    );
-    assert_eq!(
-        frames_after_head(&out_a),
+        frames_after_head(&h.d.take_output(a)),
         [(OpCode::Close, 1011u16.to_be_bytes().to_vec())]
     );
-    let mut fine = masked(OpCode::Text, b"fine");
-    svc.on_data(&mut b, &mut fine, &mut out_b, t0);
+    h.feed(b, &masked(OpCode::Text, b"fine"), t0);
     assert_eq!(
-        frames_after_head(&out_b),
+        frames_after_head(&h.d.take_output(b)),
         [(OpCode::Text, b"fine".to_vec())]
     );
 }
@@ -232,6 +256,7 @@ fn panicking_handler_closes_only_its_session_with_1011() {
 struct Picky;
 
 impl Handler for Picky {
+    type Message = ();
     fn on_open(&mut self, _conn: ConnId, request: &Request<'_>) -> Decision {
         match request.origin {
             Some("https://evil.example") => Decision::Reject {
@@ -243,24 +268,20 @@ impl Handler for Picky {
             },
         }
     }
-    fn on_message(&mut self, _conn: ConnId, _message: Message<'_>, _reply: &mut Sender<'_>) {}
+    fn on_message(&mut self, _conn: ConnId, _message: Message<'_>, _cx: &mut Context<'_, ()>) {}
 }
 
 #[test]
 fn origin_policy_and_subprotocol_hooks() {
-    let mut svc = WsService::new(Picky, WsConfig::default());
+    let mut h = Harness::new(Picky, WsConfig::default());
     let t0 = Instant::now();
-    let (_, out) = open(&mut svc, t0);
+    let (_, out) = h.open(t0);
     assert!(String::from_utf8_lossy(&out).contains("Sec-WebSocket-Protocol: b\r\n"));
-    let mut conn = svc.open(id(), peer(), t0);
-    let mut out = Vec::new();
     let req = String::from_utf8_lossy(REQUEST)
         .replace("\r\n\r\n", "\r\nOrigin: https://evil.example\r\n\r\n");
-    let mut req = req.into_bytes();
-    assert_eq!(
-        svc.on_data(&mut conn, &mut req, &mut out, t0),
-        Verdict::Close
-    );
+    let s = h.connect(req.as_bytes(), t0);
+    assert!(h.closing(s));
+    let out = h.d.take_output(s);
     assert!(
         out.starts_with(b"HTTP/1.1 403 Forbidden\r\n"),
         "{}",
@@ -272,15 +293,92 @@ fn origin_policy_and_subprotocol_hooks() {
 fn eof_without_close_is_reported_to_the_handler() {
     struct Watch(Vec<Option<u16>>);
     impl Handler for Watch {
-        fn on_message(&mut self, _: ConnId, _: Message<'_>, _: &mut Sender<'_>) {}
-        fn on_close(&mut self, _: ConnId, code: Option<hioload_ws::ws::CloseCode>) {
+        type Message = ();
+        fn on_message(&mut self, _: ConnId, _: Message<'_>, _: &mut Context<'_, ()>) {}
+        fn on_close(
+            &mut self,
+            _: ConnId,
+            code: Option<hioload_ws::ws::CloseCode>,
+            _: &mut WorkerContext<'_, ()>,
+        ) {
             self.0.push(code.map(|c| c.0));
         }
     }
-    let mut svc = WsService::new(Watch(Vec::new()), WsConfig::default());
+    let mut h = Harness::new(Watch(Vec::new()), WsConfig::default());
     let t0 = Instant::now();
-    let (mut conn, mut out) = open(&mut svc, t0);
-    assert_eq!(svc.on_eof(&mut conn, &mut out, t0), Verdict::Close);
-    svc.on_close(conn, CloseCause::Done);
-    assert_eq!(svc.handler().0, [None]);
+    let (s, _) = h.open(t0);
+    h.d.eof(s, t0);
+    assert!(h.closing(s));
+    h.d.close(s, CloseCause::Done, t0);
+    assert_eq!(h.d.service().handler().0, [None]);
+}
+
+/// Relays every message to every session of its worker it knows (the sender included), as one
+/// prepared frame; sessions are known from `on_ready` to `on_close`.
+#[derive(Default)]
+struct Relay {
+    sessions: Vec<ConnId>,
+    frames: Vec<PreparedFrame>,
+}
+
+impl Handler for Relay {
+    type Message = ();
+    fn on_ready(&mut self, conn: ConnId, _: &mut Context<'_, ()>) {
+        self.sessions.push(conn);
+    }
+    fn on_message(&mut self, _: ConnId, message: Message<'_>, cx: &mut Context<'_, ()>) {
+        let frame = PreparedFrame::message(message);
+        let f = cx.broadcast(&self.sessions, &frame);
+        assert_eq!(f.queued, self.sessions.len());
+        self.frames.push(frame);
+    }
+    fn on_close(
+        &mut self,
+        conn: ConnId,
+        _: Option<hioload_ws::ws::CloseCode>,
+        _: &mut WorkerContext<'_, ()>,
+    ) {
+        self.sessions.retain(|c| *c != conn);
+    }
+}
+
+#[test]
+fn a_prepared_frame_written_to_10000_sessions_is_encoded_once() {
+    let mut h = Harness::new(Relay::default(), WsConfig::default());
+    let t0 = Instant::now();
+    let slots: Vec<usize> = (0..10_000).map(|_| h.open(t0).0).collect();
+    h.feed(slots[17], &masked(OpCode::Text, b"to everyone"), t0);
+    let frame = h.d.service().handler().frames[0].clone();
+    assert_eq!(
+        frame.bytes().holders(),
+        10_002,
+        "every output holds the one encoding (the handler and this test keep it too)"
+    );
+    let first = frame.bytes().as_bytes().as_ptr();
+    for &s in &slots {
+        assert_eq!(h.d.unsent(s), frame.len());
+        let (_, out) = h.d.output(s).expect("open");
+        assert_eq!(out.front(&[]).as_ptr(), first, "referenced, not copied");
+    }
+    for &s in slots.iter().step_by(997) {
+        assert_eq!(
+            frames_after_head(&h.d.take_output(s)),
+            [(OpCode::Text, b"to everyone".to_vec())]
+        );
+    }
+    // A closed session's id is stale: the next broadcast skips it and its slot's next owner.
+    h.d.close(slots[3], CloseCause::Done, t0);
+    let (reused, _) = h.open(t0);
+    assert_eq!(reused, slots[3], "the slot is reused");
+    h.feed(slots[0], &masked(OpCode::Binary, b"again"), t0);
+    assert_eq!(
+        frames_after_head(&h.d.take_output(reused)),
+        [(OpCode::Binary, b"again".to_vec())],
+        "the new session gets it once, as itself"
+    );
+    assert_eq!(
+        h.d.stats().pushes.stale,
+        0,
+        "the handler forgot the closed one"
+    );
 }

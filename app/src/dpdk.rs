@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use hioload_ws::stack::dpdk::server::{DpdkConfig, DpdkTransport};
+use hioload_ws::stack::bypass::{DpdkConfig, DpdkTransport};
 use hioload_ws::stack::live::LiveLimits;
 use hioload_ws::stack::meter::WorkerMeter;
 use hioload_ws::stack::net::engine::EngineConfig;
@@ -69,11 +69,13 @@ where
             mtu: usize::from(args.mtu.unwrap_or(1500)),
             tx_checksum_offload: false,
             dial: None,
+            ..EngineConfig::default()
         },
         mbufs: args.mbufs.unwrap_or(16383).max(1023),
         mtu: args.mtu,
         busy_poll: args.poll_mode == Some(PollMode::Busy),
         live: Some(live),
+        mailbox_capacity: 8192,
     };
     if args.mtu.is_some_and(|m| m > 2048 - 14) {
         return Err(format!(
@@ -116,25 +118,28 @@ where
     let per_worker = r
         .workers
         .iter()
-        .map(|w| w.engine.accepted.to_string())
+        .map(|w| w.accepted.to_string())
         .collect::<Vec<_>>()
         .join(",");
+    let p = |f: fn(&hioload_ws::stack::report::PacketReport) -> u64| {
+        r.total(|w| w.packets.as_ref().map_or(0, f))
+    };
     tracing::info!(
         "stopped: connections accepted {} (per worker {per_worker}), closed {}, abandoned at deadline {}; \
          SYNs dropped {} (half-open cap) + {} (full); packets in {} out {}, missed {}, tx refused {}, \
          tx drops (no mbuf {}, no neighbour {}, no route {}); mbufs in use {}",
-        r.total(|w| w.engine.accepted),
-        r.total(|w| w.engine.closed),
-        r.total(|w| w.abandoned as u64),
-        r.total(|w| w.engine.syn_dropped_half_open),
-        r.total(|w| w.engine.syn_dropped_full),
+        r.total(|w| w.accepted),
+        r.total(|w| w.closed),
+        r.total(|w| w.abandoned),
+        p(|p| p.engine.syn_dropped_half_open),
+        p(|p| p.engine.syn_dropped_full),
         r.port.rx_packets,
         r.port.tx_packets,
         r.port.rx_missed,
-        r.total(|w| w.tx_refused),
-        r.total(|w| w.tx_drops.no_mbuf),
-        r.total(|w| w.tx_drops.no_neighbour),
-        r.total(|w| w.tx_drops.no_route),
+        p(|p| p.tx_refused),
+        p(|p| p.no_mbuf),
+        p(|p| p.no_neighbour),
+        p(|p| p.no_route),
         transport.mbufs_in_use(),
     );
     if !r.failed_workers.is_empty() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use hioload_stack::net::device::IpSink;
 use hioload_stack::net::engine::{Dial, Engine, EngineConfig};
-use hioload_stack::{CloseCause, ConnId, Service, Verdict};
+use hioload_stack::{ConnCtx, ConnId, Service, Verdict};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -52,41 +52,23 @@ struct Pinger {
 
 impl Service for Pinger {
     type Conn = usize;
-    fn open(&mut self, _: ConnId, _: SocketAddr, _: Instant) -> usize {
+    type Message = ();
+    fn open(&mut self, _: ConnId, _: SocketAddr, _: &mut ConnCtx<'_, ()>) -> usize {
         0
     }
-    fn greet(&mut self, _: &mut usize, out: &mut Vec<u8>, _: Instant) -> Verdict {
-        out.extend_from_slice(MESSAGE);
+    fn greet(&mut self, _: &mut usize, cx: &mut ConnCtx<'_, ()>) -> Verdict {
+        cx.out().put(MESSAGE);
         Verdict::Continue
     }
-    fn on_data(
-        &mut self,
-        got: &mut usize,
-        input: &mut [u8],
-        out: &mut Vec<u8>,
-        _: Instant,
-    ) -> Verdict {
+    fn on_data(&mut self, got: &mut usize, input: &mut [u8], cx: &mut ConnCtx<'_, ()>) -> Verdict {
         *got += input.len();
         while *got >= MESSAGE.len() {
             *got -= MESSAGE.len();
             self.echoes += 1;
-            out.extend_from_slice(MESSAGE);
+            cx.out().put(MESSAGE);
         }
         Verdict::Continue
     }
-    fn on_eof(&mut self, _: &mut usize, _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn deadline(&self, _: &usize) -> Option<Instant> {
-        None
-    }
-    fn on_deadline(&mut self, _: &mut usize, _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Continue
-    }
-    fn on_shutdown(&mut self, _: &mut usize, _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn on_close(&mut self, _: usize, _: CloseCause) {}
 }
 
 fn config(ip: Ipv4Addr, listen_port: u16, connections: usize, dial: Option<Dial>) -> EngineConfig {
@@ -104,6 +86,7 @@ fn config(ip: Ipv4Addr, listen_port: u16, connections: usize, dial: Option<Dial>
         mtu: 1500,
         tx_checksum_offload: false,
         dial,
+        ..EngineConfig::default()
     }
 }
 

@@ -60,11 +60,25 @@ pub enum Stat {
     MbufsFree,
     /// The worker's NUMA socket.
     NumaSocket,
+    /// Pushes queued for a connection of this worker.
+    PushesQueued,
+    /// Pushes dropped: the connection was over its output limit.
+    PushesDropped,
+    /// Pushes to connections that had closed.
+    PushesStale,
+    /// Pushes refused: the connection did not take pushes (or was another worker's).
+    PushesRefused,
+    /// Connections closed as slow consumers.
+    SlowConsumersClosed,
+    /// Messages taken from the worker's mailbox.
+    MailboxReceived,
+    /// Posts to the worker's mailbox refused because it was full.
+    MailboxRefused,
 }
 
 impl Stat {
     /// Every stat, in index order.
-    pub const ALL: [Stat; 22] = [
+    pub const ALL: [Stat; 29] = [
         Stat::ConnectionsOpen,
         Stat::ConnectionsAccepted,
         Stat::ConnectionsClosed,
@@ -87,6 +101,13 @@ impl Stat {
         Stat::MbufsInUse,
         Stat::MbufsFree,
         Stat::NumaSocket,
+        Stat::PushesQueued,
+        Stat::PushesDropped,
+        Stat::PushesStale,
+        Stat::PushesRefused,
+        Stat::SlowConsumersClosed,
+        Stat::MailboxReceived,
+        Stat::MailboxRefused,
     ];
 }
 

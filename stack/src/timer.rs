@@ -114,9 +114,92 @@ impl Timers {
     }
 }
 
+/// Timers a service sets for itself, not tied to a connection ([`crate::Ctx::set_timer`]):
+/// one-shot, identified by the service's own token, bounded in number.
+#[derive(Debug)]
+pub struct ServiceTimers {
+    heap: BinaryHeap<Reverse<(Millis, u64, u64)>>,
+    /// Tie-breaker: timers due at the same millisecond fire in the order they were set.
+    seq: u64,
+    cap: usize,
+}
+
+/// Service timers a worker holds at most.
+pub const MAX_SERVICE_TIMERS: usize = 65_536;
+
+/// A service asked for more than [`MAX_SERVICE_TIMERS`] timers at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the worker already holds {0} service timers")]
+pub struct TimersFull(pub usize);
+
+impl Default for ServiceTimers {
+    fn default() -> Self {
+        Self::with_capacity(MAX_SERVICE_TIMERS)
+    }
+}
+
+impl ServiceTimers {
+    /// Room for `cap` timers.
+    pub fn with_capacity(cap: usize) -> Self {
+        Self {
+            heap: BinaryHeap::new(),
+            seq: 0,
+            cap,
+        }
+    }
+
+    /// Fire `token` at `at`.
+    pub fn set(&mut self, at: Millis, token: u64) -> Result<(), TimersFull> {
+        if self.heap.len() >= self.cap {
+            return Err(TimersFull(self.cap));
+        }
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq, token)));
+        Ok(())
+    }
+
+    /// The earliest timer.
+    pub fn next(&self) -> Option<Millis> {
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// The token of a timer due at `now`, removed.
+    pub fn pop_due(&mut self, now: Millis) -> Option<u64> {
+        match self.heap.peek() {
+            Some(Reverse((at, _, _))) if *at <= now => self.heap.pop().map(|Reverse(t)| t.2),
+            _ => None,
+        }
+    }
+
+    /// Timers set.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether none is set.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_timers_fire_in_order_and_are_bounded() {
+        let mut t = ServiceTimers::with_capacity(3);
+        t.set(20, 1).unwrap();
+        t.set(10, 2).unwrap();
+        t.set(10, 3).unwrap();
+        assert_eq!(t.set(5, 4), Err(TimersFull(3)));
+        assert_eq!(t.next(), Some(10));
+        assert_eq!(t.pop_due(9), None);
+        let fired: Vec<u64> = std::iter::from_fn(|| t.pop_due(15)).collect();
+        assert_eq!(fired, [2, 3], "same millisecond: in the order set");
+        assert_eq!(t.pop_due(20), Some(1));
+        assert!(t.is_empty());
+    }
 
     #[test]
     fn pops_in_order_and_only_when_due() {

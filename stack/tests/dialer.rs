@@ -6,42 +6,28 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Echo, Greeter, GREETING};
 use hioload_stack::kernel::dialer::{self, DialConfig};
 use hioload_stack::kernel::{KernelConfig, Server};
 use hioload_stack::meter::{WorkerMeter, WorkerRecorder};
-use hioload_stack::{CloseCause, ConnId, Service, Verdict};
+use hioload_stack::{ConnCtx, ConnId, Service, Verdict};
 
 /// Echo that also records where each connection came from.
 struct Sources(Arc<Mutex<BTreeSet<IpAddr>>>);
 
 impl Service for Sources {
     type Conn = ();
-    fn open(&mut self, id: ConnId, peer: SocketAddr, now: Instant) {
+    type Message = ();
+    fn open(&mut self, id: ConnId, peer: SocketAddr, cx: &mut ConnCtx<'_, ()>) {
         if let Ok(mut s) = self.0.lock() {
             s.insert(peer.ip());
         }
-        Echo.open(id, peer, now)
+        Echo.open(id, peer, cx)
     }
-    fn on_data(&mut self, c: &mut (), i: &mut [u8], o: &mut Vec<u8>, now: Instant) -> Verdict {
-        Echo.on_data(c, i, o, now)
-    }
-    fn on_eof(&mut self, c: &mut (), o: &mut Vec<u8>, now: Instant) -> Verdict {
-        Echo.on_eof(c, o, now)
-    }
-    fn deadline(&self, _: &()) -> Option<Instant> {
-        None
-    }
-    fn on_deadline(&mut self, c: &mut (), o: &mut Vec<u8>, now: Instant) -> Verdict {
-        Echo.on_deadline(c, o, now)
-    }
-    fn on_shutdown(&mut self, c: &mut (), o: &mut Vec<u8>, now: Instant) -> Verdict {
-        Echo.on_shutdown(c, o, now)
-    }
-    fn on_close(&mut self, c: (), cause: CloseCause) {
-        Echo.on_close(c, cause)
+    fn on_data(&mut self, c: &mut (), i: &mut [u8], cx: &mut ConnCtx<'_, ()>) -> Verdict {
+        Echo.on_data(c, i, cx)
     }
 }
 
@@ -59,13 +45,13 @@ fn dialed_connections_are_served_from_a_range_of_source_addresses() {
     )
     .expect("server starts");
     let done = Arc::new(AtomicBool::new(false));
-    let mut greeter = Greeter {
+    let greeter = Greeter {
         expect: COUNT,
         done: Arc::clone(&done),
         ..Greeter::default()
     };
     let meters = WorkerMeter::for_workers(1);
-    let report = dialer::run(
+    let (greeter, report) = dialer::run(
         &DialConfig {
             remote: server.local_addr(),
             connections: COUNT,
@@ -76,7 +62,7 @@ fn dialed_connections_are_served_from_a_range_of_source_addresses() {
             grace: Duration::from_secs(1),
             worker: 0,
         },
-        &mut greeter,
+        greeter,
         &done,
         WorkerRecorder::new(Arc::clone(&meters), 0),
     );
@@ -100,7 +86,6 @@ fn refused_connections_are_counted_with_their_reason() {
         .expect("a free port")
         .port();
     let stop = AtomicBool::new(false);
-    let mut greeter = Greeter::default();
     let cfg = DialConfig {
         remote: SocketAddr::from(([127, 0, 0, 1], port)),
         connections: 5,
@@ -118,10 +103,11 @@ fn refused_connections_are_counted_with_their_reason() {
         });
         dialer::run(
             &cfg,
-            &mut greeter,
+            Greeter::default(),
             &stop,
             WorkerRecorder::new(WorkerMeter::for_workers(0), 0),
         )
+        .1
     });
     assert_eq!((stopper.connected, stopper.connect_failed), (0, 5));
     let reason = stopper.first_error.unwrap_or_default();

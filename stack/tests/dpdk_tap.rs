@@ -8,9 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hioload_stack::dpdk::tx::{MbufSink, TxDrops};
-use hioload_stack::dpdk::{Eal, Mbuf, Mempool, Port, PortConfig, TxBatch};
-use hioload_stack::net::arp::{self, ArpCache};
+use hioload_stack::bypass::transmit::TxPath;
+use hioload_stack::dpdk::{Eal, Mempool, Port, PortConfig};
+use hioload_stack::net::arp;
 use hioload_stack::net::device::PacketDevice;
 use hioload_stack::net::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN};
 use hioload_stack::net::NetConfig;
@@ -88,23 +88,11 @@ fn kernel_pings_the_appliance_through_a_tap() {
         prefix: 24,
         gateway: None,
     };
-    let mut arp_cache = ArpCache::default();
-    let mut batch = TxBatch::with_capacity(64);
-    let mut drops = TxDrops::default();
-    let mut scratch = Vec::new();
+    let mut tx = TxPath::new(net, &pool, false);
     let t0 = Instant::now();
     let smol_now = || smoltcp::time::Instant::from_micros(t0.elapsed().as_micros() as i64);
     let mut smol = {
-        let mut sink = MbufSink {
-            net: &net,
-            pool: &pool,
-            batch: &mut batch,
-            arp: &mut arp_cache,
-            now: Instant::now(),
-            drops: &mut drops,
-            scratch: &mut scratch,
-            checksum_offload: false,
-        };
+        let mut sink = tx.sink(Instant::now());
         let mut dev = PacketDevice::new(None, &mut sink, 1500, false);
         Interface::new(Config::new(HardwareAddress::Ip), &mut dev, smol_now())
     };
@@ -117,11 +105,7 @@ fn kernel_pings_the_appliance_through_a_tap() {
     // Announce ourselves, as the appliance does at start.
     let mut frame = [0u8; arp::FRAME_LEN];
     let n = arp::gratuitous(&net, net.ip, &mut frame);
-    let mut g = Mbuf::alloc(&pool).expect("mbuf");
-    g.append(n as u16)
-        .expect("room")
-        .copy_from_slice(&frame[..n]);
-    batch.push(g);
+    tx.frame(&frame[..n]);
 
     let mut ping = Command::new("ping")
         .args(["-c", "3", "-i", "0.2", "-W", "2", "198.18.77.2"])
@@ -138,28 +122,14 @@ fn kernel_pings_the_appliance_through_a_tap() {
             match eth.ethertype {
                 ETHERTYPE_ARP => {
                     let mut out = [0u8; arp::FRAME_LEN];
-                    if let Some(n) = arp::process(m.data(), &net, &mut arp_cache, now, &mut out) {
-                        if let Some(mut r) = Mbuf::alloc(&pool) {
-                            if let Some(buf) = r.append(n as u16) {
-                                buf.copy_from_slice(&out[..n]);
-                                batch.push(r);
-                                arp_replies += 1;
-                            }
-                        }
+                    if let Some(n) = arp::process(m.data(), &net, &mut tx.arp, now, &mut out) {
+                        tx.frame(&out[..n]);
+                        arp_replies += 1;
                     }
                 }
                 ETHERTYPE_IPV4 if eth.dst == net.mac => {
                     icmp_in += 1;
-                    let mut sink = MbufSink {
-                        net: &net,
-                        pool: &pool,
-                        batch: &mut batch,
-                        arp: &mut arp_cache,
-                        now,
-                        drops: &mut drops,
-                        scratch: &mut scratch,
-                        checksum_offload: false,
-                    };
+                    let mut sink = tx.sink(now);
                     let mut dev =
                         PacketDevice::new(Some(&m.data()[HEADER_LEN..]), &mut sink, 1500, false);
                     smol.poll_ingress_single(smol_now(), &mut dev, &mut empty);
@@ -167,21 +137,26 @@ fn kernel_pings_the_appliance_through_a_tap() {
                 _ => {}
             }
         });
-        port.tx_burst(0, &mut batch);
+        tx.burst(&port, 0);
         if let Some(status) = ping.try_wait().expect("ping status") {
             break status;
         }
         assert!(now < deadline, "ping did not finish");
         std::thread::sleep(Duration::from_millis(1));
     };
-    assert!(status.success(), "ping failed (ARP replies sent: {arp_replies}, IPv4 packets in: {icmp_in}, drops: {drops:?})");
+    assert!(
+        status.success(),
+        "ping failed (ARP replies sent: {arp_replies}, IPv4 packets in: {icmp_in}, drops: {:?})",
+        tx.drops
+    );
     assert!(
         arp_replies >= 1 && icmp_in >= 3,
         "ARP replies {arp_replies}, IPv4 in {icmp_in}"
     );
     let kernel_mac =
         std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).expect("TAP MAC");
-    let learned = arp_cache
+    let learned = tx
+        .arp
         .lookup(Ipv4Addr::new(198, 18, 77, 1), Instant::now())
         .expect("the kernel's MAC was learned");
     let learned = learned
@@ -192,7 +167,7 @@ fn kernel_pings_the_appliance_through_a_tap() {
     assert_eq!(learned, kernel_mac.trim());
     let stats = port.stats();
     assert!(stats.rx_packets >= 4 && stats.tx_packets >= 4, "{stats:?}");
-    drop(batch);
+    drop(tx);
     assert_eq!(
         pool.in_use(),
         baseline,

@@ -91,6 +91,7 @@ fn config(max_half_open: usize) -> EngineConfig {
         mtu: 1500,
         tx_checksum_offload: false,
         dial: None,
+        ..EngineConfig::default()
     }
 }
 

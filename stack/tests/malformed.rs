@@ -43,6 +43,7 @@ fn engine(sink: &mut Count) -> Engine<Echo> {
         mtu: 1500,
         tx_checksum_offload: false,
         dial: None,
+        ..EngineConfig::default()
     };
     Engine::new(cfg, Echo, sink, Instant::now())
 }

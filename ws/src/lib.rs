@@ -11,6 +11,8 @@
 //! - [`close`]: close codes and close-frame payloads.
 //! - [`session`]: the per-connection state machine: decoding, message assembly, control frames,
 //!   the close handshake, and the [`Sender`] that encodes outgoing frames.
+//! - [`transmit`]: the [`Transmit`] sink those frames go to (a `Vec<u8>`, or a transport's own
+//!   output that can queue large payloads by reference).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -20,9 +22,11 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 pub mod session;
+pub mod transmit;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use error::ProtocolError;
 pub use frame::{FrameHeader, FrameTallies, FrameTally, OpCode};
 pub use session::{Event, Limits, Message, Role, Sender, Session, SessionState};
+pub use transmit::Transmit;

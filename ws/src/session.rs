@@ -11,8 +11,9 @@
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::ProtocolError;
-use crate::frame::{write_frame, FrameHeader, FrameTallies, FrameTally, OpCode, MAX_HEADER_LEN};
+use crate::frame::{FrameHeader, FrameTallies, FrameTally, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
+use crate::transmit::Transmit;
 use crate::utf8::Utf8Validator;
 
 /// Assembly buffers larger than this are released after their message instead of kept.
@@ -92,9 +93,9 @@ pub enum Event<'a> {
     Close(Option<CloseFrame<'a>>),
 }
 
-/// Encodes frames into the transport's output buffer.
-pub struct Sender<'a> {
-    out: &'a mut Vec<u8>,
+/// Encodes frames into a [`Transmit`] sink: the transport's output (a `Vec<u8>` by default).
+pub struct Sender<'a, O: Transmit + ?Sized = Vec<u8>> {
+    out: &'a mut O,
     tx: &'a mut TxState,
     /// Where written frames are counted, if anywhere.
     sent: Option<&'a mut FrameTally>,
@@ -124,7 +125,7 @@ impl TxState {
     }
 }
 
-impl Sender<'_> {
+impl<O: Transmit + ?Sized> Sender<'_, O> {
     /// Send a text message. Ignored once a close frame was sent (RFC 6455 §5.5.1).
     pub fn text(&mut self, text: &str) {
         self.frame(true, OpCode::Text, text.as_bytes());
@@ -188,7 +189,20 @@ impl Sender<'_> {
 
     fn write(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
         let mask = self.tx.next_mask();
-        write_frame(self.out, fin, opcode, payload, mask);
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            len: payload.len() as u64,
+        };
+        let mut hdr = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut hdr);
+        self.out.put(&hdr[..n]);
+        match mask {
+            Some(key) => self.out.put_masked(payload, key),
+            None => self.out.put_payload(payload),
+        }
         if let Some(t) = self.sent.as_deref_mut() {
             t.add(opcode, payload.len() as u64);
         }
@@ -197,6 +211,22 @@ impl Sender<'_> {
     /// Whether a close frame has been sent.
     pub fn close_sent(&self) -> bool {
         self.tx.close_sent
+    }
+
+    /// The sink frames go to (for a caller that wrapped its own state in it).
+    pub fn sink(&mut self) -> &mut O {
+        self.out
+    }
+
+    /// Where this sender counts the frames it writes, if anywhere.
+    pub fn tally(&mut self) -> Option<&mut FrameTally> {
+        self.sent.as_deref_mut()
+    }
+
+    /// The sink and the tally at once (for a caller that writes other frames itself and counts
+    /// them alike).
+    pub fn sink_and_tally(&mut self) -> (&mut O, Option<&mut FrameTally>) {
+        (self.out, self.sent.as_deref_mut())
     }
 }
 
@@ -272,7 +302,7 @@ impl Session {
     }
 
     /// A sender that appends frames to `out`.
-    pub fn sender<'a>(&'a mut self, out: &'a mut Vec<u8>) -> Sender<'a> {
+    pub fn sender<'a, O: Transmit + ?Sized>(&'a mut self, out: &'a mut O) -> Sender<'a, O> {
         Sender {
             out,
             tx: &mut self.tx,
@@ -281,11 +311,11 @@ impl Session {
     }
 
     /// [`Session::sender`], also counting every frame it writes in `sent`.
-    pub fn sender_tallied<'a>(
+    pub fn sender_tallied<'a, O: Transmit + ?Sized>(
         &'a mut self,
-        out: &'a mut Vec<u8>,
+        out: &'a mut O,
         sent: &'a mut FrameTally,
-    ) -> Sender<'a> {
+    ) -> Sender<'a, O> {
         Sender {
             out,
             tx: &mut self.tx,
@@ -314,14 +344,15 @@ impl Session {
     /// it is called: pings answered, a close echoed. On a violation the session sends a close
     /// frame with the matching code, moves to [`SessionState::Closed`] and returns the error for
     /// the caller to log; input after that, or after the peer's close, is ignored.
-    pub fn feed<F>(
+    pub fn feed<O, F>(
         &mut self,
         input: &mut [u8],
-        out: &mut Vec<u8>,
+        out: &mut O,
         on_event: F,
     ) -> Result<(), ProtocolError>
     where
-        F: FnMut(Event<'_>, &mut Sender<'_>),
+        O: Transmit + ?Sized,
+        F: FnMut(Event<'_>, &mut Sender<'_, O>),
     {
         self.feed_tallied(input, out, &mut FrameTallies::default(), on_event)
     }
@@ -329,15 +360,16 @@ impl Session {
     /// [`Session::feed`], also counting frames (by opcode, with their payload lengths): every
     /// frame received as its header is accepted, every frame written (replies, pongs, closes)
     /// as it is written.
-    pub fn feed_tallied<F>(
+    pub fn feed_tallied<O, F>(
         &mut self,
         input: &mut [u8],
-        out: &mut Vec<u8>,
+        out: &mut O,
         tally: &mut FrameTallies,
         mut on_event: F,
     ) -> Result<(), ProtocolError>
     where
-        F: FnMut(Event<'_>, &mut Sender<'_>),
+        O: Transmit + ?Sized,
+        F: FnMut(Event<'_>, &mut Sender<'_, O>),
     {
         if self.finished {
             return Ok(());
@@ -351,15 +383,16 @@ impl Session {
         result
     }
 
-    fn decode<F>(
+    fn decode<O, F>(
         &mut self,
         input: &mut [u8],
-        out: &mut Vec<u8>,
+        out: &mut O,
         tally: &mut FrameTallies,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
-        F: FnMut(Event<'_>, &mut Sender<'_>),
+        O: Transmit + ?Sized,
+        F: FnMut(Event<'_>, &mut Sender<'_, O>),
     {
         let mut pos = 0;
         while pos < input.len() && !self.finished {
@@ -467,17 +500,19 @@ impl Session {
     }
 
     /// Handle `chunk`, the payload bytes `done..done + chunk.len()` of the current frame.
-    fn on_payload<F>(
+    #[allow(clippy::too_many_arguments)]
+    fn on_payload<O, F>(
         &mut self,
         header: FrameHeader,
         done: u64,
         chunk: &mut [u8],
-        out: &mut Vec<u8>,
+        out: &mut O,
         sent: &mut FrameTally,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
-        F: FnMut(Event<'_>, &mut Sender<'_>),
+        O: Transmit + ?Sized,
+        F: FnMut(Event<'_>, &mut Sender<'_, O>),
     {
         if let Some(key) = header.mask {
             apply_mask(chunk, key, (done % 4) as usize);
@@ -573,16 +608,17 @@ impl Session {
         Ok(())
     }
 
-    fn on_control<F>(
+    fn on_control<O, F>(
         &mut self,
         op: OpCode,
         payload: &[u8],
-        out: &mut Vec<u8>,
+        out: &mut O,
         sent: &mut FrameTally,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
-        F: FnMut(Event<'_>, &mut Sender<'_>),
+        O: Transmit + ?Sized,
+        F: FnMut(Event<'_>, &mut Sender<'_, O>),
     {
         let mut sender = Sender {
             out,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use hioload_ws::stack::{CloseCause, ConnId, Service, Verdict};
+use hioload_ws::stack::{CloseCause, ConnCtx, ConnId, Ctx, Service, Verdict};
 use hioload_ws::ws::handshake;
 use hioload_ws::ws::{CloseCode, Event, Limits, OpCode, Role, Session};
 
@@ -373,8 +373,10 @@ impl LoadClient {
 
 impl Service for LoadClient {
     type Conn = ClientConn;
+    type Message = ();
 
-    fn open(&mut self, id: ConnId, _: SocketAddr, now: Instant) -> ClientConn {
+    fn open(&mut self, id: ConnId, _: SocketAddr, cx: &mut ConnCtx<'_, ()>) -> ClientConn {
+        let now = cx.now();
         self.tick(now);
         self.tally.opened += 1;
         self.tally.first_open.get_or_insert(now);
@@ -400,7 +402,9 @@ impl Service for LoadClient {
         .with_key(nonce, &self.plan.protocol)
     }
 
-    fn greet(&mut self, conn: &mut ClientConn, out: &mut Vec<u8>, now: Instant) -> Verdict {
+    fn greet(&mut self, conn: &mut ClientConn, cx: &mut ConnCtx<'_, ()>) -> Verdict {
+        let now = cx.now();
+        let out = cx.out().tail();
         match (&self.plan.protocol, &conn.phase) {
             (Protocol::WebSocket { host, path, .. }, Phase::Handshake { key, .. }) => {
                 handshake::write_client_request(out, host, path, key, &[]);
@@ -417,20 +421,21 @@ impl Service for LoadClient {
         &mut self,
         conn: &mut ClientConn,
         input: &mut [u8],
-        out: &mut Vec<u8>,
-        now: Instant,
+        cx: &mut ConnCtx<'_, ()>,
     ) -> Verdict {
+        let now = cx.now();
         self.tick(now);
         if matches!(conn.phase, Phase::Done) {
             return Verdict::Continue;
         }
+        let out = cx.out().tail();
         match self.plan.protocol {
             Protocol::WebSocket { .. } => self.on_ws_data(conn, input, out, now),
             Protocol::Tcp => self.on_tcp_data(conn, input, out, now),
         }
     }
 
-    fn on_eof(&mut self, conn: &mut ClientConn, _: &mut Vec<u8>, _: Instant) -> Verdict {
+    fn on_eof(&mut self, conn: &mut ClientConn, _: &mut ConnCtx<'_, ()>) -> Verdict {
         if conn.leaving {
             conn.phase = Phase::Done;
             return Verdict::Close;
@@ -438,27 +443,21 @@ impl Service for LoadClient {
         self.fail(conn, || "the server closed the connection".to_string())
     }
 
-    fn deadline(&self, _: &ClientConn) -> Option<Instant> {
-        None
-    }
-
-    fn on_deadline(&mut self, _: &mut ClientConn, _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Continue
-    }
-
-    fn on_shutdown(&mut self, conn: &mut ClientConn, out: &mut Vec<u8>, _: Instant) -> Verdict {
+    fn on_shutdown(&mut self, conn: &mut ClientConn, cx: &mut ConnCtx<'_, ()>) -> Verdict {
         // The run is over: leave politely, and stop counting failures.
         conn.leaving = true;
         match (&self.plan.protocol, &conn.phase) {
             (Protocol::WebSocket { .. }, Phase::Open) => {
-                conn.session.sender(out).close(CloseCode::NORMAL, "");
+                conn.session
+                    .sender(cx.out().tail())
+                    .close(CloseCode::NORMAL, "");
                 Verdict::Continue
             }
             _ => Verdict::Close,
         }
     }
 
-    fn on_close(&mut self, conn: ClientConn, cause: CloseCause) {
+    fn on_close(&mut self, conn: ClientConn, cause: CloseCause, _: &mut Ctx<'_, ()>) {
         self.open -= 1;
         if let Some(l) = self.live() {
             l.open.store(self.open, Ordering::Relaxed);
@@ -485,6 +484,7 @@ impl ClientConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hioload_ws::stack::driver::{Driver, DriverConfig, Phase as ConnPhase};
 
     fn plan(protocol: Protocol, depth: usize, size: usize) -> Arc<Plan> {
         let now = Instant::now();
@@ -497,38 +497,38 @@ mod tests {
         })
     }
 
-    fn id() -> ConnId {
-        ConnId { worker: 0, slot: 7 }
-    }
-
     fn peer() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9))
+    }
+
+    /// The client on a driver without a network, with one connection open: returns the driver,
+    /// the connection's slot and what the client said first.
+    fn connected(c: LoadClient, now: Instant) -> (Driver<LoadClient, ()>, usize, Vec<u8>) {
+        let mut d = Driver::detached(DriverConfig::default(), c);
+        let s = d.insert(());
+        d.open(s, peer(), now);
+        let first = d.take_output(s);
+        (d, s, first)
     }
 
     #[test]
     fn tcp_echo_split_anywhere_is_verified_and_refilled() {
         let live: Arc<[Live]> = (0..1).map(|_| Live::default()).collect();
-        let mut c = LoadClient::new(plan(Protocol::Tcp, 2, 10), Arc::clone(&live), 0);
+        let c = LoadClient::new(plan(Protocol::Tcp, 2, 10), Arc::clone(&live), 0);
+        // After the plan's start: inside the measured window.
         let now = Instant::now();
-        let mut conn = c.open(id(), peer(), now);
-        let mut out = Vec::new();
-        c.greet(&mut conn, &mut out, now);
+        let (mut d, s, out) = connected(c, now);
         assert_eq!(out.len(), 20, "two messages in flight");
-        let mut echo = out.clone();
-        out.clear();
         // Deliver the echo in pieces of 3 bytes.
-        for chunk in echo.chunks_mut(3) {
-            assert_eq!(
-                c.on_data(&mut conn, chunk, &mut out, now),
-                Verdict::Continue
-            );
+        for chunk in out.chunks(3) {
+            d.input(s, &mut chunk.to_vec(), false, now);
+            assert_eq!(d.phase(s), Some(ConnPhase::Open));
         }
+        let mut out = d.take_output(s);
         assert_eq!(out.len(), 20, "two new messages");
-        let mut bad = out.clone();
-        bad[4] ^= 1;
-        out.clear();
-        c.on_data(&mut conn, &mut bad, &mut out, now);
-        let t = c.into_tally();
+        out[4] ^= 1;
+        d.input(s, &mut out, false, now);
+        let t = d.into_service().into_tally();
         assert_eq!((t.messages, t.mismatches, t.failed), (4, 1, 0));
         assert_eq!(live[0].messages.load(Ordering::Relaxed), 4);
     }
@@ -542,19 +542,17 @@ mod tests {
             path: "/".into(),
             text: true,
         };
-        let mut c = LoadClient::new(plan(protocol, 3, 5), live, 0);
+        let c = LoadClient::new(plan(protocol, 3, 5), live, 0);
         let now = Instant::now();
-        let mut conn = c.open(id(), peer(), now);
-        let mut req = Vec::new();
-        c.greet(&mut conn, &mut req, now);
+        let (mut d, s, req) = connected(c, now);
         // Play the server: accept, then echo every message.
         let (parsed, _) = handshake::parse_request(&req, 8192)
             .expect("a valid request")
             .expect("a whole request");
         let mut response = handshake::accept_response(&parsed, None);
         let mut server = Session::new(Role::Server, Limits::default());
-        let mut frames = Vec::new();
-        c.on_data(&mut conn, &mut response, &mut frames, now);
+        d.input(s, &mut response, false, now);
+        let mut frames = d.take_output(s);
         assert!(
             !frames.is_empty(),
             "the pipeline filled once the handshake completed"
@@ -573,13 +571,11 @@ mod tests {
                 let last = echoes.len() - 1;
                 echoes[last] ^= 1;
             }
-            frames.clear();
-            assert_eq!(
-                c.on_data(&mut conn, &mut echoes, &mut frames, now),
-                Verdict::Continue
-            );
+            d.input(s, &mut echoes, false, now);
+            assert_eq!(d.phase(s), Some(ConnPhase::Open));
+            frames = d.take_output(s);
         }
-        let t = c.into_tally();
+        let t = d.into_service().into_tally();
         assert_eq!((t.messages, t.mismatches, t.failed, t.ready), (9, 1, 0, 1));
     }
 
@@ -591,17 +587,13 @@ mod tests {
             path: "/".into(),
             text: false,
         };
-        let mut c = LoadClient::new(plan(protocol, 1, 5), live, 0);
         let now = Instant::now();
-        let mut conn = c.open(id(), peer(), now);
-        c.greet(&mut conn, &mut Vec::new(), now);
+        let (mut d, s, _) = connected(LoadClient::new(plan(protocol, 1, 5), live, 0), now);
         let mut refusal = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec();
-        assert_eq!(
-            c.on_data(&mut conn, &mut refusal, &mut Vec::new(), now),
-            Verdict::Close
-        );
-        c.on_close(conn, CloseCause::Done);
-        let t = c.into_tally();
+        d.input(s, &mut refusal, false, now);
+        assert_eq!(d.phase(s), Some(ConnPhase::Closing));
+        d.close(s, CloseCause::Done, now);
+        let t = d.into_service().into_tally();
         assert_eq!(t.failed, 1);
         assert!(t.first_failure.unwrap_or_default().contains("handshake"));
     }

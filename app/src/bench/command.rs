@@ -154,7 +154,7 @@ fn source_range(cidr: &str) -> Result<(Ipv4Addr, u32), String> {
 
 #[cfg(feature = "dpdk")]
 fn dpdk_transport(remote: SocketAddr, gen: &GeneratorArgs) -> Result<Transport, String> {
-    use hioload_ws::stack::dpdk::server::DpdkConfig;
+    use hioload_ws::stack::bypass::DpdkConfig;
     use hioload_ws::stack::net::engine::{Dial, EngineConfig};
 
     let a = &gen.dpdk;
@@ -209,10 +209,12 @@ fn dpdk_transport(remote: SocketAddr, gen: &GeneratorArgs) -> Result<Transport, 
                 first: 0,
                 stride: 1,
             }),
+            ..EngineConfig::default()
         },
         mbufs: a.mbufs.unwrap_or(16383).max(1023),
         mtu: a.mtu,
         busy_poll: a.poll_mode == Some(crate::cli::PollMode::Busy),
+        mailbox_capacity: 1024,
         live: None,
     })))
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hioload_ws::stack::dpdk::server::{DpdkConfig, DpdkTransport};
+use hioload_ws::stack::bypass::{DpdkConfig, DpdkTransport};
 use hioload_ws::stack::meter::WorkerMeter;
 
 use super::client::{Live, LoadClient};
@@ -58,7 +58,8 @@ pub fn drive(
             let (live, meters) = (Arc::clone(&live), Arc::clone(&meters));
             s.spawn(move || monitor(live, meters, timeline))
         };
-        let report = transport.serve_then(
+        let report = transport.serve_with(
+            transport.mailboxes(),
             |i| LoadClient::new(Arc::clone(plan), Arc::clone(&live), i),
             |i, client: LoadClient| {
                 if let Ok(mut t) = tallies.lock() {
@@ -77,7 +78,8 @@ pub fn drive(
             report.failed_workers
         ));
     }
-    let connect_failed = report.total(|w| w.engine.handshake_failed);
+    let connect_failed =
+        report.total(|w| w.packets.as_ref().map_or(0, |p| p.engine.handshake_failed));
     Ok((
         Driven {
             tallies: tallies

@@ -56,9 +56,9 @@ pub fn drive(
                             tracing::warn!(cpu, "cannot pin generator worker");
                         }
                     }
-                    let mut client = LoadClient::new(plan, live, w);
-                    let report =
-                        dialer::run(&cfg, &mut client, stop, WorkerRecorder::new(meters, w));
+                    let client = LoadClient::new(plan, live, w);
+                    let (client, report) =
+                        dialer::run(&cfg, client, stop, WorkerRecorder::new(meters, w));
                     (client.into_tally(), report)
                 })
             })

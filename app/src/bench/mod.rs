@@ -44,7 +44,7 @@ pub enum Transport {
     },
     /// DPDK, with the generator's own TCP stack.
     #[cfg(feature = "dpdk")]
-    Dpdk(Box<hioload_ws::stack::dpdk::server::DpdkConfig>),
+    Dpdk(Box<hioload_ws::stack::bypass::DpdkConfig>),
 }
 
 /// A whole run.

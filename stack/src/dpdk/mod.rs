@@ -1,4 +1,5 @@
-//! Safe wrappers over DPDK: the only module of this crate with `unsafe` code.
+//! Safe wrappers over DPDK's FFI (`hioload-dpdk-sys`), and with them every `unsafe` of the DPDK
+//! path; the transport built on them is [`crate::bypass`], in safe code.
 //!
 //! - [`eal`]: the Environment Abstraction Layer, initialised once per process.
 //! - [`mempool`]: mbuf pools, one per NUMA socket in use.
@@ -13,8 +14,6 @@ pub mod error;
 pub mod mbuf;
 pub mod mempool;
 pub mod port;
-pub mod server;
-pub mod tx;
 
 pub use eal::Eal;
 pub use error::DpdkError;

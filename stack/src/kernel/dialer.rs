@@ -4,21 +4,22 @@
 //! Connects are non-blocking and bounded (`max_connecting` at once), so a server with a full
 //! accept queue slows the dialer down instead of being flooded. Each connection can be bound to
 //! its own source address, spreading connections over a range (127.0.0.0/8 on loopback) so their
-//! number is not capped by one address's ephemeral ports. Service deadlines are not run here:
-//! the dialer serves clients that keep no timers.
+//! number is not capped by one address's ephemeral ports. Connections run through the same
+//! [`Driver`] as a server's: output, closing phases, deadlines.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::write_output;
+use crate::driver::{Driver, DriverConfig, Flushed};
 use crate::meter::{LoopSnapshot, WorkerRecorder};
-use crate::service::{CloseCause, ConnId, Service, Verdict};
+use crate::service::{CloseCause, Service};
 
 /// What to dial.
 #[derive(Debug, Clone)]
@@ -56,15 +57,11 @@ pub struct DialReport {
     pub loops: LoopSnapshot,
 }
 
-struct Conn<C> {
+/// The dialer's part of a connection.
+struct Sock {
     stream: TcpStream,
-    /// `None` while connecting.
-    state: Option<C>,
-    out: Vec<u8>,
-    out_pos: usize,
-    /// The service asked to close: flush, then shut down our side.
-    closing: bool,
-    eof: bool,
+    /// The connect has not completed yet.
+    connecting: bool,
 }
 
 /// `EINPROGRESS`: a non-blocking connect has started (std has no stable `ErrorKind` for it).
@@ -74,49 +71,53 @@ const EINPROGRESS: i32 = 115;
 const EINPROGRESS: i32 = 36;
 
 /// Open `cfg.connections` connections and run `service` over them until `stop` is set; then ask
-/// the service to shut each down and wait up to `cfg.grace` for the servers to finish.
+/// the service to shut each down and wait up to `cfg.grace` for the servers to finish. Returns
+/// the service with the report.
 pub fn run<S: Service>(
     cfg: &DialConfig,
-    service: &mut S,
+    service: S,
     stop: &AtomicBool,
     mut meter: WorkerRecorder,
-) -> DialReport {
+) -> (S, DialReport) {
     let mut report = DialReport::default();
     let mut poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {
             report.first_error = Some(format!("cannot create a poller: {e}"));
-            return report;
+            return (service, report);
         }
     };
-    let mut conns: Slab<Conn<S::Conn>> = Slab::with_capacity(cfg.connections);
+    let mut d: Driver<S, Sock> = Driver::detached(
+        DriverConfig {
+            worker: cfg.worker,
+            backpressure_limit: usize::MAX,
+            close_linger: cfg.grace,
+            ..DriverConfig::default()
+        },
+        service,
+    )
+    .with_capacity(cfg.connections);
     let mut events = Events::with_capacity(1024);
     let mut rbuf = vec![0u8; cfg.read_buffer.max(4096)];
     let (mut started, mut connecting) = (0usize, 0usize);
     let mut shutdown_at: Option<Instant> = None;
+    let mut dirty = Vec::new();
+    let mut fired = Vec::new();
     loop {
         let now = Instant::now();
         if shutdown_at.is_none() && stop.load(Ordering::Relaxed) {
             shutdown_at = Some(now);
-            let slots: Vec<usize> = conns.iter().map(|(s, _)| s).collect();
-            for slot in slots {
-                let c = &mut conns[slot];
-                match c.state.as_mut() {
-                    Some(state) => {
-                        if service.on_shutdown(state, &mut c.out, now) == Verdict::Close {
-                            c.closing = true;
-                        }
-                        after_output(c);
-                    }
-                    None => {
-                        connecting -= 1;
-                        conns.remove(slot);
-                    }
+            for slot in d.slots() {
+                if !d.is_open(slot) {
+                    connecting -= 1;
+                    d.close(slot, CloseCause::Shutdown, now);
                 }
             }
+            d.shutdown(now);
+            flush(&mut d, &mut dirty, &mut report, now);
         }
         if let Some(t) = shutdown_at {
-            if conns.is_empty() || now.duration_since(t) >= cfg.grace {
+            if d.is_empty() || now.duration_since(t) >= cfg.grace {
                 break;
             }
         }
@@ -126,24 +127,23 @@ pub fn run<S: Service>(
             let i = started;
             started += 1;
             match connect(cfg, i) {
-                Ok(mut stream) => {
-                    let entry = conns.vacant_entry();
-                    if let Err(e) = poll.registry().register(
-                        &mut stream,
-                        Token(entry.key()),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
+                Ok(stream) => {
+                    let slot = d.insert(Sock {
+                        stream,
+                        connecting: true,
+                    });
+                    let registered = d.io(slot).map(|s| {
+                        poll.registry().register(
+                            &mut s.stream,
+                            Token(slot),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
+                    });
+                    if let Some(Err(e)) = registered {
+                        d.close(slot, CloseCause::Error, now);
                         fail(&mut report, format!("cannot register a connection: {e}"));
                         continue;
                     }
-                    entry.insert(Conn {
-                        stream,
-                        state: None,
-                        out: Vec::new(),
-                        out_pos: 0,
-                        closing: false,
-                        eof: false,
-                    });
                     connecting += 1;
                 }
                 Err(e) => fail(&mut report, e),
@@ -163,10 +163,10 @@ pub fn run<S: Service>(
         let now = Instant::now();
         for ev in events.iter() {
             let slot = ev.token().0;
-            let Some(c) = conns.get_mut(slot) else {
+            let Some(c) = d.io(slot) else {
                 continue;
             };
-            if c.state.is_none() {
+            if c.connecting {
                 if !(ev.is_writable() || ev.is_error() || ev.is_write_closed()) {
                     continue;
                 }
@@ -177,54 +177,84 @@ pub fn run<S: Service>(
                 };
                 if let Some(e) = error {
                     fail(&mut report, format!("connect to {}: {e}", cfg.remote));
-                    let mut c = conns.remove(slot);
-                    let _ = poll.registry().deregister(&mut c.stream);
+                    if let Some(mut c) = d.close(slot, CloseCause::Error, now) {
+                        let _ = poll.registry().deregister(&mut c.stream);
+                    }
                     continue;
                 }
                 let _ = c.stream.set_nodelay(true);
+                c.connecting = false;
                 report.connected += 1;
-                let id = ConnId {
-                    worker: cfg.worker,
-                    slot: slot as u32,
-                };
-                let mut state = service.open(id, cfg.remote, now);
-                if service.greet(&mut state, &mut c.out, now) == Verdict::Close {
-                    c.closing = true;
-                }
-                c.state = Some(state);
+                d.open(slot, cfg.remote, now);
             }
-            let mut cause = None;
             if ev.is_readable() || ev.is_read_closed() {
-                cause = read(c, service, &mut rbuf, now);
-            }
-            if cause.is_none() {
-                cause = write(c);
-            }
-            if let Some(cause) = cause.or_else(|| (c.eof && c.closing).then_some(CloseCause::Done))
-            {
-                if cause == CloseCause::Error {
-                    report.errors += 1;
+                if let Err(cause) = read(&mut d, slot, &mut rbuf, now) {
+                    if cause == CloseCause::Error {
+                        report.errors += 1;
+                    }
+                    if let Some(mut c) = d.close(slot, cause, now) {
+                        let _ = poll.registry().deregister(&mut c.stream);
+                    }
+                    continue;
                 }
-                let mut c = conns.remove(slot);
-                let _ = poll.registry().deregister(&mut c.stream);
-                if let Some(state) = c.state {
-                    service.on_close(state, cause);
-                }
+            }
+            if ev.is_writable() {
+                d.mark_dirty(slot);
             }
         }
+        d.expire(now, &mut fired);
+        for (slot, expired) in fired.drain(..) {
+            if expired {
+                d.close(slot, CloseCause::Done, now);
+            }
+        }
+        d.tick(now);
+        flush(&mut d, &mut dirty, &mut report, now);
         if events.is_empty() {
             meter.idle();
         } else {
             meter.busy(now, Instant::now());
         }
     }
-    for (_, c) in conns {
-        if let Some(state) = c.state {
-            service.on_close(state, CloseCause::Shutdown);
-        }
+    let now = Instant::now();
+    for slot in d.slots() {
+        d.close(slot, CloseCause::Shutdown, now);
     }
     report.loops = meter.totals();
-    report
+    (d.into_service(), report)
+}
+
+/// Write every connection written to; shut down or close those whose service is done.
+fn flush<S: Service>(
+    d: &mut Driver<S, Sock>,
+    dirty: &mut Vec<u32>,
+    report: &mut DialReport,
+    now: Instant,
+) {
+    d.take_dirty(dirty);
+    for slot in dirty.drain(..) {
+        let slot = slot as usize;
+        let failed = match d.output(slot) {
+            Some((c, out)) if !c.connecting => write_output(&mut c.stream, out, &[]).is_err(),
+            _ => continue,
+        };
+        if failed {
+            report.errors += 1;
+            d.close(slot, CloseCause::Error, now);
+            continue;
+        }
+        match d.flushed(slot, now) {
+            Flushed::Continue => {}
+            Flushed::ShutDown => {
+                if let Some(c) = d.io(slot) {
+                    let _ = c.stream.shutdown(Shutdown::Write);
+                }
+            }
+            Flushed::Close => {
+                d.close(slot, CloseCause::Done, now);
+            }
+        }
+    }
 }
 
 /// Count a failed connection and keep the first reason.
@@ -261,59 +291,37 @@ fn connect(cfg: &DialConfig, i: usize) -> Result<TcpStream, String> {
     Ok(TcpStream::from_std(socket.into()))
 }
 
-/// Read everything available and hand it to the service.
+/// Read everything available and hand it to the service. `Err` with the cause when the
+/// connection is finished.
 fn read<S: Service>(
-    c: &mut Conn<S::Conn>,
-    service: &mut S,
+    d: &mut Driver<S, Sock>,
+    slot: usize,
     rbuf: &mut [u8],
     now: Instant,
-) -> Option<CloseCause> {
-    let state = c.state.as_mut()?;
+) -> Result<(), CloseCause> {
     loop {
+        let Some(c) = d.io(slot) else {
+            return Ok(());
+        };
         match c.stream.read(rbuf) {
             Ok(0) => {
-                c.eof = true;
-                if service.on_eof(state, &mut c.out, now) == Verdict::Close {
-                    c.closing = true;
-                }
-                return None;
+                // The service hears of it; a close it asks for completes in the flush. Already
+                // draining (our side shut down): the connection is done.
+                return if d.eof(slot, now) {
+                    Err(CloseCause::Done)
+                } else {
+                    Ok(())
+                };
             }
             Ok(n) => {
-                if !c.closing
-                    && service.on_data(state, &mut rbuf[..n], &mut c.out, now) == Verdict::Close
-                {
-                    c.closing = true;
-                }
+                d.input(slot, &mut rbuf[..n], false, now);
                 if n < rbuf.len() {
-                    return None;
+                    return Ok(());
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Some(CloseCause::Error),
+            Err(_) => return Err(CloseCause::Error),
         }
     }
-}
-
-/// Write what the service produced; shut down our side once a closing connection is flushed.
-fn write<C>(c: &mut Conn<C>) -> Option<CloseCause> {
-    while c.out_pos < c.out.len() {
-        match c.stream.write(&c.out[c.out_pos..]) {
-            Ok(n) => c.out_pos += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Some(CloseCause::Error),
-        }
-    }
-    c.out.clear();
-    c.out_pos = 0;
-    if c.closing {
-        let _ = c.stream.shutdown(Shutdown::Write);
-    }
-    None
-}
-
-/// Output was produced outside an event (shutdown): try to send it now.
-fn after_output<C>(c: &mut Conn<C>) {
-    let _ = write(c);
 }

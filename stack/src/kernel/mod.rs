@@ -3,26 +3,29 @@
 //! On Linux every worker has its own `SO_REUSEPORT` listener, so the kernel spreads new
 //! connections over workers and accept never crosses threads ([`AcceptMode::ReusePort`]).
 //! Elsewhere (and on request) worker 0 owns the only listener and hands accepted connections
-//! round-robin to the others through their inboxes ([`AcceptMode::Shared`]).
+//! round-robin to the others through their mailboxes ([`AcceptMode::Shared`]).
 
 pub mod dialer;
 mod listener;
 mod worker;
 
+use std::io::{ErrorKind, IoSlice, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use mio::net::TcpStream;
 
+use crate::driver::SlowConsumer;
 use crate::error::TransportError;
+use crate::mailbox::{self, Postboxes};
 use crate::meter::{WorkerMeter, WorkerRecorder};
+use crate::output::Output;
+use crate::report::WorkerReport;
 use crate::service::Service;
-use worker::{Command, Worker};
-
-pub use worker::WorkerReport;
+use worker::Worker;
 
 /// How accepted connections reach workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,10 @@ pub struct KernelConfig {
     pub busy_poll: Duration,
     /// Limits that may change while serving (`backpressure_limit`, `max_connections`).
     pub live: Option<Arc<crate::live::LiveLimits>>,
+    /// What happens to connections that pushes would take over `backpressure_limit`.
+    pub slow_consumer: SlowConsumer,
+    /// Letters each worker's mailbox holds at most.
+    pub mailbox_capacity: usize,
 }
 
 impl Default for KernelConfig {
@@ -83,23 +90,51 @@ impl Default for KernelConfig {
             accept_mode: AcceptMode::default(),
             busy_poll: Duration::ZERO,
             live: None,
+            slow_consumer: SlowConsumer::Drop,
+            mailbox_capacity: 8192,
         }
     }
 }
 
+/// A stop request shared by a server's workers: set once, seen by each worker on its next
+/// iteration (its waker makes that immediate).
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    requested: AtomicBool,
+    grace_ms: AtomicU64,
+}
+
+impl Stop {
+    fn request(&self, grace: Duration) {
+        self.grace_ms.store(
+            u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.requested.store(true, Ordering::Release);
+    }
+
+    /// The grace period, once a stop was requested.
+    pub(crate) fn requested(&self) -> Option<Duration> {
+        self.requested
+            .load(Ordering::Acquire)
+            .then(|| Duration::from_millis(self.grace_ms.load(Ordering::Relaxed)))
+    }
+}
+
 /// A running kernel-socket server.
-pub struct Server {
+pub struct Server<M = ()> {
     local_addr: SocketAddr,
     meters: Arc<[WorkerMeter]>,
-    inboxes: Vec<(Sender<Command>, Arc<mio::Waker>)>,
+    posts: Postboxes<M>,
+    stop: Arc<Stop>,
     threads: Vec<JoinHandle<WorkerReport>>,
 }
 
-impl Server {
+impl<M: Send + 'static> Server<M> {
     /// Bind the listeners and start the workers. `make_service(i)` runs on worker `i`'s thread.
     pub fn start<S, F>(config: KernelConfig, make_service: F) -> Result<Self, TransportError>
     where
-        S: Service + 'static,
+        S: Service<Message = M> + 'static,
         F: Fn(usize) -> S + Send + Sync + 'static,
     {
         crate::affinity::validate(&config.cpus)?;
@@ -115,9 +150,9 @@ impl Server {
         let meters = WorkerMeter::for_workers(workers);
         let make_service = Arc::new(make_service);
 
-        let mut pending = Vec::with_capacity(workers);
-        let mut inboxes = Vec::with_capacity(workers);
-        let mut listeners = listeners.into_iter();
+        let stop = Arc::new(Stop::default());
+        let mut polls = Vec::with_capacity(workers);
+        let mut wakers = Vec::with_capacity(workers);
         for i in 0..workers {
             let poll =
                 mio::Poll::new().map_err(|source| TransportError::Worker { worker: i, source })?;
@@ -125,18 +160,17 @@ impl Server {
                 mio::Waker::new(poll.registry(), worker::WAKER)
                     .map_err(|source| TransportError::Worker { worker: i, source })?,
             );
-            let (tx, rx) = crossbeam_channel::unbounded();
-            inboxes.push((tx, waker));
-            pending.push((poll, rx, listeners.next()));
+            wakers.push(Some(waker));
+            polls.push(poll);
         }
+        let (posts, boxes) = mailbox::mailboxes(config.mailbox_capacity, wakers);
+        let mut listeners = listeners.into_iter();
         let mut threads = Vec::with_capacity(workers);
-        for (i, (poll, rx, listener)) in pending.into_iter().enumerate() {
+        for (i, (poll, mailbox)) in polls.into_iter().zip(boxes).enumerate() {
             let cfg = config.clone();
-            let peers = if config.accept_mode == AcceptMode::Shared && i == 0 {
-                inboxes.clone()
-            } else {
-                Vec::new()
-            };
+            let listener = listeners.next();
+            let posts = posts.clone();
+            let stop = Arc::clone(&stop);
             let active = Arc::clone(&active);
             let make_service = Arc::clone(&make_service);
             let meter = WorkerRecorder::new(Arc::clone(&meters), i);
@@ -154,7 +188,10 @@ impl Server {
                         }
                     }
                     let service = make_service(i);
-                    Worker::new(i, cfg, poll, rx, listener, peers, active, service, meter).run()
+                    Worker::new(
+                        i, cfg, poll, mailbox, posts, listener, active, stop, service, meter,
+                    )
+                    .run()
                 })
                 .map_err(|source| TransportError::Worker { worker: i, source })?;
             threads.push(thread);
@@ -162,9 +199,15 @@ impl Server {
         Ok(Self {
             local_addr,
             meters,
-            inboxes,
+            posts,
+            stop,
             threads,
         })
+    }
+
+    /// Every worker's postbox: any thread can post to a worker's service with it.
+    pub fn postboxes(&self) -> Postboxes<M> {
+        self.posts.clone()
     }
 
     /// The address the listeners are bound to.
@@ -180,14 +223,15 @@ impl Server {
     /// A handle that wakes every worker (after live settings changed).
     pub fn nudge(&self) -> Nudge {
         Nudge {
-            wakers: self.inboxes.iter().map(|(_, w)| Arc::clone(w)).collect(),
+            wake: Arc::new(self.posts.clone()),
         }
     }
 
     /// A handle that can start the shutdown from another thread (e.g. a signal handler).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
-            inboxes: self.inboxes.clone(),
+            stop: Arc::clone(&self.stop),
+            wake: Arc::new(self.posts.clone()),
         }
     }
 
@@ -206,42 +250,75 @@ impl Server {
     }
 }
 
+/// Something that can wake every worker of a server.
+trait WakeAll: Send + Sync {
+    fn wake_all(&self);
+}
+
+impl<M: Send> WakeAll for Postboxes<M> {
+    fn wake_all(&self) {
+        for p in self.iter() {
+            p.wake();
+        }
+    }
+}
+
 /// Wakes every worker of a [`Server`] from any thread, so that a change of live settings
 /// ([`crate::live`]) is taken at once rather than at the next event.
 #[derive(Clone)]
 pub struct Nudge {
-    wakers: Vec<Arc<mio::Waker>>,
+    wake: Arc<dyn WakeAll>,
 }
 
 impl Nudge {
     /// Wake every worker for one loop iteration.
     pub fn nudge(&self) {
-        for w in &self.wakers {
-            if let Err(e) = w.wake() {
-                tracing::debug!(error = %e, "cannot wake a worker");
-            }
-        }
+        self.wake.wake_all();
     }
 }
 
 /// Starts a graceful shutdown of a [`Server`] from any thread.
 #[derive(Clone)]
 pub struct ShutdownHandle {
-    inboxes: Vec<(Sender<Command>, Arc<mio::Waker>)>,
+    stop: Arc<Stop>,
+    wake: Arc<dyn WakeAll>,
 }
 
 impl ShutdownHandle {
     /// Ask every worker to stop accepting and close its connections gracefully within `grace`.
     pub fn shutdown(&self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        for (tx, waker) in &self.inboxes {
-            // A worker that has already exited has dropped its receiver; nothing to tell it.
-            let _ = tx.send(Command::Shutdown { deadline });
-            if let Err(e) = waker.wake() {
-                tracing::warn!(error = %e, "cannot wake worker for shutdown");
-            }
+        self.stop.request(grace);
+        self.wake.wake_all();
+    }
+}
+
+/// Write as much of `out` as the socket takes: one `write` for plain output, a vectored write
+/// when pieces are queued by reference (`input`: the buffer input references point into).
+/// `Err` only for a failed socket.
+pub(crate) fn write_output(
+    stream: &mut TcpStream,
+    out: &mut Output,
+    input: &[u8],
+) -> std::io::Result<()> {
+    /// Pieces per vectored write (well under every platform's IOV_MAX).
+    const MAX_IOV: usize = 64;
+    while !out.is_empty() {
+        let written = if out.is_contiguous() {
+            stream.write(out.front(input))
+        } else {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = out.slices(input, &mut iov);
+            stream.write_vectored(&iov[..n])
+        };
+        match written {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
 /// Raise the soft open-file limit to the hard limit (stock systems start many processes at

@@ -1,131 +1,59 @@
-//! One worker's event loop: accept, read, hand bytes to the service, write corked output,
-//! run deadlines. Everything a worker touches is its own; the only shared state is the
-//! connection counter (touched on accept and close, never per message).
+//! One worker's event loop on kernel sockets: accept, read into the worker's buffer, hand bytes
+//! to the [`Driver`], write every connection written to once per iteration, run timers, drain
+//! the mailbox. Everything a worker touches is its own; the only shared state is the connection
+//! counter (touched on accept and close, never per message) and the mailboxes.
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
+use mio::{Events, Interest, Poll, Token};
 
-use super::KernelConfig;
-use crate::bufpool::BufPool;
-use crate::meter::{most_queued, LoopSnapshot, Queued, Stat, WorkerRecorder};
-use crate::service::{CloseCause, ConnId, Service, Verdict};
-use crate::timer::{Clock, Entry, Millis, Timers, NEVER};
+use super::{write_output, KernelConfig, Stop};
+use crate::driver::{Driver, DriverConfig, Flushed};
+use crate::mailbox::{Letter, Mailbox, Postboxes, DRAIN_PER_ITERATION};
+use crate::meter::{most_queued, Queued, Stat, WorkerRecorder};
+use crate::report::WorkerReport;
+use crate::service::{CloseCause, Service};
 
-/// Token of the worker's waker (inbox has commands).
+/// Token of the worker's waker (a post, a shutdown or a settings change).
 pub(super) const WAKER: Token = Token(usize::MAX);
 const LISTENER: Token = Token(usize::MAX - 1);
 /// Reads per connection per turn, so one busy client cannot starve the others.
 const READS_PER_TURN: usize = 4;
-/// Free output buffers a worker keeps for reuse, and their total size.
-const POOLED_BUFFERS: usize = 1024;
-const POOLED_BYTES: usize = 32 << 20;
 
-/// Messages to a worker from other threads.
-pub(super) enum Command {
-    /// Stop accepting and close every connection gracefully by `deadline`.
-    Shutdown { deadline: Instant },
-    /// A connection accepted by the shared listener, for this worker to serve.
-    Adopt(TcpStream, SocketAddr),
-}
-
-/// What one worker did, returned when it exits.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkerReport {
-    /// Worker index.
-    pub worker: usize,
-    /// Connections accepted and served.
-    pub accepted: u64,
-    /// Connections refused because `max_connections` was reached.
-    pub rejected: u64,
-    /// Connections that ended with a completed close.
-    pub closed: u64,
-    /// Connections that ended by error or reset.
-    pub errors: u64,
-    /// Connections still open when the shutdown deadline passed.
-    pub abandoned: u64,
-    /// Read turns cut short because the connection's unsent output was over the limit.
-    pub backpressure_pauses: u64,
-    /// Loop iterations and busy time.
-    pub loops: LoopSnapshot,
-}
-
-/// What to do with a connection after a read turn.
-enum AfterRead {
-    Nothing,
-    BeginClose,
-    Close(CloseCause),
-}
-
-/// Where a connection is in its life, as far as the transport is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Input goes to the service.
-    Open,
-    /// The service is done: write what is left, then shut down our side (give up at `until`).
-    Flushing,
-    /// Our side is shut down: discard input until the peer's FIN or `until`.
-    Draining,
-}
-
-struct Conn<C> {
+/// The transport's part of a connection.
+pub(super) struct Sock {
     stream: TcpStream,
-    state: C,
-    out: Vec<u8>,
-    out_pos: usize,
-    phase: Phase,
     /// The socket may hold unread bytes (readiness is edge-triggered).
     readable: bool,
-    /// The peer has shut down its side.
-    peer_eof: bool,
     /// In the ready list.
     queued: bool,
-    /// In the flush list.
-    dirty: bool,
-    /// While Flushing or Draining: when to give up and close.
-    until: Millis,
-    /// The earliest timer entry armed for this connection (`NEVER` if none).
-    armed: Millis,
-    generation: u32,
 }
 
-impl<C> Conn<C> {
-    fn unsent(&self) -> usize {
-        self.out.len() - self.out_pos
-    }
-}
-
-/// A worker: its poller, listener (if it has one), connections and service.
+/// A worker: its poller, listener (if it has one), mailbox and connections.
 pub(super) struct Worker<S: Service> {
     index: usize,
     cfg: KernelConfig,
     poll: Poll,
-    inbox: Receiver<Command>,
+    mailbox: Mailbox<S::Message>,
     listener: Option<TcpListener>,
     /// In shared accept mode, worker 0 hands connections to these (itself included).
-    peers: Vec<(Sender<Command>, Arc<Waker>)>,
+    peers: Option<Postboxes<S::Message>>,
     next_peer: usize,
     active: Arc<AtomicUsize>,
-    service: S,
-    conns: Slab<Conn<S::Conn>>,
+    stop: Arc<Stop>,
+    driver: Driver<S, Sock>,
     rbuf: Vec<u8>,
-    pool: BufPool,
     ready: VecDeque<usize>,
-    dirty: Vec<usize>,
-    timers: Timers,
-    /// Scratch list of timer entries being run (kept to reuse its allocation).
-    due: Vec<Entry>,
-    generation: u32,
+    /// Scratch lists kept for their allocations.
+    flush: Vec<u32>,
+    fired: Vec<(usize, bool)>,
     shutdown: Option<Instant>,
-    clock: Clock,
     /// When the poller last returned events (for `busy_poll`).
     last_activity: Instant,
     report: WorkerReport,
@@ -143,37 +71,42 @@ impl<S: Service> Worker<S> {
         index: usize,
         cfg: KernelConfig,
         poll: Poll,
-        inbox: Receiver<Command>,
+        mailbox: Mailbox<S::Message>,
+        posts: Postboxes<S::Message>,
         listener: Option<TcpListener>,
-        peers: Vec<(Sender<Command>, Arc<Waker>)>,
         active: Arc<AtomicUsize>,
+        stop: Arc<Stop>,
         service: S,
         meter: WorkerRecorder,
     ) -> Self {
-        let rbuf = vec![0; cfg.read_buffer.max(1024)];
-        // Address space only: pages are touched as connections arrive, and the slab never has
-        // to move every connection while accepting.
-        let conns = Slab::with_capacity(cfg.max_connections.min(1 << 20));
+        let shared_acceptor = cfg.accept_mode == super::AcceptMode::Shared && index == 0;
+        let driver = Driver::new(
+            DriverConfig {
+                worker: index as u16,
+                backpressure_limit: cfg.backpressure_limit,
+                slow_consumer: cfg.slow_consumer,
+                close_linger: cfg.close_linger,
+            },
+            service,
+            posts.clone(),
+        )
+        .with_capacity(cfg.max_connections.min(1 << 20));
         Self {
             index,
+            rbuf: vec![0; cfg.read_buffer.max(1024)],
             cfg,
             poll,
-            inbox,
+            mailbox,
             listener,
-            peers,
+            peers: shared_acceptor.then_some(posts),
             next_peer: 0,
             active,
-            service,
-            conns,
-            rbuf,
-            pool: BufPool::new(POOLED_BUFFERS, POOLED_BYTES),
+            stop,
+            driver,
             ready: VecDeque::new(),
-            dirty: Vec::new(),
-            timers: Timers::default(),
-            due: Vec::new(),
-            generation: 0,
+            flush: Vec::new(),
+            fired: Vec::new(),
             shutdown: None,
-            clock: Clock::new(),
             last_activity: Instant::now(),
             report: WorkerReport {
                 worker: index,
@@ -201,7 +134,16 @@ impl<S: Service> Worker<S> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            // Posts wake a worker only while it says it sleeps; a letter already waiting keeps it
+            // from sleeping at all.
+            let timeout = if timeout != Some(Duration::ZERO) && !self.mailbox.sleep() {
+                Some(Duration::ZERO)
+            } else {
+                timeout
+            };
+            let polled = self.poll.poll(&mut events, timeout);
+            self.mailbox.wake();
+            if let Err(e) = polled {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
                 }
@@ -209,44 +151,43 @@ impl<S: Service> Worker<S> {
                 break;
             }
             let now = Instant::now();
-            let busy = !events.is_empty() || !self.ready.is_empty();
+            let mut busy = !events.is_empty() || !self.ready.is_empty();
             if !events.is_empty() {
                 self.last_activity = now;
             }
             for ev in events.iter() {
                 match ev.token() {
-                    WAKER => self.drain_inbox(now),
+                    WAKER => {}
                     LISTENER => self.accept(now),
                     Token(slot) => {
-                        let Some(c) = self.conns.get_mut(slot) else {
+                        let Some(sock) = self.driver.io(slot) else {
                             continue;
                         };
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            c.readable = true;
-                            if !c.queued {
-                                c.queued = true;
+                            sock.readable = true;
+                            if !sock.queued {
+                                sock.queued = true;
                                 self.ready.push_back(slot);
                             }
                         }
-                        if ev.is_writable() && c.unsent() > 0 && !c.dirty {
-                            c.dirty = true;
-                            self.dirty.push(slot);
+                        if ev.is_writable() {
+                            self.driver.mark_dirty(slot);
                         }
                     }
                 }
             }
-            self.process_ready(now);
-            self.flush_dirty(now);
-            self.run_timers(now);
-            // A few stores per iteration; an iteration costs a system call anyway.
-            self.publish(now);
-            if self.service.on_tick(now) {
-                // A timeout changed: every connection's deadline may have moved.
-                let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
-                for slot in slots {
-                    self.arm(slot);
+            if self.shutdown.is_none() {
+                if let Some(grace) = self.stop.requested() {
+                    self.begin_shutdown(now + grace, now);
                 }
             }
+            busy |= self.drain_mailbox(now);
+            self.process_ready(now);
+            self.run_timers(now);
+            self.driver.tick(now);
+            // Everything this iteration wrote (answers, pushes, timers, the tick) goes out once.
+            self.flush_dirty(now);
+            self.publish(now);
             if let Some(l) = self
                 .cfg
                 .live
@@ -255,6 +196,7 @@ impl<S: Service> Worker<S> {
             {
                 self.cfg.backpressure_limit =
                     usize::try_from(l.backpressure_limit).unwrap_or(usize::MAX);
+                self.driver.set_limit(self.cfg.backpressure_limit);
                 self.cfg.max_connections = usize::try_from(l.max_connections).unwrap_or(usize::MAX);
             }
             if busy {
@@ -263,18 +205,31 @@ impl<S: Service> Worker<S> {
                 self.meter.idle();
             }
             if let Some(deadline) = self.shutdown {
-                if self.conns.is_empty() {
+                if self.driver.is_empty() {
                     break;
                 }
                 if now >= deadline {
-                    self.abandon_all();
+                    self.abandon_all(now);
                     break;
                 }
             }
         }
-        self.report.loops = self.meter.totals();
+        self.finish_report();
         tracing::debug!(worker = self.index, report = ?self.report, "worker exits");
         self.report
+    }
+
+    fn finish_report(&mut self) {
+        let d = self.driver.stats();
+        let r = &mut self.report;
+        r.closed = d.closed;
+        r.errors = d.errors;
+        r.abandoned = d.abandoned;
+        r.slow_closed = d.slow_closed;
+        r.pushes = d.pushes;
+        r.messages = d.messages;
+        r.mailbox_refused = self.mailbox.refused();
+        r.loops = self.meter.totals();
     }
 
     /// Copy the counters out for the admin endpoint; about once a second, also the connections
@@ -283,32 +238,27 @@ impl<S: Service> Worker<S> {
         if now.duration_since(self.last_probe) >= Duration::from_secs(1) {
             self.last_probe = now;
             self.meter
-                .set_most_queued(most_queued(self.conns.iter().map(|(slot, c)| Queued {
-                    slot: slot as u32,
-                    bytes: c.unsent() as u64,
-                })));
+                .set_most_queued(most_queued(self.driver.unsent_by_slot().map(
+                    |(slot, bytes)| Queued {
+                        slot: slot as u32,
+                        bytes: bytes as u64,
+                    },
+                )));
         }
-        let r = &self.report;
-        for (stat, value) in [
-            (Stat::ConnectionsOpen, self.conns.len() as u64),
-            (Stat::ConnectionsAccepted, r.accepted),
-            (Stat::ConnectionsClosed, r.closed),
-            (Stat::ConnectionErrors, r.errors),
-            (Stat::RejectedMaxConnections, r.rejected),
-            (Stat::BackpressurePauses, r.backpressure_pauses),
-        ] {
-            self.meter.set(stat, value);
-        }
+        self.finish_report();
+        self.report.publish(&mut self.meter);
+        self.meter
+            .set(Stat::ConnectionsOpen, self.driver.len() as u64);
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.ready.is_empty() || now.duration_since(self.last_activity) < self.cfg.busy_poll {
+        if !self.ready.is_empty()
+            || !self.mailbox.is_empty()
+            || now.duration_since(self.last_activity) < self.cfg.busy_poll
+        {
             return Some(Duration::ZERO);
         }
-        let next = match (
-            self.timers.next().map(|ms| self.clock.instant(ms)),
-            self.shutdown,
-        ) {
+        let next = match (self.driver.next_timer(), self.shutdown) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -316,13 +266,22 @@ impl<S: Service> Worker<S> {
         next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
     }
 
-    fn drain_inbox(&mut self, now: Instant) {
-        while let Ok(cmd) = self.inbox.try_recv() {
-            match cmd {
-                Command::Adopt(stream, peer) => self.adopt(stream, peer, now),
-                Command::Shutdown { deadline } => self.begin_shutdown(deadline, now),
+    /// Take what other threads posted (a bounded number per iteration). Returns whether there was
+    /// anything.
+    fn drain_mailbox(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        for _ in 0..DRAIN_PER_ITERATION {
+            let Some(letter) = self.mailbox.take() else {
+                break;
+            };
+            any = true;
+            match letter {
+                Letter::Service(m) => self.driver.message(m, now),
+                Letter::Adopt(stream, peer) => self.adopt(stream, peer, now),
+                Letter::Neighbour(..) => {}
             }
         }
+        any
     }
 
     fn accept(&mut self, now: Instant) {
@@ -352,14 +311,15 @@ impl<S: Service> Worker<S> {
 
     /// Serve an accepted connection here, or hand it to the next worker (shared accept mode).
     fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
-        if self.peers.len() > 1 {
-            let target = self.next_peer % self.peers.len();
+        if let Some(peers) = self.peers.as_ref().filter(|p| p.len() > 1) {
+            let target = self.next_peer % peers.len();
             self.next_peer = self.next_peer.wrapping_add(1);
             if target != self.index {
-                let (tx, waker) = &self.peers[target];
-                if tx.send(Command::Adopt(stream, peer)).is_ok() {
-                    if let Err(e) = waker.wake() {
-                        tracing::warn!(worker = target, error = %e, "cannot wake worker for a new connection");
+                if let Some(p) = peers.get(target) {
+                    if let Err((_, full)) = p.send(Letter::Adopt(stream, peer)) {
+                        // Dropping the stream closes it: the client sees a reset, not a hang.
+                        self.report.rejected += 1;
+                        tracing::debug!(worker = target, full, %peer, "cannot hand a connection over; closed");
                     }
                 }
                 return;
@@ -368,7 +328,7 @@ impl<S: Service> Worker<S> {
         self.adopt(stream, peer, now);
     }
 
-    fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn adopt(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
         if self.shutdown.is_some()
             || self.active.fetch_add(1, Ordering::Relaxed) >= self.cfg.max_connections
         {
@@ -382,49 +342,28 @@ impl<S: Service> Worker<S> {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
-        let entry = self.conns.vacant_entry();
-        let slot = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(slot),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        let slot = self.driver.insert(Sock {
+            stream,
+            readable: true,
+            queued: true,
+        });
+        let registered = match self.driver.io(slot) {
+            Some(sock) => self.poll.registry().register(
+                &mut sock.stream,
+                Token(slot),
+                Interest::READABLE | Interest::WRITABLE,
+            ),
+            None => return,
+        };
+        if let Err(e) = registered {
+            self.driver.close(slot, CloseCause::Error, now);
             self.active.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(%peer, error = %e, "cannot register connection");
             return;
         }
-        self.generation = self.generation.wrapping_add(1);
-        let id = ConnId {
-            worker: self.index as u16,
-            slot: slot as u32,
-        };
-        let mut state = self.service.open(id, peer, now);
-        let mut out = Vec::new();
-        let verdict = self.service.greet(&mut state, &mut out, now);
-        let greeted = !out.is_empty();
-        entry.insert(Conn {
-            stream,
-            state,
-            out,
-            out_pos: 0,
-            phase: Phase::Open,
-            until: NEVER,
-            readable: true,
-            peer_eof: false,
-            queued: true,
-            dirty: greeted,
-            armed: NEVER,
-            generation: self.generation,
-        });
-        self.ready.push_back(slot);
-        if greeted {
-            self.dirty.push(slot);
-        }
         self.report.accepted += 1;
-        if verdict == Verdict::Close {
-            self.begin_close(slot, now);
-        }
-        self.arm(slot);
+        self.ready.push_back(slot);
+        self.driver.open(slot, peer, now);
     }
 
     fn process_ready(&mut self, now: Instant) {
@@ -432,8 +371,8 @@ impl<S: Service> Worker<S> {
             let Some(slot) = self.ready.pop_front() else {
                 break;
             };
-            if let Some(c) = self.conns.get_mut(slot) {
-                c.queued = false;
+            if let Some(sock) = self.driver.io(slot) {
+                sock.queued = false;
                 self.read(slot, now);
             }
         }
@@ -441,272 +380,145 @@ impl<S: Service> Worker<S> {
 
     /// Read from one connection, up to the per-turn budget, and feed the service.
     fn read(&mut self, slot: usize, now: Instant) {
-        let mut next = AfterRead::Nothing;
-        {
-            let Some(c) = self.conns.get_mut(slot) else {
+        for _ in 0..READS_PER_TURN {
+            let open = self.driver.wants_input(slot);
+            if open && self.driver.over_limit(slot) {
+                // Paused: the flush that drains the output re-queues this connection.
+                self.report.backpressure_pauses += 1;
+                break;
+            }
+            let Some(sock) = self.driver.io(slot) else {
                 return;
             };
-            self.pool.lend(&mut c.out);
-            for _ in 0..READS_PER_TURN {
-                if !c.readable {
-                    break;
-                }
-                if c.phase == Phase::Open && c.unsent() > self.cfg.backpressure_limit {
-                    // Paused: the flush that drains the output re-queues this connection.
-                    self.report.backpressure_pauses += 1;
-                    break;
-                }
-                match c.stream.read(&mut self.rbuf) {
-                    Ok(0) => {
-                        c.readable = false;
-                        c.peer_eof = true;
-                        next = match c.phase {
-                            Phase::Open => match self.service.on_eof(&mut c.state, &mut c.out, now)
-                            {
-                                Verdict::Close => AfterRead::BeginClose,
-                                Verdict::Continue => AfterRead::Nothing,
-                            },
-                            // The flush closes the connection once the output is out.
-                            Phase::Flushing => AfterRead::Nothing,
-                            Phase::Draining => AfterRead::Close(CloseCause::Done),
-                        };
-                        break;
+            if !sock.readable {
+                break;
+            }
+            match sock.stream.read(&mut self.rbuf) {
+                Ok(0) => {
+                    sock.readable = false;
+                    if self.driver.eof(slot, now) {
+                        return self.close(slot, CloseCause::Done, now);
                     }
-                    Ok(n) => {
-                        // Input after the service is done (Flushing, Draining) is discarded.
-                        if c.phase == Phase::Open
-                            && self.service.on_data(
-                                &mut c.state,
-                                &mut self.rbuf[..n],
-                                &mut c.out,
-                                now,
-                            ) == Verdict::Close
-                        {
-                            next = AfterRead::BeginClose;
-                            break;
+                    break;
+                }
+                Ok(n) => {
+                    // Input after the service is done (closing, draining) is discarded.
+                    if open {
+                        self.driver.input(slot, &mut self.rbuf[..n], true, now);
+                        if self.driver.holds_input(slot) {
+                            // The answer references this read's bytes: write it before the
+                            // buffer is read into again, and copy only what the socket refused.
+                            if self.write(slot, n).is_err() {
+                                return self.close(slot, CloseCause::Error, now);
+                            }
+                            self.driver.detach_input(slot, &self.rbuf[..n]);
                         }
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        c.readable = false;
-                        break;
-                    }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        tracing::debug!(conn = slot, error = %e, "read failed");
-                        next = AfterRead::Close(CloseCause::Error);
-                        break;
-                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    sock.readable = false;
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(conn = slot, error = %e, "read failed");
+                    return self.close(slot, CloseCause::Error, now);
                 }
             }
-            if c.unsent() > 0 && !c.dirty {
-                c.dirty = true;
-                self.dirty.push(slot);
-            }
-            self.pool.reclaim(&mut c.out);
-            if c.readable && !c.queued && c.unsent() <= self.cfg.backpressure_limit {
-                // Budget used up with more to read: continue next turn, after the others.
-                c.queued = true;
+        }
+        self.requeue(slot);
+    }
+
+    /// Budget used up with more to read, or output drained below the limit: continue next turn.
+    fn requeue(&mut self, slot: usize) {
+        let over = self.driver.wants_input(slot) && self.driver.over_limit(slot);
+        if let Some(sock) = self.driver.io(slot) {
+            if sock.readable && !sock.queued && !over {
+                sock.queued = true;
                 self.ready.push_back(slot);
             }
         }
-        match next {
-            AfterRead::Nothing => {}
-            AfterRead::BeginClose => self.begin_close(slot, now),
-            AfterRead::Close(cause) => return self.close(slot, cause),
-        }
-        self.arm(slot);
     }
 
-    fn begin_close(&mut self, slot: usize, now: Instant) {
-        let Some(c) = self.conns.get_mut(slot) else {
-            return;
+    /// Write what the connection has queued (`input_len` bytes of the read buffer may be
+    /// referenced). `Err` if the socket failed.
+    fn write(&mut self, slot: usize, input_len: usize) -> Result<(), ()> {
+        let Some((sock, out)) = self.driver.output(slot) else {
+            return Ok(());
         };
-        if c.phase == Phase::Open {
-            c.phase = Phase::Flushing;
-            c.until = self.clock.ceil(now + self.cfg.close_linger);
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(slot);
-            }
-        }
+        write_output(&mut sock.stream, out, &self.rbuf[..input_len]).map_err(|e| {
+            tracing::debug!(conn = slot, error = %e, "write failed");
+        })
     }
 
     fn flush_dirty(&mut self, now: Instant) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for slot in dirty.drain(..) {
-            if let Some(c) = self.conns.get_mut(slot) {
-                c.dirty = false;
-                self.flush(slot, now);
-            }
+        let mut dirty = std::mem::take(&mut self.flush);
+        self.driver.take_dirty(&mut dirty);
+        for &slot in &dirty {
+            self.flush(slot as usize, now);
         }
-        // Keep the allocation for the next iteration.
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
+        dirty.clear();
+        self.flush = dirty;
     }
 
-    /// Write a connection's pending output; finish a close once everything is out.
+    /// Write a connection's pending output; move its close on once everything is out.
     fn flush(&mut self, slot: usize, now: Instant) {
-        let Some(c) = self.conns.get_mut(slot) else {
-            return;
-        };
-        while c.out_pos < c.out.len() {
-            match c.stream.write(&c.out[c.out_pos..]) {
-                Ok(n) => c.out_pos += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::debug!(conn = slot, error = %e, "write failed");
-                    self.close(slot, CloseCause::Error);
-                    return;
+        if self.write(slot, 0).is_err() {
+            return self.close(slot, CloseCause::Error, now);
+        }
+        match self.driver.flushed(slot, now) {
+            Flushed::Continue => {}
+            Flushed::ShutDown => {
+                if let Some(sock) = self.driver.io(slot) {
+                    // Best effort: if the socket is already gone, the drain read will say so.
+                    let _ = sock.stream.shutdown(Shutdown::Write);
                 }
             }
-        }
-        if c.out_pos == c.out.len() {
-            c.out.clear();
-            c.out_pos = 0;
-            self.pool.reclaim(&mut c.out);
-        } else if c.out_pos > c.out.len() / 2 {
-            c.out.drain(..c.out_pos);
-            c.out_pos = 0;
-        }
-        if c.unsent() == 0 && c.phase == Phase::Flushing {
-            if c.peer_eof {
-                self.close(slot, CloseCause::Done);
-                return;
-            }
-            // Best effort: if the socket is already gone, the drain read will say so.
-            let _ = c.stream.shutdown(Shutdown::Write);
-            c.phase = Phase::Draining;
-            c.until = self.clock.ceil(now + self.cfg.close_linger);
+            Flushed::Close => return self.close(slot, CloseCause::Done, now),
         }
         // Output drained below the limit: resume a paused reader.
-        if c.readable && !c.queued && c.unsent() <= self.cfg.backpressure_limit {
-            c.queued = true;
-            self.ready.push_back(slot);
-        }
-        self.arm(slot);
-    }
-
-    /// Make sure a timer entry exists at or before the connection's next deadline.
-    fn arm(&mut self, slot: usize) {
-        let Some(c) = self.conns.get_mut(slot) else {
-            return;
-        };
-        let due = match c.phase {
-            Phase::Open => self.service.deadline(&c.state).map(|d| self.clock.ceil(d)),
-            Phase::Flushing | Phase::Draining => Some(c.until),
-        };
-        if let Some(at) = due {
-            if at < c.armed {
-                c.armed = at;
-                self.timers.push(Entry {
-                    at,
-                    slot: slot as u32,
-                    generation: c.generation,
-                });
-            }
-        }
+        self.requeue(slot);
     }
 
     fn run_timers(&mut self, now: Instant) {
-        let mut due = std::mem::take(&mut self.due);
-        self.timers.take_due(self.clock.floor(now), &mut due);
-        for e in due.drain(..) {
-            let slot = e.slot as usize;
-            let Some(c) = self.conns.get_mut(slot) else {
-                continue;
-            };
-            if c.generation != e.generation || c.armed != e.at {
-                continue; // stale: a newer entry covers this connection
+        let mut fired = std::mem::take(&mut self.fired);
+        self.driver.expire(now, &mut fired);
+        for (slot, expired) in fired.drain(..) {
+            if expired {
+                self.close(slot, CloseCause::Done, now);
             }
-            c.armed = NEVER;
-            match c.phase {
-                Phase::Open if self.service.deadline(&c.state).is_some_and(|d| d <= now) => {
-                    self.pool.lend(&mut c.out);
-                    let v = self.service.on_deadline(&mut c.state, &mut c.out, now);
-                    self.pool.reclaim(&mut c.out);
-                    if c.unsent() > 0 && !c.dirty {
-                        c.dirty = true;
-                        self.dirty.push(slot);
-                    }
-                    if v == Verdict::Close {
-                        self.begin_close(slot, now);
-                    }
-                }
-                Phase::Flushing | Phase::Draining if c.until <= self.clock.floor(now) => {
-                    self.close(slot, CloseCause::Done);
-                    continue;
-                }
-                _ => {}
-            }
-            self.arm(slot);
         }
-        self.due = due;
-        // Output queued by deadlines goes out in this iteration too.
-        if !self.dirty.is_empty() {
-            self.flush_dirty(now);
-        }
+        self.fired = fired;
     }
 
     fn begin_shutdown(&mut self, deadline: Instant, now: Instant) {
-        if self.shutdown.is_some() {
-            return;
-        }
         self.shutdown = Some(deadline);
         if let Some(mut l) = self.listener.take() {
             // Dropping the listener closes it; deregistering first keeps the poller tidy.
             let _ = self.poll.registry().deregister(&mut l);
         }
-        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
-        for slot in slots {
-            // Serve what already arrived before saying goodbye.
+        // Serve what already arrived before saying goodbye.
+        for slot in self.driver.slots() {
             self.read(slot, now);
-            let Some(c) = self.conns.get_mut(slot) else {
-                continue;
-            };
-            if c.phase == Phase::Open {
-                self.pool.lend(&mut c.out);
-                let v = self.service.on_shutdown(&mut c.state, &mut c.out, now);
-                self.pool.reclaim(&mut c.out);
-                if !c.dirty {
-                    c.dirty = true;
-                    self.dirty.push(slot);
-                }
-                if v == Verdict::Close {
-                    self.begin_close(slot, now);
-                }
-                self.arm(slot);
-            }
         }
+        self.driver.shutdown(now);
         tracing::debug!(
             worker = self.index,
-            open = self.conns.len(),
+            open = self.driver.len(),
             "worker shutting down"
         );
     }
 
-    fn abandon_all(&mut self) {
-        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
-        for slot in slots {
-            self.close(slot, CloseCause::Shutdown);
+    fn abandon_all(&mut self, now: Instant) {
+        for slot in self.driver.slots() {
+            self.close(slot, CloseCause::Shutdown, now);
         }
     }
 
-    fn close(&mut self, slot: usize, cause: CloseCause) {
-        if !self.conns.contains(slot) {
-            return;
+    fn close(&mut self, slot: usize, cause: CloseCause, now: Instant) {
+        if let Some(mut sock) = self.driver.close(slot, cause, now) {
+            let _ = self.poll.registry().deregister(&mut sock.stream);
+            self.active.fetch_sub(1, Ordering::Relaxed);
         }
-        let mut c = self.conns.remove(slot);
-        let _ = self.poll.registry().deregister(&mut c.stream);
-        c.out.clear();
-        self.pool.reclaim(&mut c.out);
-        self.active.fetch_sub(1, Ordering::Relaxed);
-        match cause {
-            CloseCause::Done => self.report.closed += 1,
-            CloseCause::Error => self.report.errors += 1,
-            CloseCause::Shutdown => self.report.abandoned += 1,
-        }
-        self.service.on_close(c.state, cause);
     }
 }

@@ -1,5 +1,10 @@
-//! ARP for IPv4 over Ethernet: answer requests for our address, learn the senders we hear from,
-//! and build requests for next hops we do not know yet.
+//! ARP for IPv4 over Ethernet, all of it: answering requests for our addresses, learning the
+//! senders we hear from, the bounded neighbour cache ([`ArpCache`]) with expiry, resolving next
+//! hops (and the requests for those we do not know yet), and announcing ourselves.
+//!
+//! Replies land on whichever queue the NIC picks, so each DPDK worker shares what it learns from
+//! the wire with the others through their mailboxes ([`ArpCache::drain_learned`],
+//! [`ArpCache::learn_from_peer`]).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -15,18 +20,54 @@ pub const FRAME_LEN: usize = HEADER_LEN + 28;
 
 /// How long a learned entry is trusted.
 pub const ENTRY_LIFETIME: Duration = Duration::from_secs(300);
+/// Neighbours a worker remembers at most (and addresses it has pending requests for).
+pub const DEFAULT_CAPACITY: usize = 1024;
+/// How often a request for one address may go out.
+const REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Neighbours: IPv4 address → MAC, with expiry.
-#[derive(Debug, Default)]
+/// The neighbour cache: IPv4 address → MAC, each entry with an expiry, bounded like smoltcp's:
+/// when it is full, a new neighbour replaces the entry closest to expiring.
+#[derive(Debug)]
 pub struct ArpCache {
     entries: HashMap<Ipv4Addr, ([u8; 6], Instant)>,
     /// When a request for an address was last sent (so a burst of packets sends one).
     requested: HashMap<Ipv4Addr, Instant>,
     /// Entries learned from the wire since the last `drain_learned`, for other workers.
     learned: Vec<(Ipv4Addr, [u8; 6])>,
+    capacity: usize,
+    /// Entries pushed out by newer ones because the cache was full.
+    evicted: u64,
+}
+
+impl Default for ArpCache {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+/// What to do about a packet's next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Its MAC is known.
+    Known([u8; 6]),
+    /// Unknown: send the request written into the caller's buffer (this many bytes).
+    Ask(usize),
+    /// Unknown, and a request went out less than a second ago.
+    Wait,
 }
 
 impl ArpCache {
+    /// A cache of at most `capacity` neighbours.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            requested: HashMap::new(),
+            learned: Vec::new(),
+            capacity: capacity.max(1),
+            evicted: 0,
+        }
+    }
+
     /// The MAC of `ip`, if known and fresh.
     pub fn lookup(&self, ip: Ipv4Addr, now: Instant) -> Option<[u8; 6]> {
         self.entries
@@ -35,14 +76,50 @@ impl ArpCache {
             .map(|(mac, _)| *mac)
     }
 
-    /// Remember `ip` is at `mac`, heard on the wire: also queued for [`ArpCache::drain_learned`].
+    /// Where to send a packet for next hop `hop`: its MAC, or an ARP request to send first
+    /// (written into `out`; at most one per address per second), or nothing yet.
+    pub fn resolve(
+        &mut self,
+        cfg: &NetConfig,
+        hop: Ipv4Addr,
+        now: Instant,
+        out: &mut [u8; FRAME_LEN],
+    ) -> Resolution {
+        if let Some(mac) = self.lookup(hop, now) {
+            return Resolution::Known(mac);
+        }
+        if self.should_request(hop, now) {
+            Resolution::Ask(request(cfg, hop, out))
+        } else {
+            Resolution::Wait
+        }
+    }
+
+    /// Remember `ip` is at `mac`, heard on the wire: also queued for [`ArpCache::drain_learned`]
+    /// (as many as the cache holds; a flood of new senders is not queued without bound).
     pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
         self.learn_from_peer(ip, mac, now);
-        self.learned.push((ip, mac));
+        if self.learned.len() < self.capacity {
+            self.learned.push((ip, mac));
+        }
     }
 
     /// Remember what another worker heard (not queued again, so nothing echoes between workers).
     pub fn learn_from_peer(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
+        if !self.entries.contains_key(&ip) && self.entries.len() >= self.capacity {
+            self.expire(now);
+            if self.entries.len() >= self.capacity {
+                if let Some(oldest) = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (_, expires))| *expires)
+                    .map(|(ip, _)| *ip)
+                {
+                    self.entries.remove(&oldest);
+                    self.evicted += 1;
+                }
+            }
+        }
         self.entries.insert(ip, (mac, now + ENTRY_LIFETIME));
         self.requested.remove(&ip);
     }
@@ -62,18 +139,31 @@ impl ArpCache {
         self.entries.is_empty()
     }
 
-    /// Drop expired entries.
+    /// Entries pushed out by newer ones because the cache was full, so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Drop expired entries and forget requests older than the request interval.
     pub fn expire(&mut self, now: Instant) {
         self.entries.retain(|_, (_, expires)| *expires > now);
         self.requested
-            .retain(|_, at| now.duration_since(*at) < Duration::from_secs(1));
+            .retain(|_, at| now.duration_since(*at) < REQUEST_INTERVAL);
     }
 
-    /// Whether a request for `ip` should go out now (at most one per second per address).
-    pub fn should_request(&mut self, ip: Ipv4Addr, now: Instant) -> bool {
+    /// Whether a request for `ip` should go out now (at most one per second per address, and
+    /// no more addresses pending than the cache holds).
+    fn should_request(&mut self, ip: Ipv4Addr, now: Instant) -> bool {
         match self.requested.get(&ip) {
-            Some(at) if now.duration_since(*at) < Duration::from_secs(1) => false,
+            Some(at) if now.duration_since(*at) < REQUEST_INTERVAL => false,
             _ => {
+                if !self.requested.contains_key(&ip) && self.requested.len() >= self.capacity {
+                    self.requested
+                        .retain(|_, at| now.duration_since(*at) < REQUEST_INTERVAL);
+                    if self.requested.len() >= self.capacity {
+                        return false;
+                    }
+                }
                 self.requested.insert(ip, now);
                 true
             }
@@ -289,8 +379,68 @@ mod tests {
         cache.expire(now + ENTRY_LIFETIME);
         assert!(cache.is_empty());
         let ip = Ipv4Addr::new(10, 0, 0, 5);
-        assert!(cache.should_request(ip, now));
-        assert!(!cache.should_request(ip, now + Duration::from_millis(500)));
-        assert!(cache.should_request(ip, now + Duration::from_secs(1)));
+        let mut out = [0u8; FRAME_LEN];
+        assert_eq!(
+            cache.resolve(&cfg(), ip, now, &mut out),
+            Resolution::Ask(FRAME_LEN)
+        );
+        let packet = ArpPacket::new_checked(&out[HEADER_LEN..]).unwrap();
+        assert_eq!(packet.target_protocol_addr(), &[10, 0, 0, 5]);
+        assert_eq!(
+            cache.resolve(&cfg(), ip, now + Duration::from_millis(500), &mut out),
+            Resolution::Wait
+        );
+        assert_eq!(
+            cache.resolve(&cfg(), ip, now + Duration::from_secs(1), &mut out),
+            Resolution::Ask(FRAME_LEN)
+        );
+        cache.learn(ip, [2, 0, 0, 0, 0, 5], now);
+        assert_eq!(
+            cache.resolve(&cfg(), ip, now, &mut out),
+            Resolution::Known([2, 0, 0, 0, 0, 5])
+        );
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_evicts_the_entry_closest_to_expiry() {
+        let t0 = Instant::now();
+        let mut cache = ArpCache::with_capacity(3);
+        for i in 0..3u8 {
+            cache.learn(
+                Ipv4Addr::new(10, 0, 0, 10 + i),
+                [2, 0, 0, 0, 0, i],
+                t0 + Duration::from_secs(u64::from(i)),
+            );
+        }
+        cache.learn(
+            Ipv4Addr::new(10, 0, 0, 99),
+            [2, 0, 0, 0, 0, 99],
+            t0 + Duration::from_secs(5),
+        );
+        assert_eq!(cache.len(), 3, "never more than its capacity");
+        assert_eq!(cache.evicted(), 1);
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(
+            cache.lookup(Ipv4Addr::new(10, 0, 0, 10), later),
+            None,
+            "the oldest went"
+        );
+        assert!(cache.lookup(Ipv4Addr::new(10, 0, 0, 99), later).is_some());
+        assert_eq!(
+            cache.drain_learned().count(),
+            3,
+            "learned entries are bounded too"
+        );
+        // Pending requests are bounded by the same capacity.
+        let mut out = [0u8; FRAME_LEN];
+        let asked = (0..10u8)
+            .filter(|i| {
+                matches!(
+                    cache.resolve(&cfg(), Ipv4Addr::new(10, 0, 1, *i), later, &mut out),
+                    Resolution::Ask(_)
+                )
+            })
+            .count();
+        assert_eq!(asked, 3);
     }
 }

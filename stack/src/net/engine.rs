@@ -18,15 +18,16 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use slab::Slab;
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
 
 use super::device::{IpSink, PacketDevice};
-use super::rings::{RingArena, RingSlot};
-use crate::service::{CloseCause, ConnId, Service, Verdict};
-use crate::timer::{Clock, Entry, Millis, Timers, NEVER};
+use super::rings::{ArenaSocket, RingArena};
+use crate::driver::{Driver, DriverConfig, DriverStats, Flushed, Phase, SlowConsumer};
+use crate::mailbox::Postboxes;
+use crate::service::{CloseCause, Service};
+use crate::timer::Millis;
 
 /// How long a connection may stay half-open (SYN received, handshake not completed).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,6 +66,33 @@ pub struct EngineConfig {
     pub tx_checksum_offload: bool,
     /// Connections to open, if this engine is a client.
     pub dial: Option<Dial>,
+    /// How long a closing connection may take to flush and see the peer's FIN before it is
+    /// reset.
+    pub close_linger: Duration,
+    /// What happens to connections that pushes would take over `backpressure_limit`.
+    pub slow_consumer: SlowConsumer,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            worker: 0,
+            ip: Ipv4Addr::new(10, 0, 0, 2),
+            ip_count: 1,
+            prefix: 24,
+            listen_port: 0,
+            tcp_rx_buf: 16 << 10,
+            tcp_tx_buf: 16 << 10,
+            max_half_open: 4096,
+            max_connections: 1_000_000,
+            backpressure_limit: 1 << 20,
+            mtu: 1500,
+            tx_checksum_offload: false,
+            dial: None,
+            close_linger: Duration::from_secs(2),
+            slow_consumer: SlowConsumer::Drop,
+        }
+    }
 }
 
 impl EngineConfig {
@@ -163,55 +191,63 @@ enum Admission {
     NoListener,
 }
 
-struct Flow<C> {
+/// The engine's part of a connection: its flow key and its smoltcp socket.
+pub struct Flow {
     key: FlowKey,
-    /// Holds the socket, whose rings live in `rings`: declared first, so it drops first.
-    set: SocketSet<'static>,
-    handle: SocketHandle,
-    /// The service's state, once the connection is established.
-    conn: Option<C>,
-    out: Output,
-    /// The service asked to close: send what is left, then FIN.
-    closing: bool,
-    /// The peer's FIN was reported to the service.
-    eof_reported: bool,
-    dirty: bool,
-    armed: Millis,
-    generation: u32,
+    socket: ArenaSocket,
+    /// In this round's list of flows that received packets.
+    received: bool,
     /// The last round in which it received a packet (for the idle trim).
     active: Millis,
     /// The ring pages were handed back since the last activity.
     trimmed: bool,
-    /// The memory of the socket's rings; returns to the arena when the flow drops.
-    rings: RingSlot,
 }
 
 /// One worker's TCP engine.
 pub struct Engine<S: Service> {
     cfg: EngineConfig,
     iface: Interface,
-    service: S,
-    flows: Slab<Flow<S::Conn>>,
+    driver: Driver<S, Flow>,
     table: HashMap<FlowKey, usize>,
     empty: SocketSet<'static>,
-    dirty: Vec<usize>,
+    /// Flows that received packets this round.
+    received: Vec<usize>,
+    /// Scratch lists kept for their allocations.
+    flush: Vec<u32>,
+    fired: Vec<(usize, bool)>,
     half_open: usize,
-    timers: Timers,
-    due: Vec<Entry>,
-    clock: Clock,
     epoch: Instant,
-    generation: u32,
     stats: EngineStats,
     shutting_down: bool,
     /// Connections of [`EngineConfig::dial`] opened so far.
     dialed: usize,
-    /// Declared after `flows`: every socket is gone before the arena is.
     arena: RingArena,
 }
 
 impl<S: Service> Engine<S> {
-    /// An engine for `service`; `sink` is only used to ask smoltcp's device capabilities.
+    /// An engine on its own (a mailbox of its own, drained by [`Engine::tick`]); `sink` is only
+    /// used to ask smoltcp's device capabilities.
     pub fn new(cfg: EngineConfig, service: S, sink: &mut impl IpSink, now: Instant) -> Self {
+        Self::build(cfg, sink, now, |c| Driver::detached(c, service))
+    }
+
+    /// An engine that is one worker of a transport: `posts` reaches every worker's mailbox.
+    pub fn with_posts(
+        cfg: EngineConfig,
+        service: S,
+        posts: Postboxes<S::Message>,
+        sink: &mut impl IpSink,
+        now: Instant,
+    ) -> Self {
+        Self::build(cfg, sink, now, |c| Driver::new(c, service, posts))
+    }
+
+    fn build(
+        cfg: EngineConfig,
+        sink: &mut impl IpSink,
+        now: Instant,
+        driver: impl FnOnce(DriverConfig) -> Driver<S, Flow>,
+    ) -> Self {
         let epoch = now;
         let mut iface = {
             let mut dev = cfg.device(None, sink);
@@ -228,20 +264,23 @@ impl<S: Service> Engine<S> {
             }
         });
         let arena = RingArena::new(cfg.tcp_rx_buf, cfg.tcp_tx_buf);
+        let driver = driver(DriverConfig {
+            worker: cfg.worker,
+            backpressure_limit: cfg.backpressure_limit,
+            slow_consumer: cfg.slow_consumer,
+            close_linger: cfg.close_linger,
+        });
         Self {
             cfg,
             iface,
-            service,
-            flows: Slab::new(),
+            driver,
             table: HashMap::new(),
             empty: SocketSet::new(Vec::new()),
-            dirty: Vec::new(),
+            received: Vec::new(),
+            flush: Vec::new(),
+            fired: Vec::new(),
             half_open: 0,
-            timers: Timers::default(),
-            due: Vec::new(),
-            clock: Clock::new(),
             epoch,
-            generation: 0,
             stats: EngineStats::default(),
             shutting_down: false,
             dialed: 0,
@@ -254,9 +293,14 @@ impl<S: Service> Engine<S> {
         self.stats
     }
 
+    /// The connection driver's counters (closes, pushes, mailbox messages).
+    pub fn driver_stats(&self) -> DriverStats {
+        self.driver.stats()
+    }
+
     /// Open connections (established or not).
     pub fn connections(&self) -> usize {
-        self.flows.len()
+        self.driver.len()
     }
 
     /// Connections not yet established.
@@ -266,47 +310,53 @@ impl<S: Service> Engine<S> {
 
     /// The service.
     pub fn service(&self) -> &S {
-        &self.service
+        self.driver.service()
     }
 
     /// Every connection's queued output: unsent by the service, plus sent and unacknowledged in
     /// its socket. A scan of every connection: for probes, about once a second.
     pub fn queued(&self) -> impl Iterator<Item = crate::meter::Queued> + '_ {
-        self.flows.iter().map(|(slot, f)| {
-            let in_socket = f.set.get::<tcp::Socket>(f.handle).send_queue();
-            crate::meter::Queued {
-                slot: slot as u32,
-                bytes: (f.out.unsent() + in_socket) as u64,
-            }
+        self.driver.ios().map(|(slot, f)| crate::meter::Queued {
+            slot: slot as u32,
+            bytes: (self.driver.unsent(slot) + f.socket.tcp().send_queue()) as u64,
         })
     }
 
-    /// Change the limits while serving: unsent output per connection before its input waits, and
-    /// connections at most (existing ones above a lowered limit stay).
+    /// Change the limits while serving: unsent output per connection before its input waits
+    /// (and pushes are dropped), and connections at most (existing ones above a lowered limit
+    /// stay).
     pub fn set_limits(&mut self, backpressure_limit: usize, max_connections: usize) {
         self.cfg.backpressure_limit = backpressure_limit;
         self.cfg.max_connections = max_connections;
+        self.driver.set_limit(backpressure_limit);
     }
 
-    /// Let the service publish what this loop iteration changed ([`Service::on_tick`]); if its
-    /// deadlines moved, give every connection a turn so its timer is armed anew.
+    /// Once per loop iteration: the service's timers and tick ([`Service::on_tick`]) (and, for
+    /// an engine on its own, its mailbox); if the service's deadlines moved, every connection
+    /// gets a turn so its timer is armed anew. Then whatever was written goes out.
     pub fn tick(&mut self, sink: &mut impl IpSink, now: Instant) {
-        if self.service.on_tick(now) {
-            let slots: Vec<usize> = self.flows.iter().map(|(slot, _)| slot).collect();
-            for slot in slots {
+        if self.driver.tick(now) {
+            for slot in self.driver.slots() {
                 self.step(slot, sink, now);
             }
         }
+        self.flush(sink, now);
+    }
+
+    /// A message from the worker's mailbox, for the service (what it writes goes out with the
+    /// next [`Engine::process`] or [`Engine::tick`]).
+    pub fn message(&mut self, message: S::Message, now: Instant) {
+        self.driver.message(message, now);
     }
 
     /// Give up the engine and keep its service (connections still open are dropped unannounced).
     pub fn into_service(self) -> S {
-        self.service
+        self.driver.into_service()
     }
 
     /// The earliest timer, if any.
     pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.next().map(|ms| self.clock.instant(ms))
+        self.driver.next_timer()
     }
 
     /// Handle one received IP packet.
@@ -324,57 +374,71 @@ impl<S: Service> Engine<S> {
                 Admission::NoListener => return self.without_socket(packet, sink, t),
             },
         };
-        let flow = &mut self.flows[slot];
+        let Some(f) = self.driver.io(slot) else {
+            return;
+        };
         let mut dev = self.cfg.device(Some(packet), sink);
-        self.iface.poll_ingress_single(t, &mut dev, &mut flow.set);
-        if !flow.dirty {
-            flow.dirty = true;
-            self.dirty.push(slot);
+        f.socket.poll_ingress(&mut self.iface, t, &mut dev);
+        if !f.received {
+            f.received = true;
+            self.received.push(slot);
         }
     }
 
-    /// Let every connection that received something run its service and send.
+    /// Let every connection that received something run its service and send, then send what
+    /// was written to any other connection.
     pub fn process(&mut self, sink: &mut impl IpSink, now: Instant) {
-        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut received = std::mem::take(&mut self.received);
         // Received something this round: the connection is active (for the idle trim).
-        let active = self.clock.floor(now);
-        for slot in dirty.drain(..) {
-            if let Some(f) = self.flows.get_mut(slot) {
-                f.dirty = false;
+        let active = self.driver.clock().floor(now);
+        for slot in received.drain(..) {
+            if let Some(f) = self.driver.io(slot) {
+                f.received = false;
                 f.active = active;
                 f.trimmed = false;
                 self.step(slot, sink, now);
             }
         }
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
+        if self.received.is_empty() {
+            self.received = received;
         }
+        self.flush(sink, now);
+    }
+
+    /// Send what was written to connections outside their own turn (pushes, mailbox, tick), and
+    /// move closing connections on.
+    pub fn flush(&mut self, sink: &mut impl IpSink, now: Instant) {
+        if !self.driver.has_dirty() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.flush);
+        self.driver.take_dirty(&mut dirty);
+        for &slot in &dirty {
+            let slot = slot as usize;
+            // A connection stepped this round has nothing left unless written to since.
+            if self.driver.unsent(slot) > 0 || self.driver.phase(slot) != Some(Phase::Open) {
+                self.step(slot, sink, now);
+            }
+        }
+        dirty.clear();
+        self.flush = dirty;
     }
 
     /// Run what is due: smoltcp's retransmissions and the service's deadlines.
     pub fn run_timers(&mut self, sink: &mut impl IpSink, now: Instant) {
-        let mut due = std::mem::take(&mut self.due);
-        self.timers.take_due(self.clock.floor(now), &mut due);
-        for e in due.drain(..) {
-            let slot = e.slot as usize;
-            let Some(f) = self.flows.get_mut(slot) else {
-                continue;
-            };
-            if f.generation != e.generation || f.armed != e.at {
-                continue;
-            }
-            f.armed = NEVER;
-            if let Some(conn) = f.conn.as_mut() {
-                if !f.closing
-                    && self.service.deadline(conn).is_some_and(|d| d <= now)
-                    && self.service.on_deadline(conn, &mut f.out.buf, now) == Verdict::Close
-                {
-                    f.closing = true;
+        let mut fired = std::mem::take(&mut self.fired);
+        self.driver.expire(now, &mut fired);
+        for (slot, expired) in fired.drain(..) {
+            if expired {
+                // Closing took longer than the linger: reset.
+                if let Some(f) = self.driver.io(slot) {
+                    f.socket.abort();
                 }
             }
             self.step(slot, sink, now);
         }
-        self.due = due;
+        self.fired = fired;
+        self.flush(sink, now);
     }
 
     /// Open more of the connections of [`EngineConfig::dial`]: at most `burst` now, and never
@@ -387,7 +451,7 @@ impl<S: Service> Engine<S> {
         while self.dialed < dial.count
             && opened < burst
             && self.half_open < self.cfg.max_half_open
-            && self.flows.len() < self.cfg.max_connections
+            && self.driver.len() < self.cfg.max_connections
             && !self.shutting_down
         {
             let Some(local) = dial.endpoint(self.dialed, self.cfg.ip, self.cfg.ip_count) else {
@@ -409,15 +473,15 @@ impl<S: Service> Engine<S> {
             if self.table.contains_key(&key) {
                 continue; // still in use from an earlier round
             }
-            let Some((mut socket, rings)) = self.new_socket() else {
+            let Some(mut socket) = self.new_socket() else {
                 break;
             };
-            if let Err(e) = socket.connect(self.iface.context(), dial.remote, local) {
+            if let Err(e) = socket.connect(&mut self.iface, dial.remote, local) {
                 tracing::warn!(%local, remote = %dial.remote, error = %e, "cannot connect");
                 self.stats.handshake_failed += 1;
                 continue;
             }
-            let slot = self.insert_flow(key, socket, rings, now);
+            let slot = self.insert_flow(key, socket, now);
             self.stats.dialed += 1;
             opened += 1;
             self.step(slot, sink, now);
@@ -425,19 +489,20 @@ impl<S: Service> Engine<S> {
         dial.count - self.dialed
     }
 
-    /// Stop accepting and ask the service to close every established connection.
+    /// Stop accepting, drop handshakes under way, and ask the service to close every
+    /// established connection.
     pub fn shutdown(&mut self, sink: &mut impl IpSink, now: Instant) {
         self.shutting_down = true;
-        let slots: Vec<usize> = self.flows.iter().map(|(s, _)| s).collect();
-        for slot in slots {
-            let f = &mut self.flows[slot];
-            if let Some(conn) = f.conn.as_mut() {
-                if self.service.on_shutdown(conn, &mut f.out.buf, now) == Verdict::Close {
-                    f.closing = true;
+        for slot in self.driver.slots() {
+            if !self.driver.is_open(slot) {
+                if let Some(f) = self.driver.io(slot) {
+                    f.socket.abort();
                 }
+                self.step(slot, sink, now);
             }
-            self.step(slot, sink, now);
         }
+        self.driver.shutdown(now);
+        self.flush(sink, now);
     }
 
     /// Let smoltcp handle a packet no connection owns, through the empty socket set: it answers
@@ -486,162 +551,124 @@ impl<S: Service> Engine<S> {
             self.stats.syn_dropped_half_open += 1;
             return Admission::Dropped;
         }
-        if self.flows.len() >= self.cfg.max_connections {
+        if self.driver.len() >= self.cfg.max_connections {
             self.stats.syn_dropped_full += 1;
             return Admission::Dropped;
         }
-        let Some((mut socket, rings)) = self.new_socket() else {
+        let Some(mut socket) = self.new_socket() else {
             return Admission::Dropped;
         };
         if socket.listen(self.cfg.listen_port).is_err() {
             return Admission::NoListener;
         }
-        Admission::Accepted(self.insert_flow(key, socket, rings, now))
+        Admission::Accepted(self.insert_flow(key, socket, now))
     }
 
     /// A socket with our settings and rings from the arena, not yet listening or connecting;
     /// `None` (counted) if the rings' memory cannot be mapped.
-    fn new_socket(&mut self) -> Option<(tcp::Socket<'static>, RingSlot)> {
-        // SAFETY: the socket goes into a flow's socket set and the slot into the same flow's
-        // `rings`, declared after `set`: the rings are never used after their slot is released.
-        #[allow(unsafe_code)]
-        let rings = match unsafe { self.arena.alloc() } {
-            Ok(r) => r,
+    fn new_socket(&mut self) -> Option<ArenaSocket> {
+        match self.arena.socket() {
+            Ok(mut s) => {
+                // A handshake nobody completes (a spoofed SYN) frees its half-open slot after
+                // this.
+                s.configure(HANDSHAKE_TIMEOUT);
+                Some(s)
+            }
             Err(e) => {
                 self.stats.syn_dropped_memory += 1;
                 tracing::warn!(error = %e, "cannot map memory for a connection's rings");
-                return None;
+                None
             }
-        };
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(rings.rx),
-            tcp::SocketBuffer::new(rings.tx),
-        );
-        socket.set_nagle_enabled(false);
-        socket.set_congestion_control(tcp::CongestionControl::Cubic);
-        // A handshake nobody completes (a spoofed SYN) frees its half-open slot after this.
-        socket.set_timeout(Some(smoltcp::time::Duration::from_millis(
-            HANDSHAKE_TIMEOUT.as_millis() as u64,
-        )));
-        Some((socket, rings.slot))
+        }
     }
 
-    /// Give a new, not yet established connection its own socket set and a flow table entry.
-    fn insert_flow(
-        &mut self,
-        key: FlowKey,
-        socket: tcp::Socket<'static>,
-        rings: RingSlot,
-        now: Instant,
-    ) -> usize {
-        let mut set = SocketSet::new(Vec::with_capacity(1));
-        let handle = set.add(socket);
-        self.generation = self.generation.wrapping_add(1);
-        let slot = self.flows.insert(Flow {
+    /// Give a new, not yet established connection a slot and a flow table entry.
+    fn insert_flow(&mut self, key: FlowKey, socket: ArenaSocket, now: Instant) -> usize {
+        let active = self.driver.clock().floor(now);
+        let slot = self.driver.insert(Flow {
             key,
-            set,
-            handle,
-            conn: None,
-            out: Output::default(),
-            closing: false,
-            eof_reported: false,
-            dirty: false,
-            armed: NEVER,
-            generation: self.generation,
-            active: self.clock.floor(now),
+            socket,
+            received: false,
+            active,
             trimmed: false,
-            rings,
         });
         self.table.insert(key, slot);
         self.half_open += 1;
         slot
     }
 
-    /// Move one connection forward: establishment, input to the service, output to the socket,
-    /// close, egress, timers, and removal once closed.
+    /// Move one connection forward: establishment, output into its socket, input to the
+    /// service, end of input, egress, removal once closed, and its next timer.
     fn step(&mut self, slot: usize, sink: &mut impl IpSink, now: Instant) {
         let t = smol(self.epoch, now);
-        let Some(f) = self.flows.get_mut(slot) else {
+        let clock = *self.driver.clock();
+        let open = self.driver.is_open(slot);
+        let Some(f) = self.driver.io(slot) else {
             return;
         };
-        let socket = f.set.get_mut::<tcp::Socket>(f.handle);
-        if f.conn.is_none() && socket.state() == tcp::State::Established {
+        if !open && f.socket.state() == tcp::State::Established {
+            // From now on the timeout only ends connections whose sent data goes unacknowledged.
+            f.socket.set_timeout(UNACKED_TIMEOUT);
+            let peer = SocketAddr::V4(SocketAddrV4::new(f.key.peer, f.key.peer_port));
             self.half_open -= 1;
             self.stats.accepted += 1;
-            let peer = SocketAddr::V4(SocketAddrV4::new(f.key.peer, f.key.peer_port));
-            let id = ConnId {
-                worker: self.cfg.worker,
-                slot: slot as u32,
-            };
-            let mut conn = self.service.open(id, peer, now);
-            if self.service.greet(&mut conn, &mut f.out.buf, now) == Verdict::Close {
-                f.closing = true;
-            }
-            f.conn = Some(conn);
-            // From now on the timeout only ends connections whose sent data goes unacknowledged.
-            socket.set_timeout(Some(smoltcp::time::Duration::from_millis(
-                UNACKED_TIMEOUT.as_millis() as u64,
-            )));
+            self.driver.open(slot, peer, now);
         }
-        if let Some(conn) = f.conn.as_mut() {
-            f.out.flush(socket);
-            while !f.closing && f.out.unsent() <= self.cfg.backpressure_limit && socket.can_recv() {
-                let service = &mut self.service;
-                let out = &mut f.out.buf;
-                let verdict = socket.recv(|buf| {
-                    let n = buf.len();
-                    (n, service.on_data(conn, buf, out, now))
+        if self.driver.is_open(slot) {
+            self.write(slot, now);
+            while self.driver.wants_input(slot) && !self.driver.over_limit(slot) {
+                let mut got = false;
+                // The service decodes in place in the socket's receive ring.
+                self.driver.input_in_place(slot, now, |f, deliver| {
+                    if f.socket.tcp().can_recv() {
+                        got = true;
+                        f.socket.recv(|buf| {
+                            deliver(buf);
+                            (buf.len(), ())
+                        });
+                    }
                 });
-                f.out.flush(socket);
-                if verdict == Ok(Verdict::Close) {
-                    f.closing = true;
+                if !got {
+                    break;
                 }
+                self.write(slot, now);
             }
-            if !f.closing && socket.can_recv() && f.out.unsent() > self.cfg.backpressure_limit {
+            let wants = self.driver.wants_input(slot);
+            let Some(f) = self.driver.io(slot) else {
+                return;
+            };
+            let s = f.socket.tcp();
+            if wants && s.can_recv() {
                 self.stats.backpressure_pauses += 1;
             }
-            if !f.eof_reported
-                && !socket.may_recv()
-                && !socket.can_recv()
-                && socket.state() != tcp::State::Listen
-            {
-                f.eof_reported = true;
-                if self.service.on_eof(conn, &mut f.out.buf, now) == Verdict::Close {
-                    f.closing = true;
-                }
-                f.out.flush(socket);
-            }
-            if f.closing && f.out.unsent() == 0 && socket.may_send() {
-                socket.close();
+            if !s.may_recv() && !s.can_recv() && s.state() != tcp::State::Listen {
+                // Already draining: smoltcp completes the close on its own.
+                self.driver.eof(slot, now);
+                self.write(slot, now);
             }
         }
+        let Some(f) = self.driver.io(slot) else {
+            return;
+        };
         {
             let mut dev = self.cfg.device(None, sink);
-            self.iface.poll_egress(t, &mut dev, &mut f.set);
+            f.socket.poll_egress(&mut self.iface, t, &mut dev);
         }
-        let socket = f.set.get_mut::<tcp::Socket>(f.handle);
         // TIME-WAIT holds nothing we need: the server closed last, the peer has its answer.
-        if matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait) {
-            let f = self.flows.remove(slot);
-            self.table.remove(&f.key);
-            match f.conn {
-                Some(conn) => {
-                    self.stats.closed += 1;
-                    self.service.on_close(conn, CloseCause::Done);
-                }
-                None => {
-                    self.half_open -= 1;
-                    self.stats.handshake_failed += 1;
-                }
-            }
-            return;
+        if matches!(f.socket.state(), tcp::State::Closed | tcp::State::TimeWait) {
+            return self.remove(slot, now);
         }
         // Quiet for IDLE_TRIM with nothing in either ring: hand the ring pages back.
-        let trim_at = (!f.trimmed).then(|| self.clock.instant(f.active) + IDLE_TRIM);
+        let trim_at = (!f.trimmed).then(|| clock.instant(f.active) + IDLE_TRIM);
+        let unsent = self.driver.unsent(slot);
+        let Some(f) = self.driver.io(slot) else {
+            return;
+        };
         let trim_at = match trim_at {
             Some(at) if at <= now => {
-                if socket.recv_queue() == 0 && socket.send_queue() == 0 && f.out.unsent() == 0 {
-                    match self.arena.trim(&f.rings) {
+                let s = f.socket.tcp();
+                if s.recv_queue() == 0 && s.send_queue() == 0 && unsent == 0 {
+                    match self.arena.trim(&f.socket) {
                         Ok(()) => self.stats.rings_trimmed += 1,
                         Err(e) => tracing::debug!(error = %e, "cannot trim a connection's rings"),
                     }
@@ -654,61 +681,62 @@ impl<S: Service> Engine<S> {
             }
             other => other,
         };
-        // Arm the earliest of smoltcp's next action, the service's deadline and the trim.
-        let smol_at = self
-            .iface
-            .poll_at(t, &f.set)
+        // Arm the earliest of smoltcp's next action and the trim (the driver adds the
+        // service's deadline).
+        let smol_at = f
+            .socket
+            .poll_at(&mut self.iface, t)
             .map(|at| self.epoch + Duration::from_micros(at.total_micros() as u64));
-        let svc_at = f
-            .conn
-            .as_ref()
-            .filter(|_| !f.closing)
-            .and_then(|c| self.service.deadline(c));
-        let at = [smol_at, svc_at, trim_at].into_iter().flatten().min();
-        if let Some(at) = at {
-            let at = self.clock.ceil(at);
-            if at < f.armed {
-                f.armed = at;
-                self.timers.push(Entry {
-                    at,
-                    slot: slot as u32,
-                    generation: f.generation,
-                });
-            }
-        }
-    }
-}
-
-/// A connection's output waiting for room in its socket's send buffer. Sent bytes are skipped
-/// with an offset and compacted only once they are at least half the buffer, so a backlog larger
-/// than the TCP window is not moved again on every flush (that was a third of the CPU at 16 KiB).
-#[derive(Debug, Default)]
-struct Output {
-    /// What services append to.
-    buf: Vec<u8>,
-    /// Bytes of `buf` already in the socket.
-    sent: usize,
-}
-
-impl Output {
-    fn unsent(&self) -> usize {
-        self.buf.len() - self.sent
+        let extra = match (smol_at, trim_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.driver.arm(slot, extra);
     }
 
-    /// Move as much as fits into the socket's send buffer.
-    fn flush(&mut self, socket: &mut tcp::Socket<'_>) {
-        if self.unsent() == 0 || !socket.may_send() {
+    /// Move the connection's output into its socket's send ring; shut down our side once the
+    /// service is done and everything is in.
+    fn write(&mut self, slot: usize, now: Instant) {
+        let Some((f, out)) = self.driver.output(slot) else {
             return;
-        }
-        if let Ok(n) = socket.send_slice(&self.buf[self.sent..]) {
-            self.sent += n;
-            if self.sent == self.buf.len() {
-                self.buf.clear();
-                self.sent = 0;
-            } else if self.sent >= 4096 && self.sent * 2 >= self.buf.len() {
-                self.buf.drain(..self.sent);
-                self.sent = 0;
+        };
+        if f.socket.tcp().may_send() {
+            while !out.is_empty() {
+                let run = out.front(&[]);
+                let len = run.len();
+                let n = f.socket.send_slice(run);
+                out.advance(n);
+                if n < len {
+                    break;
+                }
             }
+        }
+        match self.driver.flushed(slot, now) {
+            Flushed::Continue => {}
+            Flushed::ShutDown | Flushed::Close => {
+                if let Some(f) = self.driver.io(slot) {
+                    f.socket.close();
+                }
+            }
+        }
+    }
+
+    /// The socket is closed: release the connection.
+    fn remove(&mut self, slot: usize, now: Instant) {
+        let established = self.driver.is_open(slot);
+        // Closed while the service still wanted it open: a reset or a timeout.
+        let cause = match self.driver.phase(slot) {
+            Some(Phase::Open) => CloseCause::Error,
+            _ => CloseCause::Done,
+        };
+        if let Some(f) = self.driver.close(slot, cause, now) {
+            self.table.remove(&f.key);
+        }
+        if established {
+            self.stats.closed += 1;
+        } else {
+            self.half_open -= 1;
+            self.stats.handshake_failed += 1;
         }
     }
 }

@@ -9,14 +9,21 @@
 //! as zeros and are faulted in again by the next write. One system call per connection going
 //! idle, never per packet.
 //!
-//! This module is `unsafe` inside (mapping, slicing and advising raw memory); its one contract
-//! with the caller is on [`RingArena::alloc`].
+//! This module is `unsafe` inside (mapping, slicing and advising raw memory); what it hands out
+//! is safe: an [`ArenaSocket`] owns a smoltcp TCP socket, its one-socket set and its arena slot,
+//! and never lets the socket (whose rings are only valid while the slot is held) out of itself.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
 use std::io;
 use std::ptr::NonNull;
 use std::rc::Rc;
+
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::phy::Device;
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
+use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 
 const PAGE: usize = 4096;
 /// Slots mapped at a time (address space only; pages are touched as rings are written).
@@ -43,8 +50,8 @@ struct Chunk {
     len: usize,
 }
 
-/// One connection's rings.
-pub struct Rings {
+/// One connection's rings (inside this module only: see [`ArenaSocket`]).
+struct Rings {
     /// The receive ring's memory.
     pub rx: &'static mut [u8],
     /// The send ring's memory.
@@ -82,15 +89,40 @@ impl RingArena {
         self.inner.borrow().in_use
     }
 
+    /// A new connection's TCP socket, its rings in a slot of this arena (zeroed, or reading as
+    /// zeros), in a socket set of its own. Fails only if memory cannot be mapped.
+    pub fn socket(&mut self) -> io::Result<ArenaSocket> {
+        // SAFETY: the slices go into the socket, the socket into `set`, and `set` and the slot
+        // into one `ArenaSocket`, `set` declared first so it drops first. `ArenaSocket` never
+        // hands out the socket by `&mut` or by value, so the slices cannot outlive the slot.
+        let rings = unsafe { self.alloc() }?;
+        let socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(rings.rx),
+            tcp::SocketBuffer::new(rings.tx),
+        );
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(socket);
+        Ok(ArenaSocket {
+            set,
+            handle,
+            slot: rings.slot,
+        })
+    }
+
+    /// Give the pages of `socket`'s rings back to the kernel. Both rings must be empty (the
+    /// caller checks): their bytes read as zeros afterwards.
+    pub fn trim(&self, socket: &ArenaSocket) -> io::Result<()> {
+        self.trim_slot(&socket.slot)
+    }
+
     /// The rings of a new connection (zeroed, or reading as zeros).
     ///
     /// # Safety
     ///
     /// The slices are `'static` to fit smoltcp's `SocketSet<'static>`, but they are valid only
     /// until `Rings::slot` is dropped, which gives the memory to the next connection: drop (or
-    /// never use again) both slices before their slot. Keeping the socket and the slot in one
-    /// struct, the socket declared first, does that.
-    pub unsafe fn alloc(&mut self) -> io::Result<Rings> {
+    /// never use again) both slices before their slot.
+    unsafe fn alloc(&mut self) -> io::Result<Rings> {
         let mut a = self.inner.borrow_mut();
         let index = match a.free.pop() {
             Some(i) => i,
@@ -133,7 +165,7 @@ impl RingArena {
 
     /// Give the pages of `slot` back to the kernel. Its rings must hold no data (the caller checks
     /// that both are empty): their bytes read as zeros afterwards.
-    pub fn trim(&self, slot: &RingSlot) -> io::Result<()> {
+    fn trim_slot(&self, slot: &RingSlot) -> io::Result<()> {
         let a = self.inner.borrow();
         let base = a.slot_ptr(slot.index);
         // SAFETY: the range is one whole slot (page-aligned start and length) inside a live
@@ -146,6 +178,106 @@ impl RingArena {
         } else {
             Err(io::Error::last_os_error())
         }
+    }
+}
+
+/// A smoltcp TCP socket with its rings in an arena slot, alone in its socket set (smoltcp scans
+/// every socket of a set per packet; one per set keeps that O(1)).
+///
+/// The socket is reachable only through these methods: handing it out mutably would let it be
+/// swapped out of the set and outlive the memory of its rings.
+pub struct ArenaSocket {
+    /// Holds the socket, whose rings live in `slot`: declared first, so it drops first.
+    set: SocketSet<'static>,
+    handle: SocketHandle,
+    slot: RingSlot,
+}
+
+impl ArenaSocket {
+    /// The socket, to look at.
+    #[inline]
+    pub fn tcp(&self) -> &tcp::Socket<'static> {
+        self.set.get::<tcp::Socket>(self.handle)
+    }
+
+    #[inline]
+    fn tcp_mut(&mut self) -> &mut tcp::Socket<'static> {
+        self.set.get_mut::<tcp::Socket>(self.handle)
+    }
+
+    /// Its TCP state.
+    #[inline]
+    pub fn state(&self) -> tcp::State {
+        self.tcp().state()
+    }
+
+    /// Disable Nagle's algorithm and use CUBIC (the engine's settings for every connection).
+    pub fn configure(&mut self, timeout: std::time::Duration) {
+        let s = self.tcp_mut();
+        s.set_nagle_enabled(false);
+        s.set_congestion_control(tcp::CongestionControl::Cubic);
+        s.set_timeout(Some(SmolDuration::from_millis(timeout.as_millis() as u64)));
+    }
+
+    /// Reset the connection if sent data stays unacknowledged (or a handshake unfinished) for
+    /// `timeout`.
+    pub fn set_timeout(&mut self, timeout: std::time::Duration) {
+        self.tcp_mut()
+            .set_timeout(Some(SmolDuration::from_millis(timeout.as_millis() as u64)));
+    }
+
+    /// Wait for a connection on `port`.
+    pub fn listen(&mut self, port: u16) -> Result<(), tcp::ListenError> {
+        self.tcp_mut().listen(port)
+    }
+
+    /// Open a connection from `local` to `remote` through `iface`.
+    pub fn connect(
+        &mut self,
+        iface: &mut Interface,
+        remote: impl Into<IpEndpoint>,
+        local: impl Into<IpListenEndpoint>,
+    ) -> Result<(), tcp::ConnectError> {
+        let handle = self.handle;
+        self.set
+            .get_mut::<tcp::Socket>(handle)
+            .connect(iface.context(), remote, local)
+    }
+
+    /// Hand the bytes waiting in the receive ring to `f` (in place), which says how many it
+    /// consumed.
+    pub fn recv<R>(&mut self, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> Option<R> {
+        self.tcp_mut().recv(f).ok()
+    }
+
+    /// Copy as much of `data` into the send ring as fits; returns how much.
+    pub fn send_slice(&mut self, data: &[u8]) -> usize {
+        self.tcp_mut().send_slice(data).unwrap_or(0)
+    }
+
+    /// Send FIN once the send ring is empty.
+    pub fn close(&mut self) {
+        self.tcp_mut().close();
+    }
+
+    /// Reset the connection.
+    pub fn abort(&mut self) {
+        self.tcp_mut().abort();
+    }
+
+    /// Feed one received packet (the device holds it) to this socket.
+    pub fn poll_ingress<D: Device>(&mut self, iface: &mut Interface, t: SmolInstant, dev: &mut D) {
+        iface.poll_ingress_single(t, dev, &mut self.set);
+    }
+
+    /// Let the socket emit what it has to send.
+    pub fn poll_egress<D: Device>(&mut self, iface: &mut Interface, t: SmolInstant, dev: &mut D) {
+        iface.poll_egress(t, dev, &mut self.set);
+    }
+
+    /// When the socket next needs a poll (retransmission, delayed ACK, timeout).
+    pub fn poll_at(&self, iface: &mut Interface, t: SmolInstant) -> Option<SmolInstant> {
+        iface.poll_at(t, &self.set)
     }
 }
 
@@ -241,7 +373,7 @@ mod tests {
             2,
             "one page of rx, the last of tx"
         );
-        arena.trim(&slot).unwrap();
+        arena.trim_slot(&slot).unwrap();
         assert_eq!(resident(rx.as_ptr(), 4096 + 8192), 0, "trimmed");
         assert_eq!(&rx[..5], &[0; 5], "reads as zeros");
         rx[0] = 1;
@@ -253,6 +385,20 @@ mod tests {
         let c = unsafe { arena.alloc() }.unwrap();
         assert_eq!(c.rx.as_ptr(), a_rx, "a freed slot is reused");
         drop(c);
+        drop(b);
+        assert_eq!(arena.in_use(), 0);
+    }
+
+    #[test]
+    fn sockets_return_their_slots() {
+        let mut arena = RingArena::new(4096, 4096);
+        let a = arena.socket().unwrap();
+        let b = arena.socket().unwrap();
+        assert_eq!(arena.in_use(), 2);
+        assert_eq!(a.state(), tcp::State::Closed);
+        arena.trim(&a).unwrap();
+        drop(a);
+        assert_eq!(arena.in_use(), 1);
         drop(b);
         assert_eq!(arena.in_use(), 0);
     }

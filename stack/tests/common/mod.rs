@@ -4,36 +4,23 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use hioload_stack::{CloseCause, ConnId, Service, Verdict};
+use hioload_stack::{CloseCause, ConnCtx, ConnId, Ctx, Service, Verdict};
 use smoltcp::wire::{
     IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
-/// Echo: input goes back out; closes after the peer's FIN or on shutdown.
+/// Echo: input goes back out; closes after the peer's FIN or on shutdown (the defaults).
 pub struct Echo;
 
 impl Service for Echo {
     type Conn = ();
-    fn open(&mut self, _: ConnId, _: SocketAddr, _: Instant) {}
-    fn on_data(&mut self, _: &mut (), input: &mut [u8], out: &mut Vec<u8>, _: Instant) -> Verdict {
-        out.extend_from_slice(input);
+    type Message = ();
+    fn open(&mut self, _: ConnId, _: SocketAddr, _: &mut ConnCtx<'_, ()>) {}
+    fn on_data(&mut self, _: &mut (), input: &mut [u8], cx: &mut ConnCtx<'_, ()>) -> Verdict {
+        cx.out().put(input);
         Verdict::Continue
     }
-    fn on_eof(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn deadline(&self, _: &()) -> Option<Instant> {
-        None
-    }
-    fn on_deadline(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Continue
-    }
-    fn on_shutdown(&mut self, _: &mut (), _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn on_close(&mut self, _: (), _: CloseCause) {}
 }
 
 /// What [`Greeter`] sends and expects back.
@@ -57,21 +44,16 @@ pub struct Greeter {
 
 impl Service for Greeter {
     type Conn = usize;
-    fn open(&mut self, _: ConnId, peer: SocketAddr, _: Instant) -> usize {
+    type Message = ();
+    fn open(&mut self, _: ConnId, peer: SocketAddr, _: &mut ConnCtx<'_, ()>) -> usize {
         self.peers.push(peer);
         0
     }
-    fn greet(&mut self, _: &mut usize, out: &mut Vec<u8>, _: Instant) -> Verdict {
-        out.extend_from_slice(GREETING);
+    fn greet(&mut self, _: &mut usize, cx: &mut ConnCtx<'_, ()>) -> Verdict {
+        cx.out().put(GREETING);
         Verdict::Continue
     }
-    fn on_data(
-        &mut self,
-        got: &mut usize,
-        input: &mut [u8],
-        _: &mut Vec<u8>,
-        _: Instant,
-    ) -> Verdict {
+    fn on_data(&mut self, got: &mut usize, input: &mut [u8], _: &mut ConnCtx<'_, ()>) -> Verdict {
         assert_eq!(input, &GREETING[*got..*got + input.len()], "echo differs");
         *got += input.len();
         self.echoed += input.len();
@@ -81,19 +63,7 @@ impl Service for Greeter {
             Verdict::Continue
         }
     }
-    fn on_eof(&mut self, _: &mut usize, _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn deadline(&self, _: &usize) -> Option<Instant> {
-        None
-    }
-    fn on_deadline(&mut self, _: &mut usize, _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Continue
-    }
-    fn on_shutdown(&mut self, _: &mut usize, _: &mut Vec<u8>, _: Instant) -> Verdict {
-        Verdict::Close
-    }
-    fn on_close(&mut self, _: usize, _: CloseCause) {
+    fn on_close(&mut self, _: usize, _: CloseCause, _: &mut Ctx<'_, ()>) {
         self.closed += 1;
         if self.closed == self.expect {
             self.done.store(true, Ordering::Relaxed);

@@ -1,14 +1,18 @@
-//! Framing emitted IP packets into mbufs: the [`IpSink`] of the DPDK path.
+//! Transmit: IP packets from smoltcp framed into mbufs behind an Ethernet header addressed to the
+//! next hop ([`MbufSink`], the engine's [`IpSink`]), batched for one `tx_burst` per iteration.
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use crate::net::arp::{self, ArpCache};
+use crate::dpdk::{Mbuf, Mempool, Port, TxBatch};
+use crate::net::arp::{self, ArpCache, Resolution};
 use crate::net::device::IpSink;
 use crate::net::ethernet::{self, ETHERTYPE_IPV4, HEADER_LEN};
 use crate::net::NetConfig;
 
-use super::{Mbuf, Mempool, TxBatch};
+/// Framed packets held back at most when the NIC refuses them; beyond, they are dropped
+/// (counted) rather than hold mbufs without bound.
+const MAX_BACKLOG: usize = 256;
 
 /// Counters of what could not be sent.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -19,26 +23,22 @@ pub struct TxDrops {
     pub no_neighbour: u64,
     /// No route: off-link destination and no gateway.
     pub no_route: u64,
+    /// The NIC's transmit queue stayed full.
+    pub refused: u64,
 }
 
 /// Puts IP packets into mbufs behind an Ethernet header addressed to the next hop.
 pub struct MbufSink<'a> {
-    /// Our addresses.
-    pub net: &'a NetConfig,
-    /// Where mbufs come from.
-    pub pool: &'a Mempool,
-    /// Where framed packets go.
-    pub batch: &'a mut TxBatch,
-    /// Neighbours.
-    pub arp: &'a mut ArpCache,
-    /// Now, for the ARP cache.
-    pub now: Instant,
-    /// Packets not sent, by reason.
-    pub drops: &'a mut TxDrops,
+    net: &'a NetConfig,
+    pool: &'a Mempool,
+    batch: &'a mut TxBatch,
+    arp: &'a mut ArpCache,
+    now: Instant,
+    drops: &'a mut TxDrops,
     /// Room for packets that are dropped (smoltcp must be given a buffer regardless).
-    pub scratch: &'a mut Vec<u8>,
+    scratch: &'a mut Vec<u8>,
     /// The NIC computes IPv4 and TCP checksums (smoltcp was told to leave them).
-    pub checksum_offload: bool,
+    checksum_offload: bool,
 }
 
 impl IpSink for MbufSink<'_> {
@@ -63,8 +63,9 @@ impl IpSink for MbufSink<'_> {
             self.drops.no_route += 1;
             return r;
         };
-        match self.arp.lookup(hop, self.now) {
-            Some(mac) => {
+        let mut request = [0u8; arp::FRAME_LEN];
+        match self.arp.resolve(self.net, hop, self.now, &mut request) {
+            Resolution::Known(mac) => {
                 ethernet::write(buf, mac, self.net.mac, ETHERTYPE_IPV4);
                 if self.checksum_offload {
                     let ihl = u16::from(buf[HEADER_LEN] & 0x0f) * 4;
@@ -78,21 +79,13 @@ impl IpSink for MbufSink<'_> {
                 }
                 self.batch.push(m);
             }
-            None => {
-                // TCP retransmits; meanwhile ask who has the next hop.
+            // TCP retransmits; meanwhile ask who has the next hop.
+            Resolution::Ask(n) => {
                 self.drops.no_neighbour += 1;
                 drop(m);
-                if self.arp.should_request(hop, self.now) {
-                    if let Some(mut req) = Mbuf::alloc(self.pool) {
-                        let mut frame = [0u8; arp::FRAME_LEN];
-                        let n = arp::request(self.net, hop, &mut frame);
-                        if let Some(out) = req.append(n as u16) {
-                            out.copy_from_slice(&frame[..n]);
-                            self.batch.push(req);
-                        }
-                    }
-                }
+                push_frame(self.pool, self.batch, &request[..n]);
             }
+            Resolution::Wait => self.drops.no_neighbour += 1,
         }
         r
     }
@@ -117,6 +110,8 @@ pub struct TxPath<'a> {
     pub arp: ArpCache,
     /// Packets not sent, by reason.
     pub drops: TxDrops,
+    /// Packets the port accepted.
+    pub sent: u64,
     scratch: Vec<u8>,
     checksum_offload: bool,
 }
@@ -130,6 +125,7 @@ impl<'a> TxPath<'a> {
             batch: TxBatch::with_capacity(512),
             arp: ArpCache::default(),
             drops: TxDrops::default(),
+            sent: 0,
             scratch: Vec::new(),
             checksum_offload,
         }
@@ -146,6 +142,35 @@ impl<'a> TxPath<'a> {
             drops: &mut self.drops,
             scratch: &mut self.scratch,
             checksum_offload: self.checksum_offload,
+        }
+    }
+
+    /// Queue a whole Ethernet frame (ARP) as it is.
+    pub fn frame(&mut self, frame: &[u8]) {
+        push_frame(self.pool, &mut self.batch, frame);
+    }
+
+    /// Send what this iteration framed; what the NIC refuses waits for the next burst, up to a
+    /// bound. Returns how many packets were waiting.
+    pub fn burst(&mut self, port: &Port, queue: u16) -> usize {
+        let queued = self.batch.len();
+        if queued > 0 {
+            self.sent += port.tx_burst(queue, &mut self.batch) as u64;
+            if self.batch.len() > MAX_BACKLOG {
+                // The NIC is not keeping up: drop rather than hold mbufs without bound.
+                self.drops.refused += self.batch.drop_all() as u64;
+            }
+        }
+        queued
+    }
+}
+
+/// Allocate an mbuf, copy `frame` into it and queue it (dropped if no mbuf is free).
+fn push_frame(pool: &Mempool, batch: &mut TxBatch, frame: &[u8]) {
+    if let Some(mut m) = Mbuf::alloc(pool) {
+        if let Some(buf) = u16::try_from(frame.len()).ok().and_then(|n| m.append(n)) {
+            buf.copy_from_slice(frame);
+            batch.push(m);
         }
     }
 }

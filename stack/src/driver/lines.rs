@@ -1,0 +1,304 @@
+//! Every connection's output line on one worker: its [`Output`], the generation that makes its
+//! [`ConnId`]s checkable, whether it takes pushes, and the push limit and slow-consumer policy.
+//!
+//! Kept apart from the connections' service state so that a service, while it holds one
+//! connection's state, can still write to any other connection (a broadcast).
+
+use std::time::{Duration, Instant};
+
+use crate::bufpool::BufPool;
+use crate::output::Output;
+use crate::service::{ConnId, PushError};
+use crate::timer::{Clock, Millis, NEVER};
+
+/// What happens to a connection that a push would take over its output limit. Either way the
+/// push is dropped (and counted), so memory stays bounded whatever the fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Only drop: the connection stays, and misses what it could not take.
+    Drop,
+    /// Drop, and close the connection ([`crate::Service::on_slow`]) if it is still over the
+    /// limit after `grace`.
+    Close {
+        /// How long a connection may stay over its limit.
+        grace: Duration,
+    },
+}
+
+/// Counters of pushes on one worker.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PushStats {
+    /// Pushes queued.
+    pub queued: u64,
+    /// Pushes dropped because the connection was over its output limit.
+    pub dropped: u64,
+    /// Pushes to connections that had closed.
+    pub stale: u64,
+    /// Pushes refused because the connection did not take pushes (or belongs to another worker).
+    pub refused: u64,
+}
+
+/// One connection's line.
+#[derive(Debug, Default)]
+pub(crate) struct Line {
+    pub(crate) out: Output,
+    pub(crate) generation: u32,
+    /// The service knows the connection (opened and not yet closed).
+    pub(crate) live: bool,
+    pub(crate) pushable: bool,
+    /// In the dirty list.
+    pub(crate) dirty: bool,
+    /// Pushes dropped for this connection (probes show the worst).
+    pub(crate) dropped: u32,
+    /// Under the close policy: since when the connection has been over its limit.
+    pub(crate) slow_since: Millis,
+}
+
+/// The lines of one worker's connections, indexed by slot.
+#[derive(Debug)]
+pub(crate) struct Lines {
+    pub(crate) lines: Vec<Line>,
+    /// Slots written to since the transport last flushed.
+    pub(crate) dirty: Vec<u32>,
+    pub(crate) pool: BufPool,
+    /// Unsent output beyond which pushes are dropped (the backpressure limit).
+    pub(crate) limit: usize,
+    pub(crate) policy: SlowConsumer,
+    /// Slots that went over their limit under the close policy since the driver last looked.
+    pub(crate) newly_slow: Vec<u32>,
+    pub(crate) stats: PushStats,
+    pub(crate) clock: Clock,
+    pub(crate) worker: u16,
+}
+
+impl Lines {
+    pub(crate) fn new(worker: u16, limit: usize, policy: SlowConsumer, clock: Clock) -> Self {
+        Self {
+            lines: Vec::new(),
+            dirty: Vec::new(),
+            // Free output buffers a worker keeps for reuse, and their total size.
+            pool: BufPool::new(1024, 32 << 20),
+            limit,
+            policy,
+            newly_slow: Vec::new(),
+            stats: PushStats::default(),
+            clock,
+            worker,
+        }
+    }
+
+    /// Make room for slot `slot` and start its next connection's generation.
+    pub(crate) fn start(&mut self, slot: usize, generation: u32) {
+        if slot >= self.lines.len() {
+            self.lines.resize_with(slot + 1, Line::default);
+        }
+        let line = &mut self.lines[slot];
+        line.generation = generation;
+        line.live = false;
+        line.pushable = false;
+        line.dropped = 0;
+        line.slow_since = NEVER;
+    }
+
+    /// The slot's generation.
+    pub(crate) fn generation(&self, slot: u32) -> u32 {
+        self.lines.get(slot as usize).map_or(0, |l| l.generation)
+    }
+
+    /// The line of `id`, if it is a live connection of this worker.
+    pub(crate) fn live(&self, id: ConnId) -> Option<&Line> {
+        self.lines
+            .get(id.slot as usize)
+            .filter(|l| id.worker == self.worker && l.live && l.generation == id.generation)
+    }
+
+    /// A connection's output, with storage lent from the pool.
+    #[inline]
+    pub(crate) fn out(&mut self, slot: u32) -> &mut Output {
+        let line = &mut self.lines[slot as usize];
+        line.out.lend(&mut self.pool);
+        &mut line.out
+    }
+
+    pub(crate) fn set_pushable(&mut self, slot: u32, yes: bool) {
+        if let Some(l) = self.lines.get_mut(slot as usize) {
+            l.pushable = yes;
+        }
+    }
+
+    /// Put `slot` on the dirty list if it has output and is not there yet.
+    #[inline]
+    pub(crate) fn mark(&mut self, slot: usize) {
+        let line = &mut self.lines[slot];
+        if !line.dirty && !line.out.is_empty() {
+            line.dirty = true;
+            self.dirty.push(slot as u32);
+        }
+    }
+
+    /// Room for `len` bytes pushed to `to`: checks the id, the push gate and the limit, counts,
+    /// and marks the line dirty.
+    pub(crate) fn reserve(
+        &mut self,
+        to: ConnId,
+        len: usize,
+        now: Instant,
+    ) -> Result<&mut Output, PushError> {
+        if to.worker != self.worker {
+            self.stats.refused += 1;
+            return Err(PushError::OtherWorker(to));
+        }
+        let slot = to.slot as usize;
+        let Some(line) = self
+            .lines
+            .get_mut(slot)
+            .filter(|l| l.live && l.generation == to.generation)
+        else {
+            self.stats.stale += 1;
+            return Err(PushError::Stale(to));
+        };
+        if !line.pushable {
+            self.stats.refused += 1;
+            return Err(PushError::NotAccepting(to));
+        }
+        let unsent = line.out.unsent();
+        // A frame larger than the limit still reaches a connection that has nothing queued.
+        if unsent > 0 && unsent + len > self.limit {
+            self.stats.dropped += 1;
+            line.dropped = line.dropped.saturating_add(1);
+            if matches!(self.policy, SlowConsumer::Close { .. }) && line.slow_since == NEVER {
+                line.slow_since = self.clock.floor(now);
+                self.newly_slow.push(to.slot);
+            }
+            return Err(PushError::Full(to));
+        }
+        self.stats.queued += 1;
+        if !line.dirty {
+            line.dirty = true;
+            self.dirty.push(to.slot);
+        }
+        line.out.lend(&mut self.pool);
+        Ok(&mut line.out)
+    }
+
+    /// When the close policy gives up on a slow connection, if it is one.
+    pub(crate) fn slow_deadline(&self, slot: usize) -> Option<Millis> {
+        let SlowConsumer::Close { grace } = self.policy else {
+            return None;
+        };
+        let since = self.lines.get(slot)?.slow_since;
+        (since != NEVER).then(|| since.saturating_add(grace.as_millis() as Millis))
+    }
+
+    /// The connection's output went back under its limit: it is no longer slow.
+    pub(crate) fn check_recovered(&mut self, slot: usize) {
+        let limit = self.limit;
+        if let Some(l) = self.lines.get_mut(slot) {
+            if l.slow_since != NEVER && l.out.unsent() <= limit {
+                l.slow_since = NEVER;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::Prepared;
+
+    fn lines(policy: SlowConsumer) -> Lines {
+        let mut l = Lines::new(0, 100, policy, Clock::new());
+        for slot in 0..3 {
+            l.start(slot, slot as u32 + 10);
+            l.lines[slot].live = true;
+            l.lines[slot].pushable = true;
+        }
+        l
+    }
+
+    fn id(slot: u32) -> ConnId {
+        ConnId {
+            worker: 0,
+            slot,
+            generation: slot + 10,
+        }
+    }
+
+    #[test]
+    fn stale_ids_are_refused_and_counted() {
+        let mut l = lines(SlowConsumer::Drop);
+        let now = Instant::now();
+        assert!(l.reserve(id(1), 5, now).is_ok());
+        // The connection closes and its slot gets a new one.
+        l.start(1, 99);
+        l.lines[1].live = true;
+        l.lines[1].pushable = true;
+        assert_eq!(
+            l.reserve(id(1), 5, now).err(),
+            Some(PushError::Stale(id(1)))
+        );
+        assert_eq!(
+            l.reserve(id(7), 5, now).err(),
+            Some(PushError::Stale(id(7))),
+            "never opened"
+        );
+        let other = ConnId { worker: 1, ..id(0) };
+        assert_eq!(
+            l.reserve(other, 5, now).err(),
+            Some(PushError::OtherWorker(other))
+        );
+        assert_eq!((l.stats.stale, l.stats.refused, l.stats.queued), (2, 1, 1));
+        assert!(
+            l.lines[1].out.is_empty(),
+            "nothing reached the slot's new connection"
+        );
+    }
+
+    #[test]
+    fn closed_gates_refuse() {
+        let mut l = lines(SlowConsumer::Drop);
+        l.set_pushable(2, false);
+        assert_eq!(
+            l.reserve(id(2), 1, Instant::now()).err(),
+            Some(PushError::NotAccepting(id(2)))
+        );
+    }
+
+    #[test]
+    fn drop_policy_drops_over_the_limit_and_counts_per_connection() {
+        let mut l = lines(SlowConsumer::Drop);
+        let now = Instant::now();
+        let frame = Prepared::from(vec![0u8; 60]);
+        l.reserve(id(0), 60, now).unwrap().put_prepared(&frame);
+        assert_eq!(
+            l.reserve(id(0), 60, now).err(),
+            Some(PushError::Full(id(0)))
+        );
+        assert_eq!(
+            l.reserve(id(0), 40, now).map(|o| o.unsent()).ok(),
+            Some(60),
+            "fits exactly"
+        );
+        assert_eq!((l.stats.dropped, l.lines[0].dropped), (1, 1));
+        assert!(l.newly_slow.is_empty(), "drop policy never closes");
+        // Larger than the limit, onto an empty output: delivered.
+        assert!(l.reserve(id(1), 500, now).is_ok());
+    }
+
+    #[test]
+    fn close_policy_marks_the_connection_slow_once() {
+        let grace = Duration::from_millis(50);
+        let mut l = lines(SlowConsumer::Close { grace });
+        let now = Instant::now();
+        l.reserve(id(0), 90, now).unwrap().put(&[0; 90]);
+        for _ in 0..3 {
+            assert!(l.reserve(id(0), 20, now).is_err());
+        }
+        assert_eq!(l.newly_slow, [0], "one mark, however many drops");
+        let since = l.lines[0].slow_since;
+        assert_eq!(l.slow_deadline(0), Some(since + 50));
+        l.lines[0].out.advance(90);
+        l.check_recovered(0);
+        assert_eq!(l.slow_deadline(0), None, "drained: no longer slow");
+    }
+}
