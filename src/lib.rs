@@ -9,12 +9,14 @@
 //!   transport of [`stack`].
 //! - [`tcp_echo`]: raw TCP echo as a [`stack::Service`].
 //! - [`echo`]: the WebSocket echo handler.
+//! - [`broadcast`]: every message to every session of every worker.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub use hioload_stack as stack;
 pub use hioload_wsproto as ws;
 
+pub mod broadcast;
 pub mod echo;
 pub mod handler;
 pub mod live;

@@ -29,6 +29,10 @@ pub enum Mode {
     /// Raw TCP echo: every byte comes back.
     #[command(args_override_self = true)]
     TcpEcho(TcpEchoArgs),
+    /// WebSocket broadcast: every message any session sends goes to every session, on every
+    /// worker, the sender included.
+    #[command(args_override_self = true)]
+    Broadcast(EchoArgs),
     /// Load generators that measure an appliance end to end.
     #[command(subcommand)]
     Bench(BenchKind),
@@ -174,7 +178,7 @@ pub struct GeneratorArgs {
     pub dpdk: DpdkArgs,
 }
 
-/// Flags of `echo`.
+/// Flags of `echo` and `broadcast`.
 #[derive(Debug, Args)]
 pub struct EchoArgs {
     /// Address to listen on [default: 127.0.0.1:8080; with DPDK, the --ip address, port 8080].
@@ -226,9 +230,25 @@ pub struct CommonArgs {
     pub idle_timeout: OptionalDuration,
 
     /// Unsent output per connection beyond which the server stops reading from it, so TCP flow
-    /// control pushes back on a client that sends without reading.
+    /// control pushes back on a client that sends without reading; output pushed to it from
+    /// other sessions beyond this is dropped (see --slow-consumer).
     #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_size)]
     pub backpressure_limit: u64,
+
+    /// A session whose unsent output is over --backpressure-limit misses what is pushed to it
+    /// (counted); with `close`, it is also closed (WebSocket: 1008) if it is still over the
+    /// limit after --slow-consumer-grace.
+    #[arg(long, value_enum, default_value_t = SlowConsumerArg::Drop, value_name = "POLICY")]
+    pub slow_consumer: SlowConsumerArg,
+
+    /// How long a session may stay over its output limit under `--slow-consumer close`.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub slow_consumer_grace: Duration,
+
+    /// Messages each worker's mailbox holds (posts from other workers and threads); a post to a
+    /// full mailbox is refused and counted.
+    #[arg(long, default_value_t = 8192, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub mailbox_capacity: u32,
 
     /// On SIGINT/SIGTERM: how long to wait for sessions to close before exiting.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
@@ -394,6 +414,15 @@ impl DpdkArgs {
         .into_iter()
         .find_map(|(given, name)| given.then_some(name))
     }
+}
+
+/// `--slow-consumer` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SlowConsumerArg {
+    /// Drop what does not fit; keep the session.
+    Drop,
+    /// Drop, and close the session if it stays over the limit for the grace period.
+    Close,
 }
 
 /// DPDK idle behaviour.

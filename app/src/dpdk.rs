@@ -5,37 +5,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hioload_ws::stack::bypass::{DpdkConfig, DpdkTransport};
-use hioload_ws::stack::live::LiveLimits;
-use hioload_ws::stack::meter::WorkerMeter;
 use hioload_ws::stack::net::engine::EngineConfig;
 use hioload_ws::stack::net::parse_cidr;
-use hioload_ws::stack::Service;
 
 use crate::cli::{CommonArgs, DpdkArgs, PollMode};
+use crate::modes::Mode;
+use crate::serve::{slow_consumer, start_admin, Live};
 use crate::signals;
 
-/// Run `make_service(worker)` on every DPDK worker until a signal, then shut down gracefully.
-/// `before_serve(meters)` runs once the transport is up, with a loop meter per worker (e.g. to
-/// size per-worker counters and start the admin endpoint).
-#[allow(clippy::too_many_arguments)]
-pub fn serve<S, F>(
-    mode: &str,
-    scheme: &str,
+/// Serve `mode` on every DPDK worker until a signal, then shut down gracefully.
+pub fn serve<M: Mode>(
+    mut mode: M,
     listen: Option<SocketAddr>,
-    default_port: u16,
     common: &CommonArgs,
     args: &DpdkArgs,
-    live: Arc<LiveLimits>,
-    before_serve: impl FnOnce(Arc<[WorkerMeter]>) -> Result<(), String>,
-    make_service: F,
-) -> Result<(), String>
-where
-    S: Service,
-    F: Fn(usize) -> S + Sync,
-{
+) -> Result<(), String> {
     let (ip, prefix) =
         parse_cidr(args.ip.as_deref().unwrap_or_default()).map_err(|e| format!("--ip: {e}"))?;
-    let listen = listen.unwrap_or(SocketAddr::from((ip, default_port)));
+    let listen = listen.unwrap_or(SocketAddr::from((ip, M::DEFAULT_PORT)));
     match listen {
         SocketAddr::V4(a) if *a.ip() == ip || *a.ip() == Ipv4Addr::UNSPECIFIED => {}
         other => {
@@ -51,6 +38,8 @@ where
             Some(n) => Err(format!("{flag} {n}: must be between 1KiB and 64MiB")),
         }
     };
+    let max_connections = common.max_connections.unwrap_or(1_000_000).max(1);
+    let live = Live::new(common, mode.ws(), max_connections as u64);
     let cfg = DpdkConfig {
         eal_args: args.eal_args(),
         port: args.port_id.unwrap_or(0),
@@ -64,8 +53,9 @@ where
             tcp_rx_buf: size(args.tcp_rx_buf, 16 << 10, "--tcp-rx-buf")?,
             tcp_tx_buf: size(args.tcp_tx_buf, 16 << 10, "--tcp-tx-buf")?,
             max_half_open: args.max_half_open.unwrap_or(4096).max(1),
-            max_connections: common.max_connections.unwrap_or(1_000_000).max(1),
+            max_connections,
             backpressure_limit: usize::try_from(common.backpressure_limit).unwrap_or(usize::MAX),
+            slow_consumer: slow_consumer(common),
             mtu: usize::from(args.mtu.unwrap_or(1500)),
             tx_checksum_offload: false,
             dial: None,
@@ -74,8 +64,8 @@ where
         mbufs: args.mbufs.unwrap_or(16383).max(1023),
         mtu: args.mtu,
         busy_poll: args.poll_mode == Some(PollMode::Busy),
-        live: Some(live),
-        mailbox_capacity: 8192,
+        live: Some(Arc::clone(&live.limits)),
+        mailbox_capacity: common.mailbox_capacity as usize,
     };
     if args.mtu.is_some_and(|m| m > 2048 - 14) {
         return Err(format!(
@@ -91,11 +81,14 @@ where
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    before_serve(transport.meters())?;
+    mode.prepare(transport.lcores().len());
+    start_admin(common, transport.meters(), mode.figures(), true, &live)?;
     tracing::info!(
-        "hioload-ws {} {mode} listening on {scheme}://{ip}:{} (transport: {}, port {} ({}), workers: {} on lcores {lcores}, \
+        "hioload-ws {} {} listening on {}://{ip}:{} (transport: {}, port {} ({}), workers: {} on lcores {lcores}, \
          RSS: {}, checksum offload: {}, poll: {poll}, TCP buffers {} + {} bytes per connection, max connections: {}, mbufs in use {})",
         hioload_ws::build_info(),
+        M::NAME,
+        M::SCHEME,
         cfg.engine.listen_port,
         transport.version(),
         cfg.port,
@@ -114,7 +107,12 @@ where
         move || flag.store(true, Ordering::Relaxed),
         common.shutdown_timeout,
     )?;
-    let r = transport.serve(make_service, &stop, common.shutdown_timeout);
+    let live_ws = live.ws.clone();
+    let r = transport.serve(
+        |i| mode.service(i, live_ws.as_ref()),
+        &stop,
+        common.shutdown_timeout,
+    );
     let per_worker = r
         .workers
         .iter()
@@ -142,6 +140,9 @@ where
         p(|p| p.no_route),
         transport.mbufs_in_use(),
     );
+    if !mode.summary().is_empty() {
+        tracing::info!("{}", mode.summary());
+    }
     if !r.failed_workers.is_empty() {
         return Err(format!(
             "DPDK workers {:?} failed (see the log above)",

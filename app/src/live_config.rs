@@ -229,7 +229,7 @@ pub fn expand_config_file(
     let Some(sub) = args.get(1).and_then(|a| a.to_str()) else {
         return Ok(args);
     };
-    if sub != "echo" && sub != "tcp-echo" {
+    if !matches!(sub, "echo" | "tcp-echo" | "broadcast") {
         return Ok(args);
     }
     let mut file = None;

@@ -501,3 +501,72 @@ fn put_config_reaches_dpdk_workers() {
     );
     assert!(common::http_get(admin, "/config").contains("backpressure_limit = 524288"));
 }
+
+#[test]
+fn broadcast_over_dpdk_reaches_every_session_once_and_in_order_across_two_workers() {
+    use common::fanout::{self, assert_complete, Plan};
+    use common::metric_sum;
+    let app = Appliance::start_dpdk_on("broadcast", "0-1", "hld10", 90, &[]);
+    let admin = app.admin().expect("admin endpoint");
+    let plan = Plan {
+        sessions: 1000,
+        senders: (0..1000).collect(),
+        messages: 2,
+        size: 24,
+        window: None,
+    };
+    let out = fanout::run(app.addr, plan.clone(), Duration::from_secs(120));
+    assert_complete(&plan, &out);
+    for w in 0..2 {
+        let opened = metric_sum(
+            admin,
+            "hioload_ws_sessions_opened_total",
+            &format!("worker=\"{w}\""),
+        );
+        assert!(opened > 0.0, "worker {w} had no session");
+    }
+    assert!(
+        metric_sum(
+            admin,
+            "hioload_mailbox_messages_total",
+            "outcome=\"received\""
+        ) > 0.0
+    );
+    assert_eq!(
+        metric_sum(admin, "hioload_pushes_total", "outcome=\"dropped\""),
+        0.0
+    );
+}
+
+#[test]
+fn broadcast_over_dpdk_skips_a_session_that_never_reads_with_bounded_memory() {
+    use common::fanout::{self, assert_complete, silent_session, Plan};
+    use common::metric_sum;
+    let app = Appliance::start_dpdk_on(
+        "broadcast",
+        "0-1",
+        "hld11",
+        91,
+        &["--backpressure-limit", "2MiB"],
+    );
+    let admin = app.admin().expect("admin endpoint");
+    let silent = silent_session(app.addr);
+    let rss_before = app.rss();
+    let plan = Plan {
+        sessions: 8,
+        senders: vec![0],
+        messages: 6000,
+        size: 8192,
+        window: Some(8),
+    };
+    let out = fanout::run(app.addr, plan.clone(), Duration::from_secs(120));
+    assert_complete(&plan, &out);
+    let grown = app.rss().saturating_sub(rss_before);
+    assert!(grown < 24 << 20, "RSS grew by {grown} bytes");
+    let dropped = metric_sum(admin, "hioload_pushes_total", "outcome=\"dropped\"");
+    assert!(
+        dropped > 1000.0,
+        "pushes dropped for the silent session: {dropped}"
+    );
+    drop(silent);
+}

@@ -12,7 +12,7 @@
 //! calls too.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -133,8 +133,9 @@ impl<M> Postbox<M> {
     pub(crate) fn send(&self, letter: Letter<M>) -> Result<(), (Letter<M>, bool)> {
         match self.tx.try_send(letter) {
             Ok(()) => {
-                // Pairs with the worker's SeqCst store of `sleeping` before its last look at the
-                // queue: either it sees this letter, or this load sees it sleeping.
+                // Pairs with the fence in `Mailbox::sleep`: either the worker's last look at the
+                // queue sees this letter, or this load sees it sleeping (and it is woken).
+                fence(Ordering::SeqCst);
                 if self.stats.sleeping.load(Ordering::SeqCst) {
                     if let Some(w) = &self.waker {
                         if let Err(e) = w.wake() {
@@ -249,6 +250,7 @@ impl<M> Mailbox<M> {
     /// stays awake) if a letter is already waiting.
     pub fn sleep(&self) -> bool {
         self.stats.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if !self.rx.is_empty() {
             self.stats.sleeping.store(false, Ordering::Relaxed);
             return false;

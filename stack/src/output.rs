@@ -458,6 +458,66 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    proptest::proptest! {
+        /// Whatever is queued, however the writes are cut, what comes out is what went in, in
+        /// order, and `unsent` always says how much is left.
+        #[test]
+        fn any_mix_of_pieces_and_partial_writes_comes_out_in_order(
+            ops in proptest::collection::vec((0u8..4, 1usize..300, 1usize..700), 1..60)
+        ) {
+            let input: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+            let mut out = Output::default();
+            out.allow_input(true);
+            let mut want: Vec<u8> = Vec::new();
+            let mut got: Vec<u8> = Vec::new();
+            let mut tag = 0u8;
+            for (op, len, write) in ops {
+                tag = tag.wrapping_add(1);
+                match op {
+                    0 => {
+                        let bytes = vec![tag; len];
+                        out.put(&bytes);
+                        want.extend_from_slice(&bytes);
+                    }
+                    1 => {
+                        let p = Prepared::from(vec![tag ^ 0x80; len]);
+                        out.put_prepared(&p);
+                        want.extend_from_slice(p.as_bytes());
+                    }
+                    2 => {
+                        let start = len % 500;
+                        proptest::prop_assert!(out.put_input(start, len));
+                        want.extend_from_slice(&input[start..start + len]);
+                    }
+                    _ => {
+                        // A vectored write of at most `write` bytes.
+                        let mut iov = [IoSlice::new(&[]); 4];
+                        let k = out.slices(&input, &mut iov);
+                        let mut n = 0;
+                        for s in &iov[..k] {
+                            let take = s.len().min(write - n);
+                            got.extend_from_slice(&s[..take]);
+                            n += take;
+                            if n == write {
+                                break;
+                            }
+                        }
+                        out.advance(n);
+                    }
+                }
+                proptest::prop_assert_eq!(out.unsent(), want.len() - got.len());
+            }
+            while !out.is_empty() {
+                let run = out.front(&input);
+                got.extend_from_slice(run);
+                let n = run.len();
+                out.advance(n);
+            }
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert!(!out.holds_input());
+        }
+    }
+
     #[test]
     fn lent_storage_goes_back_once_empty() {
         let mut pool = BufPool::new(4, 1 << 20);

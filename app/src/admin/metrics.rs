@@ -76,6 +76,38 @@ const FAMILIES: &[Family] = &[
         port_wide: false,
     },
     Family {
+        name: "hioload_pushes_total",
+        kind: "counter",
+        help: "Output pushed to a connection from outside its own turn (broadcasts, other sessions), by outcome: queued; dropped (the connection was over --backpressure-limit); stale (the connection had closed); refused (it did not take pushes, e.g. mid-handshake or closing).",
+        members: &[
+            (Stat::PushesQueued, Some(("outcome", "queued"))),
+            (Stat::PushesDropped, Some(("outcome", "dropped"))),
+            (Stat::PushesStale, Some(("outcome", "stale"))),
+            (Stat::PushesRefused, Some(("outcome", "refused"))),
+        ],
+        dpdk_only: false,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_slow_consumers_closed_total",
+        kind: "counter",
+        help: "Connections closed because they stayed over --backpressure-limit for --slow-consumer-grace (--slow-consumer close).",
+        members: &[(Stat::SlowConsumersClosed, None)],
+        dpdk_only: false,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_mailbox_messages_total",
+        kind: "counter",
+        help: "Messages posted to the worker's mailbox (by other workers and threads), by outcome: received; refused (the mailbox was full).",
+        members: &[
+            (Stat::MailboxReceived, Some(("outcome", "received"))),
+            (Stat::MailboxRefused, Some(("outcome", "refused"))),
+        ],
+        dpdk_only: false,
+        port_wide: false,
+    },
+    Family {
         name: "hioload_packets_received_total",
         kind: "counter",
         help: "Packets received from the port.",

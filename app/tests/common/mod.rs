@@ -1,6 +1,8 @@
 //! Starts the real `hioload-ws` binary for integration tests and cleans up after it.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod fanout;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -362,5 +364,39 @@ pub fn sigterm_with_messages_in_flight(
             "the echo of a message sent before the signal"
         );
         then(ws);
+    }
+}
+
+/// The value of the sample `series` (name and labels, e.g. `hioload_pushes_total{worker="0",outcome="queued"}`)
+/// in the appliance's `/metrics`; `None` if it has none.
+pub fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    http_get(admin, "/metrics").lines().find_map(|l| {
+        l.strip_prefix(series)
+            .filter(|r| r.starts_with(' '))
+            .and_then(|r| r.trim().parse::<f64>().ok())
+    })
+}
+
+/// The sum of a metric over workers (every sample whose series starts with `name{` and has the
+/// extra `labels`, e.g. `outcome="dropped"`).
+pub fn metric_sum(admin: SocketAddr, name: &str, labels: &str) -> f64 {
+    http_get(admin, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Wait up to `limit` for `check` to hold, polling; returns whether it did.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

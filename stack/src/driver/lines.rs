@@ -165,6 +165,15 @@ impl Lines {
         // A frame larger than the limit still reaches a connection that has nothing queued.
         if unsent > 0 && unsent + len > self.limit {
             self.stats.dropped += 1;
+            if line.dropped == 0 {
+                tracing::debug!(
+                    worker = self.worker,
+                    conn = to.slot,
+                    unsent,
+                    limit = self.limit,
+                    "output over its limit: pushes to this connection are dropped"
+                );
+            }
             line.dropped = line.dropped.saturating_add(1);
             if matches!(self.policy, SlowConsumer::Close { .. }) && line.slow_since == NEVER {
                 line.slow_since = self.clock.floor(now);
@@ -190,11 +199,13 @@ impl Lines {
         (since != NEVER).then(|| since.saturating_add(grace.as_millis() as Millis))
     }
 
-    /// The connection's output went back under its limit: it is no longer slow.
+    /// After a write: a slow connection whose output has drained to half its limit has caught
+    /// up, and is no longer slow. (Half, not the limit itself: pushes are refused before they
+    /// would cross the limit, so a consumer that never reads sits just under it.)
     pub(crate) fn check_recovered(&mut self, slot: usize) {
         let limit = self.limit;
         if let Some(l) = self.lines.get_mut(slot) {
-            if l.slow_since != NEVER && l.out.unsent() <= limit {
+            if l.slow_since != NEVER && l.out.unsent() <= limit / 2 {
                 l.slow_since = NEVER;
             }
         }
@@ -297,8 +308,15 @@ mod tests {
         assert_eq!(l.newly_slow, [0], "one mark, however many drops");
         let since = l.lines[0].slow_since;
         assert_eq!(l.slow_deadline(0), Some(since + 50));
-        l.lines[0].out.advance(90);
+        l.lines[0].out.advance(30);
         l.check_recovered(0);
-        assert_eq!(l.slow_deadline(0), None, "drained: no longer slow");
+        assert_eq!(
+            l.slow_deadline(0),
+            Some(since + 50),
+            "60 of 100 still queued: still slow"
+        );
+        l.lines[0].out.advance(20);
+        l.check_recovered(0);
+        assert_eq!(l.slow_deadline(0), None, "drained to half: caught up");
     }
 }

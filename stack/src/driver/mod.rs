@@ -559,13 +559,9 @@ impl<S: Service, T> Driver<S, T> {
         self.due = due;
     }
 
-    /// The slow-consumer grace of `slot` has passed.
+    /// The slow-consumer grace of `slot` has passed and it has not caught up since.
     fn slow(&mut self, slot: usize, now: Instant) {
-        let still_over = self.over_limit(slot);
         self.lines.lines[slot].slow_since = NEVER;
-        if !still_over {
-            return;
-        }
         let Some(state) = self.slots[slot].state.as_mut() else {
             return;
         };

@@ -227,7 +227,7 @@ impl<S: Service> Worker<S> {
         r.abandoned = d.abandoned;
         r.slow_closed = d.slow_closed;
         r.pushes = d.pushes;
-        r.messages = d.messages;
+        r.messages = self.mailbox.received();
         r.mailbox_refused = self.mailbox.refused();
         r.loops = self.meter.totals();
     }

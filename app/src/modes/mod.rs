@@ -1,0 +1,114 @@
+//! The appliance's modes. A mode is one file here: the service each worker runs, what it shows on
+//! the admin endpoint and the tail of its summary line. [`crate::serve`] runs any of them on
+//! either transport, with the same startup, admin, signal and summary handling.
+//!
+//! - [`echo`]: WebSocket echo.
+//! - [`tcp_echo`]: raw TCP echo.
+//! - [`broadcast`]: every WebSocket message to every session of every worker.
+
+pub mod broadcast;
+pub mod echo;
+pub mod tcp_echo;
+
+use std::sync::Arc;
+
+use hioload_ws::live::LiveWs;
+use hioload_ws::middleware::Counters;
+use hioload_ws::stack::Service;
+use hioload_ws::ws::Limits;
+use hioload_ws::ws_metrics::WsMeter;
+use hioload_ws::WsConfig;
+
+use crate::cli::{CommonArgs, WsArgs};
+
+/// A mode of the appliance.
+pub trait Mode: Send + Sync + 'static {
+    /// What each worker runs.
+    type Service: Service + 'static;
+
+    /// Its name, as in the startup line and on the command line (`echo`).
+    const NAME: &'static str;
+    /// The scheme of its URL in the startup line (`ws`).
+    const SCHEME: &'static str;
+    /// The port it listens on unless `--listen` says otherwise.
+    const DEFAULT_PORT: u16;
+
+    /// The WebSocket settings it serves with, if it speaks WebSocket (they can change at run
+    /// time through `/config`).
+    fn ws(&self) -> Option<&WsConfig>;
+
+    /// Make the per-worker figures; called once the worker count is known, before any worker
+    /// starts.
+    fn prepare(&mut self, workers: usize);
+
+    /// Worker `worker`'s service (called on that worker's thread); `live` carries WebSocket
+    /// settings changed at run time.
+    fn service(&self, worker: usize, live: Option<&Arc<LiveWs>>) -> Self::Service;
+
+    /// What the admin endpoint shows of this mode, per worker.
+    fn figures(&self) -> Figures;
+
+    /// The tail of the summary line ("sessions 3, messages echoed 12").
+    fn summary(&self) -> String;
+}
+
+/// A mode's per-worker figures for the admin endpoint (empty where it keeps none).
+#[derive(Default, Clone)]
+pub struct Figures {
+    /// WebSocket session counters per worker.
+    pub sessions: Vec<Arc<Counters>>,
+    /// WebSocket frame, close-code and handshake figures per worker.
+    pub ws: Vec<Arc<WsMeter>>,
+}
+
+/// What one WebSocket worker counts for the admin endpoint and the summary line.
+#[derive(Default, Clone)]
+pub struct SessionFigures {
+    /// Sessions and messages.
+    pub sessions: Arc<Counters>,
+    /// Frames, close codes, handshake failures.
+    pub ws: Arc<WsMeter>,
+}
+
+impl SessionFigures {
+    /// The figures of every worker, in the shape the admin endpoint takes.
+    pub fn all(per_worker: &[SessionFigures]) -> Figures {
+        Figures {
+            sessions: per_worker.iter().map(|f| Arc::clone(&f.sessions)).collect(),
+            ws: per_worker.iter().map(|f| Arc::clone(&f.ws)).collect(),
+        }
+    }
+
+    /// Sessions opened and messages received, over workers.
+    pub fn totals(per_worker: &[SessionFigures]) -> (u64, u64) {
+        per_worker.iter().fold((0, 0), |(s, m), f| {
+            (
+                s + Counters::get(&f.sessions.sessions_opened),
+                m + Counters::get(&f.sessions.messages_in),
+            )
+        })
+    }
+}
+
+/// The WebSocket settings from the flags, checked.
+pub fn ws_config(ws: &WsArgs, common: &CommonArgs) -> Result<WsConfig, String> {
+    let max_frame = ws.max_frame.unwrap_or(ws.max_message);
+    if max_frame > ws.max_message {
+        return Err(format!(
+            "--max-frame ({max_frame}) is larger than --max-message ({}); a frame can never exceed its message",
+            ws.max_message
+        ));
+    }
+    Ok(WsConfig {
+        limits: Limits {
+            max_frame,
+            max_message: ws.max_message,
+        },
+        max_header_bytes: usize::try_from(ws.max_header_size)
+            .map_err(|_| "--max-header-size is too large")?,
+        handshake_timeout: ws.handshake_timeout,
+        idle_timeout: common.idle_timeout.0,
+        ping_interval: ws.ping_interval.0,
+        close_timeout: ws.close_timeout,
+    })
+}
