@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use hioload_stack::{ConnId, Ctx, Fanout, PostError, Prepared, PushError};
 use hioload_wsproto::frame::{FrameHeader, FrameTally, MAX_HEADER_LEN};
-use hioload_wsproto::handshake::Request;
+use hioload_wsproto::handshake::{HttpRequest, Request};
 use hioload_wsproto::{CloseCode, Message, OpCode};
 
 pub use hioload_stack::timer::TimersFull;
@@ -58,6 +58,15 @@ pub trait Handler {
     fn on_open(&mut self, conn: ConnId, request: &Request<'_>) -> Decision {
         let _ = (conn, request);
         Decision::accept()
+    }
+
+    /// A plain HTTP request (no WebSocket upgrade) arrived on the WebSocket listener, with its
+    /// whole body: answer it with a complete response (see [`hioload_wsproto::handshake::response`]),
+    /// or `None` to refuse it as a WebSocket server does (426 Upgrade Required; 400 for methods
+    /// other than GET). The connection closes after the answer.
+    fn on_http(&mut self, conn: ConnId, request: &HttpRequest<'_>, body: &[u8]) -> Option<Vec<u8>> {
+        let _ = (conn, request, body);
+        None
     }
 
     /// The session is open (the 101 answer is queued): it can be sent to from now on, until

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hioload_stack::ConnId;
-use hioload_wsproto::handshake::Request;
+use hioload_wsproto::handshake::{HttpRequest, Request};
 use hioload_wsproto::{CloseCode, Message};
 
 use crate::handler::{Context, Decision, Handler, WorkerContext};
@@ -29,6 +29,12 @@ impl<H: Handler> Handler for Logging<H> {
         let decision = self.0.on_open(conn, request);
         tracing::debug!(%conn, path = request.path, origin = request.origin, ?decision, "handshake");
         decision
+    }
+
+    fn on_http(&mut self, conn: ConnId, request: &HttpRequest<'_>, body: &[u8]) -> Option<Vec<u8>> {
+        let answer = self.0.on_http(conn, request, body);
+        tracing::debug!(%conn, method = request.method, path = request.path, answered = answer.is_some(), "plain HTTP request");
+        answer
     }
 
     fn on_ready(&mut self, conn: ConnId, cx: &mut Context<'_, H::Message>) {
@@ -85,6 +91,19 @@ impl<H: Handler> Handler for Recover<H> {
                 reason: "internal error",
             }
         })
+    }
+
+    fn on_http(&mut self, conn: ConnId, request: &HttpRequest<'_>, body: &[u8]) -> Option<Vec<u8>> {
+        catch_unwind(AssertUnwindSafe(|| self.0.on_http(conn, request, body))).unwrap_or_else(
+            |_| {
+                tracing::error!(%conn, "handler panicked in on_http; answering 500");
+                Some(hioload_wsproto::handshake::error_response(
+                    500,
+                    "internal error",
+                    "",
+                ))
+            },
+        )
     }
 
     fn on_ready(&mut self, conn: ConnId, cx: &mut Context<'_, H::Message>) {
@@ -182,6 +201,10 @@ impl<H: Handler> Handler for Metrics<H> {
             Decision::Reject { .. } => bump(&self.counters.sessions_rejected, 1),
         }
         d
+    }
+
+    fn on_http(&mut self, conn: ConnId, request: &HttpRequest<'_>, body: &[u8]) -> Option<Vec<u8>> {
+        self.inner.on_http(conn, request, body)
     }
 
     fn on_ready(&mut self, conn: ConnId, cx: &mut Context<'_, H::Message>) {

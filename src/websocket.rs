@@ -131,6 +131,9 @@ pub struct WsConfig {
     pub ping_interval: Option<Duration>,
     /// How long to wait for the peer's close frame after sending ours.
     pub close_timeout: Duration,
+    /// Largest body of a plain HTTP request the handler may answer ([`Handler::on_http`]);
+    /// larger ones get 413.
+    pub max_http_body: usize,
 }
 
 impl Default for WsConfig {
@@ -142,6 +145,7 @@ impl Default for WsConfig {
             idle_timeout: Some(Duration::from_secs(120)),
             ping_interval: None,
             close_timeout: Duration::from_secs(5),
+            max_http_body: 64 << 10,
         }
     }
 }
@@ -272,6 +276,11 @@ impl<H: Handler> WsService<H> {
         let (req, head_len) = match handshake::parse_request(data, self.config.max_header_bytes) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return Ok(None),
+            Err(
+                e @ (HandshakeError::NotGet
+                | HandshakeError::NotUpgrade
+                | HandshakeError::NotHttp11),
+            ) => return self.plain_http(conn, data, e, cx),
             Err(e) => {
                 tracing::debug!(conn = %conn.id, error = %e, status = e.status(), "handshake refused");
                 self.handshake_failed(ws_metrics::handshake_slot(e.status()));
@@ -320,6 +329,46 @@ impl<H: Handler> WsService<H> {
                 Err(Verdict::Close)
             }
         }
+    }
+
+    /// A request that is not a WebSocket upgrade: once its body is in, the handler may answer it
+    /// ([`Handler::on_http`]); otherwise it is refused with `refusal`'s response. Either way the
+    /// connection closes after the answer.
+    fn plain_http(
+        &mut self,
+        conn: &mut WsConn,
+        data: &[u8],
+        refusal: HandshakeError,
+        cx: &mut ConnCtx<'_, H::Message>,
+    ) -> Result<Option<usize>, Verdict> {
+        let answer = match handshake::parse_http(data, self.config.max_header_bytes) {
+            Ok(None) => return Ok(None),
+            Ok(Some((req, _))) if req.content_length > self.config.max_http_body => {
+                self.handshake_failed(ws_metrics::handshake_slot(413));
+                handshake::error_response(413, "request body too large", "")
+            }
+            Ok(Some((req, head))) => {
+                let Some(body) = data.get(head..head + req.content_length) else {
+                    return Ok(None); // the body is still on its way
+                };
+                match self.handler.on_http(conn.id, &req, body) {
+                    Some(answer) => answer,
+                    None => {
+                        tracing::debug!(conn = %conn.id, error = %refusal, "handshake refused");
+                        self.handshake_failed(ws_metrics::handshake_slot(refusal.status()));
+                        refusal.response()
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(conn = %conn.id, error = %e, "malformed HTTP request");
+                self.handshake_failed(ws_metrics::handshake_slot(e.status()));
+                e.response()
+            }
+        };
+        cx.out().put(&answer);
+        conn.phase = Phase::Done;
+        Err(Verdict::Close)
     }
 
     /// Feed frames to the open session and map its state to a verdict. `from_transport`: the

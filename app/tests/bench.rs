@@ -366,6 +366,48 @@ fn dashboard_page_and_its_live_socket() {
     assert_eq!(field(&snapshots[0], "transport"), "kernel sockets");
 }
 
+/// Threads of process `pid`, from /proc.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc/PID/task")
+        .count()
+}
+
+#[test]
+fn two_hundred_dashboard_viewers_cost_no_thread() {
+    let app = Appliance::start("echo", &["--workers", "1"]);
+    let admin = app.admin().expect("admin endpoint announced");
+    // Let the startup threads (workers, admin, signals) settle.
+    let (mut first, _) = tungstenite::connect(format!("ws://{admin}/ws")).expect("dashboard");
+    first.read().expect("a snapshot");
+    let before = threads(app.pid());
+    let mut viewers: Vec<_> = (0..200)
+        .map(|_| {
+            let (ws, _) =
+                tungstenite::connect(format!("ws://{admin}/ws")).expect("dashboard socket");
+            ws
+        })
+        .collect();
+    // Every viewer is fed: two snapshots each, the second pushed to all of them at once.
+    for ws in &mut viewers {
+        for _ in 0..2 {
+            match ws.read().expect("a snapshot") {
+                tungstenite::Message::Text(t) => assert!(t.starts_with("{\"t\":")),
+                other => panic!("expected a JSON text frame, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        threads(app.pid()),
+        before,
+        "200 more viewers, no more threads"
+    );
+    // Scrapes keep working while they watch.
+    assert!(get(admin, "/metrics").starts_with("HTTP/1.1 200"));
+    drop(viewers);
+    drop(first);
+}
+
 #[test]
 fn probes_name_the_session_with_the_most_queued_output() {
     let app = Appliance::start(

@@ -116,9 +116,12 @@ pub fn error_response(status: u16, body: &str, extra_headers: &str) -> Vec<u8> {
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
+        200 => "OK",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -140,6 +143,85 @@ fn has_token(value: &str, token: &str) -> bool {
     value
         .split(',')
         .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// A plain HTTP/1.x request (not a WebSocket upgrade), for a server that answers those too on
+/// its WebSocket listener (a page, a health check, an admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest<'a> {
+    /// The method, e.g. `GET`.
+    pub method: &'a str,
+    /// The request target, e.g. `/metrics`.
+    pub path: &'a str,
+    /// The body's length (`Content-Length`; 0 without one).
+    pub content_length: usize,
+    /// Every header, in order, values as text.
+    pub headers: Vec<(&'a str, &'a str)>,
+}
+
+impl HttpRequest<'_> {
+    /// The first header named `name` (ignoring ASCII case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+}
+
+/// Parse a plain request head from the start of `buf` (`Ok(None)`: incomplete). Requests with a
+/// chunked body are refused (400): only `Content-Length` bodies are read.
+pub fn parse_http(
+    buf: &[u8],
+    max_header_bytes: usize,
+) -> Result<Option<(HttpRequest<'_>, usize)>, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > max_header_bytes => {
+            return Err(HandshakeError::HeaderTooLarge(max_header_bytes))
+        }
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= max_header_bytes => {
+            return Err(HandshakeError::HeaderTooLarge(max_header_bytes))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders),
+        Err(e) => return Err(HandshakeError::Malformed(parse_error_text(e))),
+    };
+    let mut out = HttpRequest {
+        method: req.method.unwrap_or_default(),
+        path: req.path.unwrap_or("/"),
+        content_length: 0,
+        headers: Vec::with_capacity(req.headers.len()),
+    };
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| HandshakeError::Malformed("non-UTF-8 header value"))?;
+        if h.name.eq_ignore_ascii_case("content-length") {
+            out.content_length = value
+                .trim()
+                .parse()
+                .map_err(|_| HandshakeError::Malformed("invalid Content-Length"))?;
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HandshakeError::Malformed("chunked bodies are not accepted"));
+        }
+        out.headers.push((h.name, value));
+    }
+    Ok(Some((out, head_len)))
+}
+
+/// A complete HTTP/1.1 response with `body`, closing the connection after it.
+pub fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        reason_phrase(status),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 /// Parse an upgrade request from the start of `buf`.

@@ -1,19 +1,12 @@
 //! The live dashboard: a self-contained page (`GET /`) that opens a WebSocket (`GET /ws`) on
-//! which this side pushes a JSON snapshot of the workers' figures twice a second. The page
-//! computes rates from consecutive snapshots.
-//!
-//! Each dashboard socket gets its own thread that only writes; it ends when a write fails (the
-//! browser went away). The WebSocket handshake and framing are the appliance's own
-//! (`hioload_wsproto`), as a server: frames unmasked.
+//! which the admin endpoint pushes a JSON snapshot of the workers' figures twice a second, the
+//! same encoded frame to every viewer ([`super::AdminHandler`]). The page computes rates from
+//! consecutive snapshots.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hioload_ws::stack::meter::{Stat, WorkerMeter};
-use hioload_ws::ws::frame::write_frame;
-use hioload_ws::ws::handshake;
 use hioload_ws::ws::OpCode;
 
 use super::Sources;
@@ -23,34 +16,6 @@ pub const PAGE: &str = include_str!("../dashboard.html");
 
 /// How often a snapshot is pushed.
 pub const INTERVAL: Duration = Duration::from_millis(500);
-
-/// Complete the WebSocket handshake in `request` (a whole request head) and push snapshots from
-/// a thread of its own until the browser goes away.
-pub fn serve(mut s: TcpStream, request: &[u8], sources: &Sources) -> std::io::Result<()> {
-    let req = match handshake::parse_request(request, request.len().max(1024)) {
-        Ok(Some((req, _))) => req,
-        Ok(None) => return Ok(()),
-        Err(e) => return s.write_all(&e.response()),
-    };
-    s.write_all(&handshake::accept_response(&req, None))?;
-    let sources = sources.clone();
-    std::thread::Builder::new()
-        .name("hioload-dash".into())
-        .spawn(move || {
-            let start = Instant::now();
-            let mut frame = Vec::with_capacity(4096);
-            loop {
-                frame.clear();
-                let json = snapshot(&sources, start.elapsed());
-                write_frame(&mut frame, true, OpCode::Text, json.as_bytes(), None);
-                if s.write_all(&frame).is_err() {
-                    return; // the browser went away
-                }
-                std::thread::sleep(INTERVAL);
-            }
-        })?;
-    Ok(())
-}
 
 /// One JSON snapshot: totals, and per worker its busy seconds, iterations and open connections.
 pub fn snapshot(sources: &Sources, t: Duration) -> String {

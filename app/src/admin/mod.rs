@@ -1,5 +1,10 @@
-//! The admin endpoint: a small HTTP server on a kernel socket, on its own thread, away from the
-//! workers (also in DPDK mode). Workers publish counters without locks; this thread only reads.
+//! The admin endpoint: a small HTTP and WebSocket server on a kernel socket, on a transport of
+//! its own (one worker thread, however many clients), away from the data path (also in DPDK
+//! mode). Workers publish counters without locks; this side only reads them.
+//!
+//! It is the appliance's own WebSocket service on the connection API: plain requests are
+//! answered by [`AdminHandler::on_http`], and the dashboard's viewers are sessions that get one
+//! snapshot, encoded once, pushed to all of them twice a second.
 //!
 //! - `GET /metrics`: Prometheus text exposition (format 0.0.4), from [`metrics`].
 //! - `GET /healthz`: `ok`.
@@ -8,8 +13,7 @@
 //!   ([`crate::live_config`]); a bad value gets 400 with the reason and changes nothing.
 //! - `GET /`: the live dashboard, fed over a WebSocket at `/ws` ([`dashboard`]).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +21,15 @@ pub mod dashboard;
 pub mod metrics;
 pub mod probes;
 
+use hioload_ws::handler::{Context, Decision, Handler, PreparedFrame, WorkerContext};
 use hioload_ws::middleware::Counters;
+use hioload_ws::stack::kernel::{AcceptMode, KernelConfig, Server};
 use hioload_ws::stack::meter::WorkerMeter;
+use hioload_ws::stack::ConnId;
+use hioload_ws::ws::handshake::{self, HttpRequest, Request};
+use hioload_ws::ws::{CloseCode, Message};
 use hioload_ws::ws_metrics::WsMeter;
+use hioload_ws::{WsConfig, WsService};
 
 use metrics::metrics;
 
@@ -55,113 +65,144 @@ impl Sources {
     }
 }
 
-/// Bind `addr` and serve from a background thread; returns the bound address.
+/// Dashboard viewers at most, with scrapers and operators' requests.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Bind `addr` and serve on a worker thread of its own; returns the bound address.
 pub fn start(addr: SocketAddr, sources: Sources) -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind(addr).map_err(|e| {
+    let config = KernelConfig {
+        listen: addr,
+        workers: 1,
+        // One plain listener: SO_REUSEPORT would let another process share the admin port.
+        accept_mode: AcceptMode::Shared,
+        max_connections: MAX_CONNECTIONS,
+        read_buffer: 16 << 10,
+        thread_name: "hioload-admin".into(),
+        ..KernelConfig::default()
+    };
+    let ws = WsConfig {
+        // Viewers only listen: no idle timeout, but pings find those that went away.
+        idle_timeout: None,
+        ping_interval: Some(Duration::from_secs(30)),
+        max_http_body: 8 << 10,
+        ..WsConfig::default()
+    };
+    let server = Server::start(config, move |_| {
+        WsService::new(AdminHandler::new(sources.clone()), ws.clone())
+    })
+    .map_err(|e| {
         format!("--admin {addr}: {e} (pass --admin off, or another address such as 127.0.0.1:0)")
     })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("--admin {addr}: {e}"))?;
-    std::thread::Builder::new()
-        .name("hioload-admin".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(s) => {
-                        if let Err(e) = handle(s, &sources) {
-                            tracing::debug!(error = %e, "admin request failed");
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "admin accept failed"),
-                }
-            }
-        })
-        .map_err(|e| format!("cannot start the admin thread: {e}"))?;
+    let bound = server.local_addr();
+    // The endpoint serves for the life of the process; its thread needs no join.
+    drop(server);
     Ok(bound)
 }
 
-/// Answer one request (one per connection; the endpoint is for scrapers and operators).
-fn handle(mut s: TcpStream, sources: &Sources) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut buf = [0u8; 8192];
-    let mut len = 0;
-    let (method, path, head, body_len) = loop {
-        let n = s.read(&mut buf[len..])?;
-        if n == 0 {
-            return Ok(());
+/// The admin endpoint's handler: plain requests, and the dashboard's viewers.
+pub struct AdminHandler {
+    sources: Sources,
+    /// Dashboard sessions, pushed a snapshot every [`dashboard::INTERVAL`].
+    viewers: Vec<ConnId>,
+    /// The snapshot timer is set.
+    ticking: bool,
+}
+
+impl AdminHandler {
+    /// A handler answering from `sources`.
+    pub fn new(sources: Sources) -> Self {
+        Self {
+            sources,
+            viewers: Vec::new(),
+            ticking: false,
         }
-        len += n;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(head)) => {
-                let body_len = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok())
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                break (
-                    req.method.unwrap_or_default().to_string(),
-                    req.path.unwrap_or_default().to_string(),
-                    head,
-                    body_len,
-                );
+    }
+
+    /// One snapshot of everything, as a frame for every viewer.
+    fn snapshot(&self) -> PreparedFrame {
+        PreparedFrame::text(&dashboard::snapshot(
+            &self.sources,
+            self.sources.started.elapsed(),
+        ))
+    }
+}
+
+impl Handler for AdminHandler {
+    type Message = ();
+
+    fn on_http(&mut self, _conn: ConnId, req: &HttpRequest<'_>, body: &[u8]) -> Option<Vec<u8>> {
+        answer(&self.sources, req, body)
+    }
+
+    fn on_open(&mut self, _conn: ConnId, request: &Request<'_>) -> Decision {
+        if request.path == "/ws" {
+            Decision::accept()
+        } else {
+            Decision::Reject {
+                status: 404,
+                reason: "not found",
             }
-            Ok(httparse::Status::Partial) if len < buf.len() => continue,
-            _ => return respond(&mut s, "400 Bad Request", "text/plain", "bad request\n"),
         }
+    }
+
+    fn on_ready(&mut self, conn: ConnId, cx: &mut Context<'_, ()>) {
+        self.viewers.push(conn);
+        // The first snapshot at once; then with everyone else's.
+        let first = self.snapshot();
+        let _ = cx.send_prepared(conn, &first);
+        if !self.ticking {
+            let at = cx.now() + dashboard::INTERVAL;
+            self.ticking = cx.set_timer(at, 0).is_ok();
+        }
+    }
+
+    fn on_message(&mut self, _conn: ConnId, _message: Message<'_>, _cx: &mut Context<'_, ()>) {}
+
+    fn on_close(
+        &mut self,
+        conn: ConnId,
+        _code: Option<CloseCode>,
+        _cx: &mut WorkerContext<'_, ()>,
+    ) {
+        self.viewers.retain(|v| *v != conn);
+    }
+
+    fn on_timer(&mut self, _token: u64, cx: &mut WorkerContext<'_, ()>) {
+        if self.viewers.is_empty() {
+            self.ticking = false;
+            return;
+        }
+        // Encoded once for every viewer; one that does not keep up misses snapshots.
+        let frame = self.snapshot();
+        cx.broadcast(&self.viewers, &frame);
+        let at = cx.now() + dashboard::INTERVAL;
+        self.ticking = cx.set_timer(at, 0).is_ok();
+    }
+}
+
+/// The answer to a plain request; `None` for `/ws` without an upgrade (refused with 426).
+fn answer(sources: &Sources, req: &HttpRequest<'_>, body: &[u8]) -> Option<Vec<u8>> {
+    let text = |status, content_type, body: &str| {
+        handshake::response(status, content_type, body.as_bytes())
     };
-    match (method.as_str(), path.as_str()) {
-        ("GET", "/metrics") => respond(
-            &mut s,
-            "200 OK",
+    let no_settings = || text(404, "text/plain", "no run-time settings\n");
+    Some(match (req.method, req.path) {
+        ("GET", "/metrics") => text(
+            200,
             "text/plain; version=0.0.4; charset=utf-8",
             &metrics(sources),
         ),
-        ("GET", "/healthz") => respond(&mut s, "200 OK", "text/plain", "ok\n"),
+        ("GET", "/healthz") => text(200, "text/plain", "ok\n"),
         ("GET", "/config") => match &sources.control {
-            Some(c) => respond(&mut s, "200 OK", "application/toml", &c.to_toml()),
-            None => respond(
-                &mut s,
-                "404 Not Found",
-                "text/plain",
-                "no run-time settings\n",
-            ),
+            Some(c) => text(200, "application/toml", &c.to_toml()),
+            None => no_settings(),
         },
         ("PUT", "/config") => {
             let Some(control) = &sources.control else {
-                return respond(
-                    &mut s,
-                    "404 Not Found",
-                    "text/plain",
-                    "no run-time settings\n",
-                );
+                return Some(no_settings());
             };
-            if head + body_len > buf.len() {
-                return respond(
-                    &mut s,
-                    "413 Payload Too Large",
-                    "text/plain",
-                    "at most 8 KiB\n",
-                );
-            }
-            while len < head + body_len {
-                let n = s.read(&mut buf[len..head + body_len])?;
-                if n == 0 {
-                    return respond(&mut s, "400 Bad Request", "text/plain", "body cut short\n");
-                }
-                len += n;
-            }
-            let Ok(body) = std::str::from_utf8(&buf[head..head + body_len]) else {
-                return respond(
-                    &mut s,
-                    "400 Bad Request",
-                    "text/plain",
-                    "the body is not UTF-8\n",
-                );
+            let Ok(body) = std::str::from_utf8(body) else {
+                return Some(text(400, "text/plain", "the body is not UTF-8\n"));
             };
             match control.apply_toml(body, false) {
                 Ok(_) => {
@@ -169,40 +210,21 @@ fn handle(mut s: TcpStream, sources: &Sources) -> std::io::Result<()> {
                         change = body.trim(),
                         "settings changed through the admin endpoint"
                     );
-                    respond(&mut s, "200 OK", "application/toml", &control.to_toml())
+                    text(200, "application/toml", &control.to_toml())
                 }
-                Err(e) => respond(&mut s, "400 Bad Request", "text/plain", &format!("{e}\n")),
+                Err(e) => text(400, "text/plain", &format!("{e}\n")),
             }
         }
-        ("GET", "/debug/probes") => respond(
-            &mut s,
-            "200 OK",
+        ("GET", "/debug/probes") => text(
+            200,
             "application/json",
             &probes::probes(sources, sources.started.elapsed()),
         ),
-        ("GET", "/") => respond(
-            &mut s,
-            "200 OK",
-            "text/html; charset=utf-8",
-            dashboard::PAGE,
-        ),
-        ("GET", "/ws") => dashboard::serve(s, &buf[..len], sources),
-        ("GET", _) => respond(&mut s, "404 Not Found", "text/plain", "not found\n"),
-        _ => respond(
-            &mut s,
-            "405 Method Not Allowed",
-            "text/plain",
-            "method not allowed\n",
-        ),
-    }
-}
-
-fn respond(s: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
-    write!(
-        s,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+        ("GET", "/") => text(200, "text/html; charset=utf-8", dashboard::PAGE),
+        ("GET", "/ws") => return None,
+        ("GET", _) => text(404, "text/plain", "not found\n"),
+        _ => text(405, "text/plain", "method not allowed\n"),
+    })
 }
 
 #[cfg(test)]

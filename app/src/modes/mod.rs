@@ -110,5 +110,6 @@ pub fn ws_config(ws: &WsArgs, common: &CommonArgs) -> Result<WsConfig, String> {
         idle_timeout: common.idle_timeout.0,
         ping_interval: ws.ping_interval.0,
         close_timeout: ws.close_timeout,
+        ..WsConfig::default()
     })
 }

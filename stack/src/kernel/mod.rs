@@ -75,6 +75,8 @@ pub struct KernelConfig {
     pub slow_consumer: SlowConsumer,
     /// Letters each worker's mailbox holds at most.
     pub mailbox_capacity: usize,
+    /// Worker threads are named this, with their index.
+    pub thread_name: String,
 }
 
 impl Default for KernelConfig {
@@ -92,6 +94,7 @@ impl Default for KernelConfig {
             live: None,
             slow_consumer: SlowConsumer::Drop,
             mailbox_capacity: 8192,
+            thread_name: "hioload-w".into(),
         }
     }
 }
@@ -176,7 +179,7 @@ impl<M: Send + 'static> Server<M> {
             let meter = WorkerRecorder::new(Arc::clone(&meters), i);
             let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
             let thread = std::thread::Builder::new()
-                .name(format!("hioload-w{i}"))
+                .name(format!("{}{i}", cfg.thread_name))
                 .spawn(move || {
                     if let Some(cpu) = cpu {
                         if !crate::affinity::pin_current(cpu) {
