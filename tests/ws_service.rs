@@ -68,6 +68,10 @@ impl<H: Handler> Harness<H> {
         let now = clock.instant(clock.ceil(at));
         let mut fired = Vec::new();
         self.d.expire(now, &mut fired);
+        // As a transport does: re-arm what fired.
+        for (slot, _) in fired {
+            self.d.arm(slot, None);
+        }
         now
     }
 

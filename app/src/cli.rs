@@ -286,6 +286,18 @@ pub struct CommonArgs {
     pub admin: AdminAddr,
 }
 
+impl CommonArgs {
+    /// What happens to connections that pushes would take over `--backpressure-limit`.
+    pub fn slow_consumer(&self) -> hioload_ws::stack::SlowConsumer {
+        match self.slow_consumer {
+            SlowConsumerArg::Drop => hioload_ws::stack::SlowConsumer::Drop,
+            SlowConsumerArg::Close => hioload_ws::stack::SlowConsumer::Close {
+                grace: self.slow_consumer_grace,
+            },
+        }
+    }
+}
+
 /// Where the admin endpoint listens, if anywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminAddr(pub Option<SocketAddr>);

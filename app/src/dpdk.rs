@@ -8,9 +8,10 @@ use hioload_ws::stack::bypass::{DpdkConfig, DpdkTransport};
 use hioload_ws::stack::net::engine::EngineConfig;
 use hioload_ws::stack::net::parse_cidr;
 
+use crate::admin::start_for as start_admin;
 use crate::cli::{CommonArgs, DpdkArgs, PollMode};
+use crate::live_config::Live;
 use crate::modes::Mode;
-use crate::serve::{slow_consumer, start_admin, Live};
 use crate::signals;
 
 /// Serve `mode` on every DPDK worker until a signal, then shut down gracefully.
@@ -55,7 +56,7 @@ pub fn serve<M: Mode>(
             max_half_open: args.max_half_open.unwrap_or(4096).max(1),
             max_connections,
             backpressure_limit: usize::try_from(common.backpressure_limit).unwrap_or(usize::MAX),
-            slow_consumer: slow_consumer(common),
+            slow_consumer: common.slow_consumer(),
             mtu: usize::from(args.mtu.unwrap_or(1500)),
             tx_checksum_offload: false,
             dial: None,

@@ -14,6 +14,69 @@ use hioload_ws::ws::Limits;
 use crate::cli::{parse_optional_duration, parse_size};
 use crate::logging;
 
+/// The settings that change while serving, and who changes them.
+pub struct Live {
+    /// The WebSocket workers' settings (`None` for modes without WebSocket).
+    pub ws: Option<Arc<LiveWs>>,
+    /// The transport's limits.
+    pub limits: Arc<LiveLimits>,
+    /// `/config`, SIGHUP.
+    pub control: Arc<Control>,
+}
+
+impl Live {
+    /// From the flags in force; `ws` for a WebSocket mode.
+    pub fn new(
+        common: &crate::cli::CommonArgs,
+        ws: Option<&hioload_ws::WsConfig>,
+        max_connections: u64,
+    ) -> Self {
+        let live_ws = ws.map(|_| Arc::new(LiveWs::default()));
+        let limits = Arc::new(LiveLimits::default());
+        let initial = Settings {
+            log_level: common
+                .log_level
+                .clone()
+                .or_else(|| {
+                    std::env::var("RUST_LOG")
+                        .ok()
+                        .filter(|v| !v.trim().is_empty())
+                })
+                .unwrap_or_else(|| "info".into()),
+            idle_timeout: ws.and_then(|w| w.idle_timeout),
+            ping_interval: ws.and_then(|w| w.ping_interval),
+            max_message: ws.map_or(0, |w| w.limits.max_message),
+            max_frame: ws.map_or(0, |w| w.limits.max_frame),
+            backpressure_limit: common.backpressure_limit,
+            max_connections,
+        };
+        let control = Arc::new(Control::new(
+            initial,
+            live_ws.clone(),
+            Arc::clone(&limits),
+            common.config.clone(),
+        ));
+        Self {
+            ws: live_ws,
+            limits,
+            control,
+        }
+    }
+
+    /// On every SIGHUP, re-read the run-time keys of `--config FILE` (without one, say so: a
+    /// SIGHUP must not end the appliance).
+    pub fn watch_sighup(&self) -> Result<(), String> {
+        let control = Arc::clone(&self.control);
+        crate::signals::on_hangup(move || match control.reload_file() {
+            Ok(_) => tracing::info!(
+                settings = %control.to_toml().trim().replace('\n', "; "),
+                "SIGHUP: settings reloaded"
+            ),
+            Err(e) => tracing::warn!("SIGHUP: nothing changed: {e}"),
+        })
+    }
+}
+
 /// The keys that can change at run time.
 pub const KEYS: [&str; 7] = [
     "log_level",

@@ -4,17 +4,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hioload_ws::live::LiveWs;
-use hioload_ws::stack::driver::SlowConsumer;
 use hioload_ws::stack::kernel::{AcceptMode, KernelConfig, Server};
-use hioload_ws::stack::live::LiveLimits;
-use hioload_ws::stack::meter::WorkerMeter;
 use hioload_ws::stack::{Service, WorkerReport};
-use hioload_ws::WsConfig;
 
-use crate::cli::{AcceptModeArg, CommonArgs, DpdkArgs, SlowConsumerArg};
-use crate::modes::{Figures, Mode};
-use crate::{admin, live_config, signals};
+use crate::admin::start_for as start_admin;
+use crate::cli::{AcceptModeArg, CommonArgs, DpdkArgs};
+use crate::live_config::Live;
+use crate::modes::Mode;
+use crate::signals;
 
 /// Serve `mode` until a signal, on DPDK or kernel sockets as the flags say.
 pub fn serve<M: Mode>(
@@ -63,103 +60,6 @@ fn serve_kernel<M: Mode>(
     let reports = server.join().map_err(|e| e.to_string())?;
     summarize(&reports, &mode.summary());
     Ok(())
-}
-
-/// Start the admin endpoint unless `--admin off`, and take SIGHUP for run-time settings.
-pub fn start_admin(
-    common: &CommonArgs,
-    meters: Arc<[WorkerMeter]>,
-    figures: Figures,
-    dpdk: bool,
-    live: &Live,
-) -> Result<(), String> {
-    live.watch_sighup()?;
-    if let Some(addr) = common.admin.0 {
-        let bound = admin::start(
-            addr,
-            admin::Sources {
-                meters,
-                sessions: figures.sessions,
-                ws: figures.ws,
-                dpdk,
-                started: std::time::Instant::now(),
-                control: Some(Arc::clone(&live.control)),
-            },
-        )?;
-        tracing::info!(
-            "admin endpoint on http://{bound} (/, /metrics, /debug/probes, /config, /healthz)"
-        );
-    }
-    Ok(())
-}
-
-/// The settings that change while serving, and who changes them.
-pub struct Live {
-    /// The WebSocket workers' settings (`None` for modes without WebSocket).
-    pub ws: Option<Arc<LiveWs>>,
-    /// The transport's limits.
-    pub limits: Arc<LiveLimits>,
-    /// `/config`, SIGHUP.
-    pub control: Arc<live_config::Control>,
-}
-
-impl Live {
-    /// From the flags in force; `ws` for a WebSocket mode.
-    pub fn new(common: &CommonArgs, ws: Option<&WsConfig>, max_connections: u64) -> Self {
-        let live_ws = ws.map(|_| Arc::new(LiveWs::default()));
-        let limits = Arc::new(LiveLimits::default());
-        let initial = live_config::Settings {
-            log_level: common
-                .log_level
-                .clone()
-                .or_else(|| {
-                    std::env::var("RUST_LOG")
-                        .ok()
-                        .filter(|v| !v.trim().is_empty())
-                })
-                .unwrap_or_else(|| "info".into()),
-            idle_timeout: ws.and_then(|w| w.idle_timeout),
-            ping_interval: ws.and_then(|w| w.ping_interval),
-            max_message: ws.map_or(0, |w| w.limits.max_message),
-            max_frame: ws.map_or(0, |w| w.limits.max_frame),
-            backpressure_limit: common.backpressure_limit,
-            max_connections,
-        };
-        let control = Arc::new(live_config::Control::new(
-            initial,
-            live_ws.clone(),
-            Arc::clone(&limits),
-            common.config.clone(),
-        ));
-        Self {
-            ws: live_ws,
-            limits,
-            control,
-        }
-    }
-
-    /// On every SIGHUP, re-read the run-time keys of `--config FILE` (without one, say so: a
-    /// SIGHUP must not end the appliance).
-    fn watch_sighup(&self) -> Result<(), String> {
-        let control = Arc::clone(&self.control);
-        signals::on_hangup(move || match control.reload_file() {
-            Ok(_) => tracing::info!(
-                settings = %control.to_toml().trim().replace('\n', "; "),
-                "SIGHUP: settings reloaded"
-            ),
-            Err(e) => tracing::warn!("SIGHUP: nothing changed: {e}"),
-        })
-    }
-}
-
-/// What happens to connections that pushes would take over `--backpressure-limit`.
-pub fn slow_consumer(common: &CommonArgs) -> SlowConsumer {
-    match common.slow_consumer {
-        SlowConsumerArg::Drop => SlowConsumer::Drop,
-        SlowConsumerArg::Close => SlowConsumer::Close {
-            grace: common.slow_consumer_grace,
-        },
-    }
 }
 
 /// Which transport serves.
@@ -247,7 +147,7 @@ fn kernel_config(listen: SocketAddr, common: &CommonArgs) -> Result<KernelConfig
             .map_err(|_| "--backpressure-limit is too large")?,
         accept_mode,
         busy_poll: common.busy_poll.0.unwrap_or_default(),
-        slow_consumer: slow_consumer(common),
+        slow_consumer: common.slow_consumer(),
         mailbox_capacity: common.mailbox_capacity as usize,
         ..KernelConfig::default()
     })

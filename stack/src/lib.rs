@@ -4,6 +4,8 @@
 //! Where a packet goes, module by module:
 //! - [`kernel`]: the kernel-socket transport (`--no-dpdk`): per-worker `mio` poller, listener,
 //!   accept, read into a shared per-worker buffer, hand to the driver, write corked output.
+//! - [`conn`]: a connection's identity ([`ConnId`], generation-checked) and fate ([`Verdict`],
+//!   [`CloseCause`], [`PushError`]).
 //! - [`service`]: the connection API the transports drive and protocols implement: a
 //!   [`Service`], and the context ([`Ctx`]) through which it writes to any connection of its
 //!   worker, posts to workers and sets timers.
@@ -32,6 +34,7 @@ pub mod affinity;
 pub mod bufpool;
 #[cfg(feature = "dpdk")]
 pub mod bypass;
+pub mod conn;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod driver;

@@ -265,7 +265,24 @@ impl Output {
     }
 
     /// `n` bytes were written: drop them from the front.
-    pub fn advance(&mut self, mut n: usize) {
+    #[inline]
+    pub fn advance(&mut self, n: usize) {
+        if self.is_contiguous() {
+            // The common case: one run of owned bytes.
+            self.head += n.min(self.buf.len() - self.head);
+            if self.head == self.buf.len() {
+                self.buf.clear();
+                self.head = 0;
+            } else if self.head >= COMPACT_AT && self.head * 2 >= self.buf.len() {
+                self.buf.drain(..self.head);
+                self.head = 0;
+            }
+            return;
+        }
+        self.advance_pieces(n);
+    }
+
+    fn advance_pieces(&mut self, mut n: usize) {
         if let Some(p) = self.pieces.as_mut() {
             while n > 0 {
                 match p.list.front_mut() {

@@ -23,66 +23,10 @@ use std::time::Instant;
 
 use crate::driver::lines::Lines;
 use crate::mailbox::{PostError, Postboxes};
+
+pub use crate::conn::{CloseCause, ConnId, PushError, Verdict};
 use crate::output::{Output, Prepared};
 use crate::timer::{ServiceTimers, TimersFull};
-
-/// A connection's identity within the process: worker, slot, and the slot's generation, so that
-/// an id kept after its connection closed never reaches the slot's next connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnId {
-    /// The worker that owns the connection.
-    pub worker: u16,
-    /// The worker-local slot (reused after the connection closes).
-    pub slot: u32,
-    /// Which of the slot's connections this is.
-    pub generation: u32,
-}
-
-impl std::fmt::Display for ConnId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.worker, self.slot)
-    }
-}
-
-/// What the transport should do with a connection after a service call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Keep the connection open.
-    Continue,
-    /// Stop delivering input, flush the output, shut down the write side, wait briefly for the
-    /// peer to close, then close.
-    Close,
-}
-
-/// Why a connection ended, as reported to [`Service::on_close`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseCause {
-    /// The service asked for it and the close completed.
-    Done,
-    /// The peer reset the connection or an I/O error occurred.
-    Error,
-    /// The worker stopped (shutdown deadline passed) with the connection still open.
-    Shutdown,
-}
-
-/// Why a push to a connection was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PushError {
-    /// The connection has closed (its slot may already serve another one).
-    #[error("connection {0} is gone")]
-    Stale(ConnId),
-    /// The connection belongs to another worker: post to that worker instead.
-    #[error("connection {0} belongs to another worker")]
-    OtherWorker(ConnId),
-    /// The connection does not take pushes now (its service has not opened it to them, e.g.
-    /// during a handshake, or no longer does, e.g. while closing).
-    #[error("connection {0} does not take pushes now")]
-    NotAccepting(ConnId),
-    /// The connection's unsent output is over its limit: the push was dropped (counted). Under
-    /// the close policy the connection is closed if it stays over the limit.
-    #[error("connection {0} is over its output limit")]
-    Full(ConnId),
-}
 
 /// What happened to a push to many connections.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +168,7 @@ impl<'a, M> Ctx<'a, M> {
     /// connection `to` of this worker.
     pub fn push(&mut self, to: ConnId, frame: &Prepared) -> Result<(), PushError> {
         let now = self.now;
-        let out = self.lines.reserve(to, frame.len(), now)?;
+        let out = self.lines.reserve(to, frame.len(), false, now)?;
         out.put_prepared(frame);
         Ok(())
     }
@@ -232,7 +176,7 @@ impl<'a, M> Ctx<'a, M> {
     /// Queue a copy of `bytes` for connection `to` of this worker.
     pub fn push_bytes(&mut self, to: ConnId, bytes: &[u8]) -> Result<(), PushError> {
         let now = self.now;
-        let out = self.lines.reserve(to, bytes.len(), now)?;
+        let out = self.lines.reserve(to, bytes.len(), true, now)?;
         out.put(bytes);
         Ok(())
     }
@@ -254,7 +198,7 @@ impl<'a, M> Ctx<'a, M> {
     /// that writes them itself into the returned output. Counted as one push.
     pub fn push_with(&mut self, to: ConnId, len: usize) -> Result<&mut Output, PushError> {
         let now = self.now;
-        self.lines.reserve(to, len, now)
+        self.lines.reserve(to, len, true, now)
     }
 
     /// Unsent output of connection `to`, if it is a live connection of this worker.

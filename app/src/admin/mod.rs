@@ -65,6 +65,34 @@ impl Sources {
     }
 }
 
+/// Start the admin endpoint unless `--admin off`, and take SIGHUP for run-time settings.
+pub fn start_for(
+    common: &crate::cli::CommonArgs,
+    meters: Arc<[WorkerMeter]>,
+    figures: crate::modes::Figures,
+    dpdk: bool,
+    live: &crate::live_config::Live,
+) -> Result<(), String> {
+    live.watch_sighup()?;
+    if let Some(addr) = common.admin.0 {
+        let bound = start(
+            addr,
+            Sources {
+                meters,
+                sessions: figures.sessions,
+                ws: figures.ws,
+                dpdk,
+                started: std::time::Instant::now(),
+                control: Some(Arc::clone(&live.control)),
+            },
+        )?;
+        tracing::info!(
+            "admin endpoint on http://{bound} (/, /metrics, /debug/probes, /config, /healthz)"
+        );
+    }
+    Ok(())
+}
+
 /// Dashboard viewers at most, with scrapers and operators' requests.
 const MAX_CONNECTIONS: usize = 1024;
 

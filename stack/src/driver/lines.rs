@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use crate::bufpool::BufPool;
+use crate::conn::{ConnId, PushError};
 use crate::output::Output;
-use crate::service::{ConnId, PushError};
 use crate::timer::{Clock, Millis, NEVER};
 
 /// What happens to a connection that a push would take over its output limit. Either way the
@@ -137,11 +137,13 @@ impl Lines {
     }
 
     /// Room for `len` bytes pushed to `to`: checks the id, the push gate and the limit, counts,
-    /// and marks the line dirty.
+    /// and marks the line dirty. With `owned`, the output gets a buffer to copy into (a push by
+    /// reference needs none).
     pub(crate) fn reserve(
         &mut self,
         to: ConnId,
         len: usize,
+        owned: bool,
         now: Instant,
     ) -> Result<&mut Output, PushError> {
         if to.worker != self.worker {
@@ -186,7 +188,9 @@ impl Lines {
             line.dirty = true;
             self.dirty.push(to.slot);
         }
-        line.out.lend(&mut self.pool);
+        if owned {
+            line.out.lend(&mut self.pool);
+        }
         Ok(&mut line.out)
     }
 
@@ -239,23 +243,23 @@ mod tests {
     fn stale_ids_are_refused_and_counted() {
         let mut l = lines(SlowConsumer::Drop);
         let now = Instant::now();
-        assert!(l.reserve(id(1), 5, now).is_ok());
+        assert!(l.reserve(id(1), 5, true, now).is_ok());
         // The connection closes and its slot gets a new one.
         l.start(1, 99);
         l.lines[1].live = true;
         l.lines[1].pushable = true;
         assert_eq!(
-            l.reserve(id(1), 5, now).err(),
+            l.reserve(id(1), 5, true, now).err(),
             Some(PushError::Stale(id(1)))
         );
         assert_eq!(
-            l.reserve(id(7), 5, now).err(),
+            l.reserve(id(7), 5, true, now).err(),
             Some(PushError::Stale(id(7))),
             "never opened"
         );
         let other = ConnId { worker: 1, ..id(0) };
         assert_eq!(
-            l.reserve(other, 5, now).err(),
+            l.reserve(other, 5, true, now).err(),
             Some(PushError::OtherWorker(other))
         );
         assert_eq!((l.stats.stale, l.stats.refused, l.stats.queued), (2, 1, 1));
@@ -270,7 +274,7 @@ mod tests {
         let mut l = lines(SlowConsumer::Drop);
         l.set_pushable(2, false);
         assert_eq!(
-            l.reserve(id(2), 1, Instant::now()).err(),
+            l.reserve(id(2), 1, true, Instant::now()).err(),
             Some(PushError::NotAccepting(id(2)))
         );
     }
@@ -280,20 +284,22 @@ mod tests {
         let mut l = lines(SlowConsumer::Drop);
         let now = Instant::now();
         let frame = Prepared::from(vec![0u8; 60]);
-        l.reserve(id(0), 60, now).unwrap().put_prepared(&frame);
+        l.reserve(id(0), 60, false, now)
+            .unwrap()
+            .put_prepared(&frame);
         assert_eq!(
-            l.reserve(id(0), 60, now).err(),
+            l.reserve(id(0), 60, false, now).err(),
             Some(PushError::Full(id(0)))
         );
         assert_eq!(
-            l.reserve(id(0), 40, now).map(|o| o.unsent()).ok(),
+            l.reserve(id(0), 40, true, now).map(|o| o.unsent()).ok(),
             Some(60),
             "fits exactly"
         );
         assert_eq!((l.stats.dropped, l.lines[0].dropped), (1, 1));
         assert!(l.newly_slow.is_empty(), "drop policy never closes");
         // Larger than the limit, onto an empty output: delivered.
-        assert!(l.reserve(id(1), 500, now).is_ok());
+        assert!(l.reserve(id(1), 500, true, now).is_ok());
     }
 
     #[test]
@@ -301,9 +307,9 @@ mod tests {
         let grace = Duration::from_millis(50);
         let mut l = lines(SlowConsumer::Close { grace });
         let now = Instant::now();
-        l.reserve(id(0), 90, now).unwrap().put(&[0; 90]);
+        l.reserve(id(0), 90, true, now).unwrap().put(&[0; 90]);
         for _ in 0..3 {
-            assert!(l.reserve(id(0), 20, now).is_err());
+            assert!(l.reserve(id(0), 20, true, now).is_err());
         }
         assert_eq!(l.newly_slow, [0], "one mark, however many drops");
         let since = l.lines[0].slow_since;

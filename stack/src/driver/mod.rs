@@ -95,6 +95,27 @@ pub struct DriverStats {
     pub pushes: PushStats,
 }
 
+/// What the driver knows of a connection, as [`Driver::peek`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// The service knows the connection.
+    pub open: bool,
+    /// Its phase.
+    pub phase: Phase,
+    /// Its unsent output.
+    pub unsent: usize,
+    /// The unsent output is over the backpressure limit.
+    pub over_limit: bool,
+}
+
+impl View {
+    /// Input on the connection would go to the service.
+    #[inline]
+    pub fn wants_input(&self) -> bool {
+        self.open && self.phase == Phase::Open
+    }
+}
+
 /// A connection's slot: the transport's I/O object and the service's state.
 pub struct Slot<C, T> {
     /// The transport's part.
@@ -241,6 +262,23 @@ impl<S: Service, T> Driver<S, T> {
         self.slots.iter().map(|(slot, s)| (slot, &s.io))
     }
 
+    /// The transport's part of a connection with what the driver knows of it, in one look-up
+    /// (for a transport's per-connection turn).
+    #[inline]
+    pub fn peek(&mut self, slot: usize) -> Option<(&mut T, View)> {
+        let s = self.slots.get_mut(slot)?;
+        let unsent = self.lines.lines.get(slot).map_or(0, |l| l.out.unsent());
+        Some((
+            &mut s.io,
+            View {
+                open: s.state.is_some(),
+                phase: s.phase,
+                unsent,
+                over_limit: unsent > self.lines.limit,
+            },
+        ))
+    }
+
     /// Whether the service knows the connection.
     #[inline]
     pub fn is_open(&self, slot: usize) -> bool {
@@ -367,7 +405,9 @@ impl<S: Service, T> Driver<S, T> {
             }
         };
         read(&mut s.io, &mut deliver);
-        self.after(slot, verdict, now);
+        // No arm here: the transport arms the connection once its step is over, with its own
+        // deadline (smoltcp's) beside the service's.
+        self.note(slot, verdict, now);
     }
 
     /// Whether the connection's output holds references to the input just handed over.
@@ -418,37 +458,62 @@ impl<S: Service, T> Driver<S, T> {
         Some((&mut s.io, &mut self.lines.lines[slot].out))
     }
 
-    /// The transport wrote (some of) the connection's output: what now.
+    /// The transport wrote (some of) the connection's output: what now. (The buffer stays with
+    /// the connection: see [`Driver::release`].)
     pub fn flushed(&mut self, slot: usize, now: Instant) -> Flushed {
         let Some(s) = self.slots.get_mut(slot) else {
             return Flushed::Continue;
         };
         let line: &mut Line = &mut self.lines.lines[slot];
-        line.out.reclaim(&mut self.lines.pool);
         let empty = line.out.is_empty();
-        self.lines.check_recovered(slot);
-        let next = match s.phase {
+        if line.slow_since != NEVER {
+            self.lines.check_recovered(slot);
+        }
+        match s.phase {
             Phase::Closing if empty && s.peer_eof => Flushed::Close,
             Phase::Closing if empty => {
                 s.phase = Phase::Draining;
                 s.until = self.clock.ceil(now + self.close_linger);
+                self.arm(slot, None);
                 Flushed::ShutDown
             }
             _ => Flushed::Continue,
-        };
-        self.arm(slot, None);
-        next
+        }
     }
 
-    /// Move the slots written to since the last call into `into` (the transport writes each
-    /// once, then calls [`Driver::flushed`]).
+    /// Give the connection's output buffer back to the worker's pool if nothing is queued in it,
+    /// so that a connection holds output memory only while it has output. The kernel path
+    /// does this after every write; the DPDK engine, whose writes go to a socket ring at once,
+    /// when the connection goes quiet (sparing a pool round trip per message).
+    #[inline]
+    pub fn release(&mut self, slot: usize) {
+        if let Some(line) = self.lines.lines.get_mut(slot) {
+            line.out.reclaim(&mut self.lines.pool);
+        }
+    }
+
+    /// Move the slots written to since the last call (or since their [`Driver::clean`]) into
+    /// `into`, each once (the transport writes each, then calls [`Driver::flushed`]).
     pub fn take_dirty(&mut self, into: &mut Vec<u32>) {
         std::mem::swap(into, &mut self.lines.dirty);
         self.lines.dirty.clear();
-        for &slot in into.iter() {
-            if let Some(l) = self.lines.lines.get_mut(slot as usize) {
+        let lines = &mut self.lines.lines;
+        into.retain(|&slot| match lines.get_mut(slot as usize) {
+            // Cleaned since it was listed, or listed twice: nothing new to write.
+            Some(l) if l.dirty => {
                 l.dirty = false;
+                true
             }
+            _ => false,
+        });
+    }
+
+    /// The transport has just written the connection in a step of its own: it need not be
+    /// written again for what was queued so far (it is written again if more is queued).
+    #[inline]
+    pub fn clean(&mut self, slot: usize) {
+        if let Some(l) = self.lines.lines.get_mut(slot) {
+            l.dirty = false;
         }
     }
 
@@ -477,21 +542,24 @@ impl<S: Service, T> Driver<S, T> {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
-        let mut at = match (s.phase, &s.state) {
-            (Phase::Open, Some(state)) => self
-                .service
-                .deadline(state)
-                .map_or(NEVER, |d| self.clock.ceil(d)),
-            (Phase::Open, None) => NEVER,
-            (Phase::Closing | Phase::Draining, _) => s.until,
+        // The earliest instant first, converted to the clock once (the conversion is most of
+        // the cost, and this runs once per connection turn).
+        let (service, phase_until) = match (s.phase, &s.state) {
+            (Phase::Open, Some(state)) => (self.service.deadline(state), NEVER),
+            (Phase::Open, None) => (None, NEVER),
+            (Phase::Closing | Phase::Draining, _) => (None, s.until),
         };
+        let instant = match (service, extra) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut at = instant
+            .map_or(NEVER, |t| self.clock.ceil(t))
+            .min(phase_until);
         if s.phase == Phase::Open {
             if let Some(slow) = self.lines.slow_deadline(slot) {
                 at = at.min(slow);
             }
-        }
-        if let Some(x) = extra {
-            at = at.min(self.clock.ceil(x));
         }
         if at < s.armed {
             s.armed = at;
@@ -517,7 +585,8 @@ impl<S: Service, T> Driver<S, T> {
     /// Run what is due at `now`: the services' deadlines, slow-consumer checks, and the phases'
     /// time limits. `fired` receives every connection whose timer fired and that is still
     /// there, with `true` if its close has run out of time (the transport then closes it).
-    /// The transport re-arms its own deadline for each.
+    /// The others are not re-armed here: the transport arms each ([`Driver::arm`]), with its
+    /// own deadline if it has one (one heap entry per firing, not two).
     pub fn expire(&mut self, now: Instant, fired: &mut Vec<(usize, bool)>) {
         let mut due = std::mem::take(&mut self.due);
         let now_ms = self.clock.floor(now);
@@ -548,13 +617,12 @@ impl<S: Service, T> Driver<S, T> {
                         if self.service.deadline(state).is_some_and(|d| d <= now) {
                             let mut cx = conn_cx!(self, slot, now);
                             let verdict = self.service.on_deadline(state, &mut cx);
-                            self.after(slot, verdict, now);
+                            self.note(slot, verdict, now);
                         }
                     }
                 }
             }
             fired.push((slot, false));
-            self.arm(slot, None);
         }
         self.due = due;
     }
@@ -664,12 +732,20 @@ impl<S: Service, T> Driver<S, T> {
 
     /// After a call on one connection: note its output, act on the verdict, arm its timer.
     fn after(&mut self, slot: usize, verdict: Verdict, now: Instant) {
+        self.note(slot, verdict, now);
+        self.arm(slot, None);
+    }
+
+    /// [`Driver::after`] without arming the connection's timer.
+    #[inline]
+    fn note(&mut self, slot: usize, verdict: Verdict, now: Instant) {
         self.lines.mark(slot);
         if verdict == Verdict::Close {
             self.begin_close(slot, now);
         }
-        self.arm(slot, None);
-        self.arm_slow();
+        if !self.lines.newly_slow.is_empty() {
+            self.arm_slow();
+        }
     }
 
     /// Connections that pushes just took over their limit get their grace timer.

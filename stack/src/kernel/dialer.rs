@@ -206,6 +206,8 @@ pub fn run<S: Service>(
         for (slot, expired) in fired.drain(..) {
             if expired {
                 d.close(slot, CloseCause::Done, now);
+            } else {
+                d.arm(slot, None);
             }
         }
         d.tick(now);
@@ -243,6 +245,7 @@ fn flush<S: Service>(
             d.close(slot, CloseCause::Error, now);
             continue;
         }
+        d.release(slot);
         match d.flushed(slot, now) {
             Flushed::Continue => {}
             Flushed::ShutDown => {

@@ -466,6 +466,7 @@ impl<S: Service> Worker<S> {
         if self.write(slot, 0).is_err() {
             return self.close(slot, CloseCause::Error, now);
         }
+        self.driver.release(slot);
         match self.driver.flushed(slot, now) {
             Flushed::Continue => {}
             Flushed::ShutDown => {
@@ -486,6 +487,8 @@ impl<S: Service> Worker<S> {
         for (slot, expired) in fired.drain(..) {
             if expired {
                 self.close(slot, CloseCause::Done, now);
+            } else {
+                self.driver.arm(slot, None);
             }
         }
         self.fired = fired;

@@ -413,12 +413,10 @@ impl<S: Service> Engine<S> {
         }
         let mut dirty = std::mem::take(&mut self.flush);
         self.driver.take_dirty(&mut dirty);
+        // Only connections written to since their last step are listed (a step cleans its
+        // connection).
         for &slot in &dirty {
-            let slot = slot as usize;
-            // A connection stepped this round has nothing left unless written to since.
-            if self.driver.unsent(slot) > 0 || self.driver.phase(slot) != Some(Phase::Open) {
-                self.step(slot, sink, now);
-            }
+            self.step(slot as usize, sink, now);
         }
         dirty.clear();
         self.flush = dirty;
@@ -602,10 +600,10 @@ impl<S: Service> Engine<S> {
     fn step(&mut self, slot: usize, sink: &mut impl IpSink, now: Instant) {
         let t = smol(self.epoch, now);
         let clock = *self.driver.clock();
-        let open = self.driver.is_open(slot);
-        let Some(f) = self.driver.io(slot) else {
+        let Some((f, view)) = self.driver.peek(slot) else {
             return;
         };
+        let mut open = view.open;
         if !open && f.socket.state() == tcp::State::Established {
             // From now on the timeout only ends connections whose sent data goes unacknowledged.
             f.socket.set_timeout(UNACKED_TIMEOUT);
@@ -613,41 +611,41 @@ impl<S: Service> Engine<S> {
             self.half_open -= 1;
             self.stats.accepted += 1;
             self.driver.open(slot, peer, now);
+            open = true;
         }
-        if self.driver.is_open(slot) {
+        if open {
             self.write(slot, now);
-            while self.driver.wants_input(slot) && !self.driver.over_limit(slot) {
-                let mut got = false;
-                // The service decodes in place in the socket's receive ring.
-                self.driver.input_in_place(slot, now, |f, deliver| {
-                    if f.socket.tcp().can_recv() {
-                        got = true;
-                        f.socket.recv(|buf| {
-                            deliver(buf);
-                            (buf.len(), ())
-                        });
-                    }
-                });
-                if !got {
+            loop {
+                let Some((f, view)) = self.driver.peek(slot) else {
+                    return;
+                };
+                if !view.wants_input() || !f.socket.tcp().can_recv() {
                     break;
                 }
+                if view.over_limit {
+                    self.stats.backpressure_pauses += 1;
+                    break;
+                }
+                // The service decodes in place in the socket's receive ring.
+                self.driver.input_in_place(slot, now, |f, deliver| {
+                    f.socket.recv(|buf| {
+                        deliver(buf);
+                        (buf.len(), ())
+                    });
+                });
                 self.write(slot, now);
             }
-            let wants = self.driver.wants_input(slot);
             let Some(f) = self.driver.io(slot) else {
                 return;
             };
             let s = f.socket.tcp();
-            if wants && s.can_recv() {
-                self.stats.backpressure_pauses += 1;
-            }
             if !s.may_recv() && !s.can_recv() && s.state() != tcp::State::Listen {
                 // Already draining: smoltcp completes the close on its own.
                 self.driver.eof(slot, now);
                 self.write(slot, now);
             }
         }
-        let Some(f) = self.driver.io(slot) else {
+        let Some((f, view)) = self.driver.peek(slot) else {
             return;
         };
         {
@@ -658,29 +656,25 @@ impl<S: Service> Engine<S> {
         if matches!(f.socket.state(), tcp::State::Closed | tcp::State::TimeWait) {
             return self.remove(slot, now);
         }
-        // Quiet for IDLE_TRIM with nothing in either ring: hand the ring pages back.
-        let trim_at = (!f.trimmed).then(|| clock.instant(f.active) + IDLE_TRIM);
-        let unsent = self.driver.unsent(slot);
-        let Some(f) = self.driver.io(slot) else {
-            return;
-        };
-        let trim_at = match trim_at {
-            Some(at) if at <= now => {
-                let s = f.socket.tcp();
-                if s.recv_queue() == 0 && s.send_queue() == 0 && unsent == 0 {
-                    match self.arena.trim(&f.socket) {
-                        Ok(()) => self.stats.rings_trimmed += 1,
-                        Err(e) => tracing::debug!(error = %e, "cannot trim a connection's rings"),
-                    }
-                    f.trimmed = true;
-                    None
-                } else {
-                    // Not empty yet: look again a little later.
-                    Some(now + IDLE_TRIM)
+        // Quiet for IDLE_TRIM with nothing in either ring: hand the ring pages (and the output
+        // buffer) back.
+        let mut trim_at = (!f.trimmed).then(|| clock.instant(f.active) + IDLE_TRIM);
+        let mut quiet = false;
+        if trim_at.is_some_and(|at| at <= now) {
+            let s = f.socket.tcp();
+            if s.recv_queue() == 0 && s.send_queue() == 0 && view.unsent == 0 {
+                match self.arena.trim(&f.socket) {
+                    Ok(()) => self.stats.rings_trimmed += 1,
+                    Err(e) => tracing::debug!(error = %e, "cannot trim a connection's rings"),
                 }
+                f.trimmed = true;
+                trim_at = None;
+                quiet = true;
+            } else {
+                // Not empty yet: look again a little later.
+                trim_at = Some(now + IDLE_TRIM);
             }
-            other => other,
-        };
+        }
         // Arm the earliest of smoltcp's next action and the trim (the driver adds the
         // service's deadline).
         let smol_at = f
@@ -691,12 +685,25 @@ impl<S: Service> Engine<S> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if quiet {
+            self.driver.release(slot);
+        }
         self.driver.arm(slot, extra);
+        // Everything queued so far went to the socket (or waits for room the peer's ACKs make,
+        // which step it again): the flush pass need not step it again.
+        self.driver.clean(slot);
     }
 
     /// Move the connection's output into its socket's send ring; shut down our side once the
     /// service is done and everything is in.
     fn write(&mut self, slot: usize, now: Instant) {
+        let Some((_, out)) = self.driver.output(slot) else {
+            return;
+        };
+        // Nothing to write and not closing: nothing to do (most calls, before input).
+        if out.is_empty() && self.driver.phase(slot) == Some(Phase::Open) {
+            return;
+        }
         let Some((f, out)) = self.driver.output(slot) else {
             return;
         };
