@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark the echo appliance with the project's load generator, on kernel sockets and on DPDK.
 #
-#   scripts/bench.sh [kernel|dpdk|all] [RUNS]     (default: all, 3 runs; medians are reported)
+#   scripts/bench.sh [kernel|dpdk|all] [RUNS] [BASELINE]   (default: all, 3 runs; medians)
+#
+# With BASELINE (another build's hioload-ws binary, e.g. one built from an earlier commit with
+# `git worktree add`), every run of every scenario runs twice, baseline first, then this build,
+# each with its own server and generator: the two builds meet the same machine state, and the
+# table shows both and the change.
 #
 # kernel: `hioload-ws echo --no-dpdk --workers 1 --cpus 0` on loopback, generator on CPU 1.
 # dpdk:   the appliance on DPDK (EAL lcore 0) and the generator on DPDK (EAL lcore 1), joined by
@@ -14,14 +19,19 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WHICH="${1:-all}"
 RUNS="${2:-3}"
-BIN="$ROOT/target/release/hioload-ws"
+BASELINE="${3:-}"
+CURRENT="$ROOT/target/release/hioload-ws"
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT"
 case "$WHICH" in kernel | dpdk | all) ;; *)
-  echo "usage: scripts/bench.sh [kernel|dpdk|all] [RUNS]" >&2
+  echo "usage: scripts/bench.sh [kernel|dpdk|all] [RUNS] [BASELINE-BINARY]" >&2
   exit 2
   ;;
 esac
+if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
+  echo "bench.sh: baseline $BASELINE is not an executable hioload-ws" >&2
+  exit 2
+fi
 [ "$(nproc)" -ge 2 ] || { echo "bench.sh: needs 2 CPUs (server on 0, generator on 1)" >&2; exit 2; }
 if [ "$WHICH" != kernel ] && [ "$(id -u)" -ne 0 ]; then
   echo "bench.sh: DPDK runs need root (EAL, memif); run as root or use 'kernel'" >&2
@@ -102,12 +112,21 @@ scenario() {
   local file="$OUT/$transport-$name.jsonl"
   : >"$file"
   for i in $(seq 1 "$RUNS"); do
-    start_server "$transport" echo "${server_args[@]}"
-    generator "$transport" "$@" --url "ws://$TARGET/" --server-pid "$SERVER_PID" \
-      --server-admin "$ADMIN" --json 2>"$OUT/generator.log" >>"$file" ||
-      { echo "bench.sh: $transport $name run $i failed:" >&2; tail -5 "$OUT/generator.log" >&2; }
-    stop_server
-    echo "  $transport $name run $i: $(tail -1 "$file")" >&2
+    for build in ${BASELINE:+baseline} current; do
+      local out="$file"
+      BIN="$CURRENT"
+      if [ "$build" = baseline ]; then
+        out="$OUT/baseline-$transport-$name.jsonl"
+        [ "$i" = 1 ] && : >"$out"
+        BIN="$BASELINE"
+      fi
+      start_server "$transport" echo "${server_args[@]}"
+      generator "$transport" "$@" --url "ws://$TARGET/" --server-pid "$SERVER_PID" \
+        --server-admin "$ADMIN" --json 2>"$OUT/generator.log" >>"$out" ||
+        { echo "bench.sh: $transport $name run $i ($build) failed:" >&2; tail -5 "$OUT/generator.log" >&2; }
+      stop_server
+      echo "  $transport $name run $i${BASELINE:+ ($build)}: $(tail -1 "$out")" >&2
+    done
   done
 }
 
@@ -136,12 +155,12 @@ all)
   ;;
 esac
 
-python3 - "$OUT" "$WHICH" <<'PY'
+python3 - "$OUT" "$WHICH" "${BASELINE:+baseline-}" <<'PY'
 import json, statistics, sys, os
-out, which = sys.argv[1], sys.argv[2]
+out, which, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 transports = ["kernel", "dpdk"] if which == "all" else [which]
-def load(t, name):
-    path = os.path.join(out, f"{t}-{name}.jsonl")
+def load(t, name, p=""):
+    path = os.path.join(out, f"{p}{t}-{name}.jsonl")
     with open(path) as f:
         return [json.loads(l) for l in f if l.strip()]
 def med(rows, key):
@@ -164,4 +183,19 @@ for t in transports:
     r = load(t, "idle")
     print(f"- {t}: {med(r,'ready'):,.0f} idle connections held (of {med(r,'connections'):,.0f}), "
           f"{med(r,'connect_per_s'):,.0f} sessions/s, server RSS {med(r,'server_rss_per_conn'):,.0f} bytes per connection")
+if prefix:
+    print()
+    print("Against the baseline (medians of the same interleaved runs; + is better for msg/s, - for µs):")
+    print()
+    print("| transport | scenario | baseline msg/s | msg/s | change | baseline busy µs/msg | busy µs/msg | change |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for t in transports:
+        for name, label in rows:
+            b, c = load(t, name, prefix), load(t, name)
+            bm, cm = med(b, "msg_per_s"), med(c, "msg_per_s")
+            bb, cb = med(b, "server_busy_us_per_msg"), med(c, "server_busy_us_per_msg")
+            print(f"| {t} | {label} | {bm:,.0f} | {cm:,.0f} | {100*(cm/bm-1):+.1f} % | {bb:.3f} | {cb:.3f} | {100*(cb/bb-1):+.1f} % |")
+    for t in transports:
+        b, c = load(t, "idle", prefix), load(t, "idle")
+        print(f"- {t} idle: server RSS per connection {med(b,'server_rss_per_conn'):,.0f} -> {med(c,'server_rss_per_conn'):,.0f} bytes")
 PY

@@ -40,9 +40,8 @@ impl Service for TcpEchoService {
     ) -> Verdict {
         conn.last_rx = cx.now();
         // Where the transport allows it, a large read goes back out from its own buffer.
-        let out = cx.out();
-        if input.len() < crate::websocket::INPUT_REF_MIN || !out.put_input(0, input.len()) {
-            out.put(input);
+        if input.len() < crate::websocket::INPUT_REF_MIN || !cx.put_input(0, input.len()) {
+            cx.out().put(input);
         }
         Verdict::Continue
     }

@@ -62,7 +62,7 @@ impl<M> Transmit for ConnOut<'_, '_, M> {
         if payload.len() >= INPUT_REF_MIN
             && at <= len
             && payload.len() <= len - at
-            && self.cx.out().put_input(at, payload.len())
+            && self.cx.put_input(at, payload.len())
         {
             return;
         }
@@ -225,7 +225,6 @@ const NEVER: Millis = Millis::MAX;
 /// One connection's WebSocket state.
 #[derive(Debug)]
 pub struct WsConn {
-    id: ConnId,
     phase: Phase,
     /// When the peer last sent anything.
     last_rx: Millis,
@@ -249,13 +248,6 @@ enum Phase {
     Done,
 }
 
-impl WsConn {
-    /// The connection's id.
-    pub fn id(&self) -> ConnId {
-        self.id
-    }
-}
-
 impl<H: Handler> WsService<H> {
     fn ms(&self, t: Instant) -> Millis {
         t.saturating_duration_since(self.epoch).as_millis() as Millis
@@ -273,6 +265,7 @@ impl<H: Handler> WsService<H> {
         data: &[u8],
         cx: &mut ConnCtx<'_, H::Message>,
     ) -> Result<Option<usize>, Verdict> {
+        let id = cx.id();
         let (req, head_len) = match handshake::parse_request(data, self.config.max_header_bytes) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return Ok(None),
@@ -282,18 +275,18 @@ impl<H: Handler> WsService<H> {
                 | HandshakeError::NotHttp11),
             ) => return self.plain_http(conn, data, e, cx),
             Err(e) => {
-                tracing::debug!(conn = %conn.id, error = %e, status = e.status(), "handshake refused");
+                tracing::debug!(conn = %id, error = %e, status = e.status(), "handshake refused");
                 self.handshake_failed(ws_metrics::handshake_slot(e.status()));
                 cx.out().put(&e.response());
                 conn.phase = Phase::Done;
                 return Err(Verdict::Close);
             }
         };
-        match self.handler.on_open(conn.id, &req) {
+        match self.handler.on_open(id, &req) {
             Decision::Accept { protocol } => {
                 if let Some(p) = protocol.as_deref() {
                     if !req.protocols.contains(&p) {
-                        tracing::error!(conn = %conn.id, protocol = p, "handler chose a subprotocol the client did not offer");
+                        tracing::error!(conn = %id, protocol = p, "handler chose a subprotocol the client did not offer");
                         self.handshake_failed(ws_metrics::handshake_slot(500));
                         cx.out()
                             .put(&handshake::error_response(500, "internal error", ""));
@@ -312,7 +305,6 @@ impl<H: Handler> WsService<H> {
                     .map_or(NEVER, |i| now + i.as_millis() as Millis);
                 cx.accept_pushes(true);
                 if let Phase::Open(session) = &mut conn.phase {
-                    let id = conn.id;
                     let handler = &mut self.handler;
                     let mut out = ConnOut::new(cx, None);
                     let mut sender = session.sender_tallied(&mut out, &mut self.tally.frames.sent);
@@ -322,7 +314,7 @@ impl<H: Handler> WsService<H> {
             }
             Decision::Reject { status, reason } => {
                 let e = HandshakeError::Rejected { status, reason };
-                tracing::debug!(conn = %conn.id, error = %e, "handshake rejected by handler");
+                tracing::debug!(conn = %id, error = %e, "handshake rejected by handler");
                 self.handshake_failed(ws_metrics::handshake_slot(status));
                 cx.out().put(&e.response());
                 conn.phase = Phase::Done;
@@ -341,6 +333,7 @@ impl<H: Handler> WsService<H> {
         refusal: HandshakeError,
         cx: &mut ConnCtx<'_, H::Message>,
     ) -> Result<Option<usize>, Verdict> {
+        let id = cx.id();
         let answer = match handshake::parse_http(data, self.config.max_header_bytes) {
             Ok(None) => return Ok(None),
             Ok(Some((req, _))) if req.content_length > self.config.max_http_body => {
@@ -351,17 +344,17 @@ impl<H: Handler> WsService<H> {
                 let Some(body) = data.get(head..head + req.content_length) else {
                     return Ok(None); // the body is still on its way
                 };
-                match self.handler.on_http(conn.id, &req, body) {
+                match self.handler.on_http(id, &req, body) {
                     Some(answer) => answer,
                     None => {
-                        tracing::debug!(conn = %conn.id, error = %refusal, "handshake refused");
+                        tracing::debug!(conn = %id, error = %refusal, "handshake refused");
                         self.handshake_failed(ws_metrics::handshake_slot(refusal.status()));
                         refusal.response()
                     }
                 }
             }
             Err(e) => {
-                tracing::debug!(conn = %conn.id, error = %e, "malformed HTTP request");
+                tracing::debug!(conn = %id, error = %e, "malformed HTTP request");
                 self.handshake_failed(ws_metrics::handshake_slot(e.status()));
                 e.response()
             }
@@ -384,7 +377,7 @@ impl<H: Handler> WsService<H> {
             return Verdict::Continue;
         };
         let handler = &mut self.handler;
-        let id = conn.id;
+        let id = cx.id();
         let mut peer_code = None;
         let mut peer_closed = false;
         let closes = self.tally.closes_sent();
@@ -486,8 +479,8 @@ impl<H: Handler> Service for WsService<H> {
 
     fn open(&mut self, id: ConnId, _peer: SocketAddr, cx: &mut ConnCtx<'_, H::Message>) -> WsConn {
         let now = cx.now();
+        let _ = id;
         WsConn {
-            id,
             phase: Phase::Handshake { buf: Vec::new() },
             last_rx: self.ms(now),
             timer: self.ms(now + self.config.handshake_timeout),
@@ -537,9 +530,10 @@ impl<H: Handler> Service for WsService<H> {
     }
 
     fn on_eof(&mut self, conn: &mut WsConn, cx: &mut ConnCtx<'_, H::Message>) -> Verdict {
+        let id = cx.id();
         if let Phase::Open(session) = &mut conn.phase {
             if session.state() != SessionState::Closed {
-                tracing::debug!(conn = %conn.id, "peer closed TCP without a close handshake");
+                tracing::debug!(conn = %id, "peer closed TCP without a close handshake");
                 session.abort();
             }
         }
@@ -564,11 +558,12 @@ impl<H: Handler> Service for WsService<H> {
     }
 
     fn on_deadline(&mut self, conn: &mut WsConn, cx: &mut ConnCtx<'_, H::Message>) -> Verdict {
+        let id = cx.id();
         let at = self.ms(cx.now());
         match &mut conn.phase {
             Phase::Done => return Verdict::Continue,
             Phase::Handshake { .. } if at >= conn.timer => {
-                tracing::debug!(conn = %conn.id, "handshake timeout");
+                tracing::debug!(conn = %id, "handshake timeout");
                 self.handshake_failed(ws_metrics::HANDSHAKE_TIMEOUT);
                 conn.phase = Phase::Done;
                 return Verdict::Close;
@@ -576,7 +571,7 @@ impl<H: Handler> Service for WsService<H> {
             Phase::Handshake { .. } => return Verdict::Continue,
             Phase::Open(session) if conn.closing => {
                 if at >= conn.timer {
-                    tracing::debug!(conn = %conn.id, "close timeout: peer did not answer our close frame");
+                    tracing::debug!(conn = %id, "close timeout: peer did not answer our close frame");
                     session.abort();
                     return Verdict::Close;
                 }
@@ -589,14 +584,14 @@ impl<H: Handler> Service for WsService<H> {
             .idle_timeout
             .is_some_and(|t| at >= conn.last_rx + t.as_millis() as Millis)
         {
-            tracing::debug!(conn = %conn.id, "idle timeout");
+            tracing::debug!(conn = %id, "idle timeout");
             return self.start_close(conn, CloseCode::GOING_AWAY, "idle timeout", cx);
         }
         if let Some(interval) = self.config.ping_interval {
             if at >= conn.timer {
                 if conn.missed_pongs >= MAX_MISSED_PONGS {
                     // The peer looks dead: say why, but do not wait for a close reply.
-                    tracing::debug!(conn = %conn.id, "peer missed {MAX_MISSED_PONGS} pongs");
+                    tracing::debug!(conn = %id, "peer missed {MAX_MISSED_PONGS} pongs");
                     self.start_close(conn, CloseCode::GOING_AWAY, "ping timeout", cx);
                     if let Phase::Open(session) = &mut conn.phase {
                         session.abort();
@@ -618,7 +613,8 @@ impl<H: Handler> Service for WsService<H> {
     }
 
     fn on_slow(&mut self, conn: &mut WsConn, cx: &mut ConnCtx<'_, H::Message>) -> Verdict {
-        tracing::debug!(conn = %conn.id, "closing a slow consumer with 1008");
+        let id = cx.id();
+        tracing::debug!(conn = %id, "closing a slow consumer with 1008");
         self.start_close(
             conn,
             CloseCode::POLICY_VIOLATION,
@@ -631,10 +627,16 @@ impl<H: Handler> Service for WsService<H> {
         self.start_close(conn, CloseCode::GOING_AWAY, "server shutdown", cx)
     }
 
-    fn on_close(&mut self, conn: WsConn, _cause: CloseCause, cx: &mut Ctx<'_, H::Message>) {
+    fn on_close(
+        &mut self,
+        id: ConnId,
+        conn: WsConn,
+        _cause: CloseCause,
+        cx: &mut Ctx<'_, H::Message>,
+    ) {
         if matches!(conn.phase, Phase::Open(_)) {
             let (handler, mut w) = self.worker_cx(cx);
-            handler.on_close(conn.id, conn.close_code, &mut w);
+            handler.on_close(id, conn.close_code, &mut w);
             self.dirty = true;
         }
     }

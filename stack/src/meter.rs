@@ -132,6 +132,8 @@ pub struct Queued {
     pub slot: u32,
     /// Bytes queued.
     pub bytes: u64,
+    /// Pushes dropped for it so far (it was over its output limit).
+    pub dropped: u32,
 }
 
 /// How many connections a worker reports in [`WorkerMeter::most_queued`].
@@ -291,6 +293,7 @@ mod tests {
         let top = most_queued(all.iter().enumerate().map(|(i, b)| Queued {
             slot: i as u32,
             bytes: *b,
+            dropped: 0,
         }));
         let bytes: Vec<u64> = top.iter().map(|q| q.bytes).collect();
         assert_eq!(bytes, [10, 9, 7, 7, 3]);

@@ -104,8 +104,6 @@ pub struct Output {
     /// Bytes at the front of `buf` already written.
     head: usize,
     pieces: Option<Box<Pieces>>,
-    /// The transport will resolve input references before it reuses the input.
-    input_refs: bool,
 }
 
 impl Output {
@@ -144,31 +142,17 @@ impl Output {
         p.list.push_back(Piece::Shared(prepared.clone()));
     }
 
-    /// Queue bytes `start..start + len` of the input being handled by reference, if the transport
-    /// allows it for this call ([`Output::allow_input`]); `false` means copy them instead.
-    pub fn put_input(&mut self, start: usize, len: usize) -> bool {
-        if !self.input_refs {
-            return false;
-        }
+    /// Queue bytes `start..start + len` of the input being handled by reference. Only where the
+    /// transport has said it will write or [`Output::detach_input`] them before it reuses the
+    /// input buffer: services go through [`crate::ConnCtx::put_input`], which knows.
+    pub(crate) fn put_input(&mut self, start: usize, len: usize) {
         if len == 0 {
-            return true;
+            return;
         }
         let p = self.cover_tail();
         p.by_ref += len;
         p.inputs += 1;
         p.list.push_back(Piece::Input { start, len });
-        true
-    }
-
-    /// Let (or stop letting) the service queue references to the input. A transport that allows
-    /// it must write or [`Output::detach_input`] them before the input buffer is reused.
-    pub fn allow_input(&mut self, yes: bool) {
-        self.input_refs = yes;
-    }
-
-    /// Whether input references may be queued now.
-    pub fn input_allowed(&self) -> bool {
-        self.input_refs
     }
 
     /// Whether references to the input are queued.
@@ -178,12 +162,43 @@ impl Output {
     }
 
     /// Replace every queued input reference by a copy of those bytes of `input` (the rest of an
-    /// echo the socket did not take), so that the input buffer can be reused.
-    pub fn detach_input(&mut self, input: &[u8]) {
+    /// echo the socket did not take), so that the input buffer can be reused. When nothing is
+    /// shared, what is left becomes one run of owned bytes, laid out in `scratch` (whose storage
+    /// is swapped with the buffer's: no allocation once it has grown).
+    pub fn detach_input(&mut self, input: &[u8], scratch: &mut Vec<u8>) {
+        let unsent = self.unsent();
         let Some(p) = self.pieces.as_mut() else {
             return;
         };
         if p.inputs == 0 {
+            return;
+        }
+        if !p.list.iter().any(|x| matches!(x, Piece::Shared(_))) {
+            scratch.clear();
+            scratch.reserve(unsent);
+            let mut owned = &self.buf[self.head..];
+            for (i, piece) in p.list.iter().enumerate() {
+                let skip = if i == 0 { p.front_done } else { 0 };
+                match *piece {
+                    Piece::Owned(n) => {
+                        let (run, rest) = owned.split_at(n);
+                        scratch.extend_from_slice(run);
+                        owned = rest;
+                    }
+                    Piece::Input { start, len } => scratch.extend_from_slice(
+                        input.get(start + skip..start + len).unwrap_or_default(),
+                    ),
+                    Piece::Shared(_) => {}
+                }
+            }
+            scratch.extend_from_slice(owned);
+            std::mem::swap(&mut self.buf, scratch);
+            self.head = 0;
+            p.list.clear();
+            p.covered = 0;
+            p.front_done = 0;
+            p.by_ref = 0;
+            p.inputs = 0;
             return;
         }
         for piece in p.list.iter_mut() {
@@ -389,11 +404,10 @@ mod tests {
         let shared = Prepared::from(&b"SHARED"[..]);
         let input = b"....INPUT....";
         let mut out = Output::default();
-        out.allow_input(true);
         out.put(b"a1");
         out.put_prepared(&shared);
         out.put(b"b22");
-        assert!(out.put_input(4, 5));
+        out.put_input(4, 5);
         out.put(b"c333");
         out.put_prepared(&shared);
         let want = b"a1SHAREDb22INPUTc333SHARED".to_vec();
@@ -401,7 +415,6 @@ mod tests {
         assert_eq!(gather(&out, input), want);
         for step in [1, 2, 3, 5, 100] {
             let mut o = Output::default();
-            o.allow_input(true);
             o.put(b"a1");
             o.put_prepared(&shared);
             o.put(b"b22");
@@ -429,23 +442,33 @@ mod tests {
     }
 
     #[test]
-    fn input_references_need_permission_and_detach_to_copies() {
+    fn input_references_detach_to_copies() {
         let mut out = Output::default();
-        assert!(
-            !out.put_input(0, 3),
-            "not allowed unless the transport says so"
-        );
-        out.allow_input(true);
         let mut input = b"echo me".to_vec();
         out.put(b"<");
-        assert!(out.put_input(0, 7));
+        out.put_input(0, 7);
         out.put(b">");
         out.advance(3); // "<" and "ec"
         assert!(out.holds_input());
-        out.detach_input(&input);
+        let mut scratch = Vec::new();
+        out.detach_input(&input, &mut scratch);
         assert!(!out.holds_input());
+        assert!(
+            out.is_contiguous(),
+            "owned bytes and input only: one run again"
+        );
         input.fill(b'x'); // the buffer is reused: the output kept its own copy
         assert_eq!(drain_by(&mut out, &input, 4), b"ho me>");
+        // With a shared piece queued too, input pieces become shared copies, in order.
+        let shared = Prepared::from(&b"[S]"[..]);
+        let mut out = Output::default();
+        let input = b"abcdef".to_vec();
+        out.put_prepared(&shared);
+        out.put_input(1, 3);
+        out.put(b"!");
+        out.detach_input(&input, &mut scratch);
+        assert!(!out.holds_input());
+        assert_eq!(drain_by(&mut out, &[], 2), b"[S]bcd!");
     }
 
     #[test]
@@ -484,7 +507,6 @@ mod tests {
         ) {
             let input: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
             let mut out = Output::default();
-            out.allow_input(true);
             let mut want: Vec<u8> = Vec::new();
             let mut got: Vec<u8> = Vec::new();
             let mut tag = 0u8;
@@ -503,7 +525,7 @@ mod tests {
                     }
                     2 => {
                         let start = len % 500;
-                        proptest::prop_assert!(out.put_input(start, len));
+                        out.put_input(start, len);
                         want.extend_from_slice(&input[start..start + len]);
                     }
                     _ => {

@@ -112,9 +112,15 @@ pub trait Service {
         Verdict::Close
     }
 
-    /// The connection is gone; release its state. `cx` can still reach the other connections.
-    fn on_close(&mut self, conn: Self::Conn, cause: CloseCause, cx: &mut Ctx<'_, Self::Message>) {
-        let _ = (conn, cause, cx);
+    /// Connection `id` is gone; release its state. `cx` can still reach the other connections.
+    fn on_close(
+        &mut self,
+        id: ConnId,
+        conn: Self::Conn,
+        cause: CloseCause,
+        cx: &mut Ctx<'_, Self::Message>,
+    ) {
+        let _ = (id, conn, cause, cx);
     }
 
     /// A message posted to this worker ([`Ctx::post`]).
@@ -252,6 +258,18 @@ impl<'a, M> ConnCtx<'a, M> {
     #[inline]
     pub fn out(&mut self) -> &mut Output {
         self.cx.lines.out(self.slot)
+    }
+
+    /// Queue bytes `start..start + len` of the input being handled (`on_data`'s) by reference
+    /// instead of copying them, where the transport allows it (the kernel path writes them from
+    /// its read buffer); `false` means copy them instead.
+    pub fn put_input(&mut self, start: usize, len: usize) -> bool {
+        let line = &mut self.cx.lines.lines[self.slot as usize];
+        if !line.input_refs {
+            return false;
+        }
+        line.out.put_input(start, len);
+        true
     }
 
     /// Open (or close) this connection to pushes from [`Ctx::push`]; closed until opened. A

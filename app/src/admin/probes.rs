@@ -53,10 +53,11 @@ pub fn probes(sources: &Sources, uptime: Duration) -> String {
     for (i, (w, q)) in queued.iter().enumerate() {
         let _ = write!(
             j,
-            "{}{{\"conn\":\"{w}.{}\",\"bytes\":{}}}",
+            "{}{{\"conn\":\"{w}.{}\",\"bytes\":{},\"dropped\":{}}}",
             if i > 0 { "," } else { "" },
             q.slot,
-            q.bytes
+            q.bytes,
+            q.dropped
         );
     }
     let (mut frames_in, mut frames_out, mut refused) = (0u64, 0u64, 0u64);
@@ -91,15 +92,21 @@ mod tests {
         WorkerRecorder::new(Arc::clone(&meters), 0).set_most_queued(vec![Queued {
             slot: 4,
             bytes: 100,
+            dropped: 0,
         }]);
         WorkerRecorder::new(Arc::clone(&meters), 1).set_most_queued(vec![Queued {
             slot: 9,
             bytes: 5000,
+            dropped: 7,
         }]);
         let j = probes(&Sources::bare(meters, false), Duration::from_secs(3));
         let first = j.find("\"conn\":\"1.9\"").expect("worker 1's connection");
         let second = j.find("\"conn\":\"0.4\"").expect("worker 0's connection");
         assert!(first < second, "largest first: {j}");
+        assert!(
+            j.contains("\"conn\":\"1.9\",\"bytes\":5000,\"dropped\":7"),
+            "{j}"
+        );
         assert!(j.contains("\"uptime_ms\":3000"));
         assert_eq!(j.matches('{').count(), j.matches('}').count(), "{j}");
         assert_eq!(j.matches('[').count(), j.matches(']').count(), "{j}");

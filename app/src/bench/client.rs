@@ -457,7 +457,7 @@ impl Service for LoadClient {
         }
     }
 
-    fn on_close(&mut self, conn: ClientConn, cause: CloseCause, _: &mut Ctx<'_, ()>) {
+    fn on_close(&mut self, _: ConnId, conn: ClientConn, cause: CloseCause, _: &mut Ctx<'_, ()>) {
         self.open -= 1;
         if let Some(l) = self.live() {
             l.open.store(self.open, Ordering::Relaxed);

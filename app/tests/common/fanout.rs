@@ -260,7 +260,7 @@ impl Service for Client {
         Verdict::Continue
     }
 
-    fn on_close(&mut self, conn: Conn, cause: CloseCause, _: &mut Ctx<'_, ()>) {
+    fn on_close(&mut self, _: ConnId, conn: Conn, cause: CloseCause, _: &mut Ctx<'_, ()>) {
         if cause == CloseCause::Error && !conn.done {
             self.out.failed += 1;
             self.error(format!("session {}: reset before it was done", conn.index));

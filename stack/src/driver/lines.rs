@@ -4,12 +4,13 @@
 //! Kept apart from the connections' service state so that a service, while it holds one
 //! connection's state, can still write to any other connection (a broadcast).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::bufpool::BufPool;
 use crate::conn::{ConnId, PushError};
 use crate::output::Output;
-use crate::timer::{Clock, Millis, NEVER};
+use crate::timer::{Clock, Millis};
 
 /// What happens to a connection that a push would take over its output limit. Either way the
 /// push is dropped (and counted), so memory stays bounded whatever the fan-out.
@@ -48,10 +49,12 @@ pub(crate) struct Line {
     pub(crate) pushable: bool,
     /// In the dirty list.
     pub(crate) dirty: bool,
-    /// Pushes dropped for this connection (probes show the worst).
-    pub(crate) dropped: u32,
-    /// Under the close policy: since when the connection has been over its limit.
-    pub(crate) slow_since: Millis,
+    /// During this call the service may queue references to the input
+    /// ([`crate::ConnCtx::put_input`]).
+    pub(crate) input_refs: bool,
+    /// Under the close policy: the connection refused a push and has not caught up since
+    /// (since when: [`Lines::slow_since`]).
+    pub(crate) slow: bool,
 }
 
 /// The lines of one worker's connections, indexed by slot.
@@ -66,6 +69,11 @@ pub(crate) struct Lines {
     pub(crate) policy: SlowConsumer,
     /// Slots that went over their limit under the close policy since the driver last looked.
     pub(crate) newly_slow: Vec<u32>,
+    /// Since when each slow connection has been so (few at a time: kept out of the lines, which
+    /// every connection has).
+    pub(crate) slow_since: HashMap<u32, Millis>,
+    /// Pushes dropped per connection, for those that had any (probes show them).
+    pub(crate) drops: HashMap<u32, u32>,
     pub(crate) stats: PushStats,
     pub(crate) clock: Clock,
     pub(crate) worker: u16,
@@ -81,6 +89,8 @@ impl Lines {
             limit,
             policy,
             newly_slow: Vec::new(),
+            slow_since: HashMap::new(),
+            drops: HashMap::new(),
             stats: PushStats::default(),
             clock,
             worker,
@@ -96,8 +106,18 @@ impl Lines {
         line.generation = generation;
         line.live = false;
         line.pushable = false;
-        line.dropped = 0;
-        line.slow_since = NEVER;
+        self.forget(slot);
+    }
+
+    /// Drop what is kept on the side for a connection that is gone.
+    pub(crate) fn forget(&mut self, slot: usize) {
+        self.clear_slow(slot);
+        self.drops.remove(&(slot as u32));
+    }
+
+    /// Pushes dropped for `slot`'s connection.
+    pub(crate) fn dropped(&self, slot: usize) -> u32 {
+        self.drops.get(&(slot as u32)).copied().unwrap_or(0)
     }
 
     /// The slot's generation.
@@ -167,7 +187,8 @@ impl Lines {
         // A frame larger than the limit still reaches a connection that has nothing queued.
         if unsent > 0 && unsent + len > self.limit {
             self.stats.dropped += 1;
-            if line.dropped == 0 {
+            let count = self.drops.entry(to.slot).or_insert(0);
+            if *count == 0 {
                 tracing::debug!(
                     worker = self.worker,
                     conn = to.slot,
@@ -176,9 +197,10 @@ impl Lines {
                     "output over its limit: pushes to this connection are dropped"
                 );
             }
-            line.dropped = line.dropped.saturating_add(1);
-            if matches!(self.policy, SlowConsumer::Close { .. }) && line.slow_since == NEVER {
-                line.slow_since = self.clock.floor(now);
+            *count = count.saturating_add(1);
+            if matches!(self.policy, SlowConsumer::Close { .. }) && !line.slow {
+                line.slow = true;
+                self.slow_since.insert(to.slot, self.clock.floor(now));
                 self.newly_slow.push(to.slot);
             }
             return Err(PushError::Full(to));
@@ -199,19 +221,32 @@ impl Lines {
         let SlowConsumer::Close { grace } = self.policy else {
             return None;
         };
-        let since = self.lines.get(slot)?.slow_since;
-        (since != NEVER).then(|| since.saturating_add(grace.as_millis() as Millis))
+        if !self.lines.get(slot)?.slow {
+            return None;
+        }
+        let since = self.slow_since.get(&(slot as u32))?;
+        Some(since.saturating_add(grace.as_millis() as Millis))
+    }
+
+    /// The connection is no longer slow (it caught up, or it was dealt with).
+    pub(crate) fn clear_slow(&mut self, slot: usize) {
+        if let Some(l) = self.lines.get_mut(slot) {
+            if std::mem::take(&mut l.slow) {
+                self.slow_since.remove(&(slot as u32));
+            }
+        }
     }
 
     /// After a write: a slow connection whose output has drained to half its limit has caught
     /// up, and is no longer slow. (Half, not the limit itself: pushes are refused before they
     /// would cross the limit, so a consumer that never reads sits just under it.)
     pub(crate) fn check_recovered(&mut self, slot: usize) {
-        let limit = self.limit;
-        if let Some(l) = self.lines.get_mut(slot) {
-            if l.slow_since != NEVER && l.out.unsent() <= limit / 2 {
-                l.slow_since = NEVER;
-            }
+        let caught_up = self
+            .lines
+            .get(slot)
+            .is_some_and(|l| l.slow && l.out.unsent() <= self.limit / 2);
+        if caught_up {
+            self.clear_slow(slot);
         }
     }
 }
@@ -296,7 +331,7 @@ mod tests {
             Some(60),
             "fits exactly"
         );
-        assert_eq!((l.stats.dropped, l.lines[0].dropped), (1, 1));
+        assert_eq!((l.stats.dropped, l.dropped(0)), (1, 1));
         assert!(l.newly_slow.is_empty(), "drop policy never closes");
         // Larger than the limit, onto an empty output: delivered.
         assert!(l.reserve(id(1), 500, true, now).is_ok());
@@ -312,7 +347,7 @@ mod tests {
             assert!(l.reserve(id(0), 20, true, now).is_err());
         }
         assert_eq!(l.newly_slow, [0], "one mark, however many drops");
-        let since = l.lines[0].slow_since;
+        let since = l.slow_since[&0];
         assert_eq!(l.slow_deadline(0), Some(since + 50));
         l.lines[0].out.advance(30);
         l.check_recovered(0);

@@ -210,6 +210,8 @@ impl<S: Service, T> Driver<S, T> {
     /// the slab never has to move every connection while accepting).
     pub fn with_capacity(mut self, n: usize) -> Self {
         self.slots.reserve(n);
+        // The lines too: grown by doubling, they would leave copies behind in the heap.
+        self.lines.lines.reserve(n);
         self
     }
 
@@ -313,7 +315,7 @@ impl<S: Service, T> Driver<S, T> {
 
     /// Pushes dropped for the connection so far.
     pub fn dropped(&self, slot: usize) -> u32 {
-        self.lines.lines.get(slot).map_or(0, |l| l.dropped)
+        self.lines.dropped(slot)
     }
 
     /// Change the backpressure (and push) limit while serving.
@@ -368,12 +370,12 @@ impl<S: Service, T> Driver<S, T> {
             return;
         };
         if by_ref {
-            self.lines.lines[slot].out.allow_input(true);
+            self.lines.lines[slot].input_refs = true;
         }
         let mut cx = conn_cx!(self, slot, now);
         let verdict = self.service.on_data(state, input, &mut cx);
         if by_ref {
-            self.lines.lines[slot].out.allow_input(false);
+            self.lines.lines[slot].input_refs = false;
         }
         self.after(slot, verdict, now);
     }
@@ -406,8 +408,14 @@ impl<S: Service, T> Driver<S, T> {
         };
         read(&mut s.io, &mut deliver);
         // No arm here: the transport arms the connection once its step is over, with its own
-        // deadline (smoltcp's) beside the service's.
-        self.note(slot, verdict, now);
+        // deadline (smoltcp's) beside the service's. Nor is the connection listed as written
+        // to: the transport writes it in the same step.
+        if verdict == Verdict::Close {
+            self.begin_close(slot, now);
+        }
+        if !self.lines.newly_slow.is_empty() {
+            self.arm_slow();
+        }
     }
 
     /// Whether the connection's output holds references to the input just handed over.
@@ -419,10 +427,11 @@ impl<S: Service, T> Driver<S, T> {
             .is_some_and(|l| l.out.holds_input())
     }
 
-    /// Copy what the connection's output still references of `input`, so it can be reused.
-    pub fn detach_input(&mut self, slot: usize, input: &[u8]) {
+    /// Copy what the connection's output still references of `input`, so it can be reused
+    /// (`scratch`: the transport's spare buffer, see [`Output::detach_input`]).
+    pub fn detach_input(&mut self, slot: usize, input: &[u8], scratch: &mut Vec<u8>) {
         if let Some(l) = self.lines.lines.get_mut(slot) {
-            l.out.detach_input(input);
+            l.out.detach_input(input, scratch);
         }
     }
 
@@ -466,7 +475,7 @@ impl<S: Service, T> Driver<S, T> {
         };
         let line: &mut Line = &mut self.lines.lines[slot];
         let empty = line.out.is_empty();
-        if line.slow_since != NEVER {
+        if line.slow {
             self.lines.check_recovered(slot);
         }
         match s.phase {
@@ -629,7 +638,7 @@ impl<S: Service, T> Driver<S, T> {
 
     /// The slow-consumer grace of `slot` has passed and it has not caught up since.
     fn slow(&mut self, slot: usize, now: Instant) {
-        self.lines.lines[slot].slow_since = NEVER;
+        self.lines.clear_slow(slot);
         let Some(state) = self.slots[slot].state.as_mut() else {
             return;
         };
@@ -656,6 +665,12 @@ impl<S: Service, T> Driver<S, T> {
         line.out.reclaim(&mut self.lines.pool);
         line.live = false;
         line.pushable = false;
+        let id = ConnId {
+            worker: self.lines.worker,
+            slot: slot as u32,
+            generation: line.generation,
+        };
+        self.lines.forget(slot);
         if let Some(state) = s.state {
             match cause {
                 CloseCause::Done => self.stats.closed += 1,
@@ -663,7 +678,7 @@ impl<S: Service, T> Driver<S, T> {
                 CloseCause::Shutdown => self.stats.abandoned += 1,
             }
             let mut cx = worker_cx!(self, now);
-            self.service.on_close(state, cause, &mut cx);
+            self.service.on_close(id, state, cause, &mut cx);
             self.arm_slow();
         }
         Some(s.io)
@@ -793,10 +808,115 @@ impl<S: Service, T> Driver<S, T> {
         all
     }
 
-    /// The connections with the most unsent output (for probes).
-    pub fn unsent_by_slot(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.slots
-            .iter()
-            .map(|(slot, _)| (slot, self.lines.lines[slot].out.unsent()))
+    /// Every connection's unsent output and pushes dropped so far (for probes: a scan).
+    pub fn unsent_by_slot(&self) -> impl Iterator<Item = (usize, usize, u32)> + '_ {
+        self.slots.iter().map(|(slot, _)| {
+            (
+                slot,
+                self.lines.lines[slot].out.unsent(),
+                self.lines.dropped(slot),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Echoes input; by reference when allowed. Closes on "bye".
+    #[derive(Default)]
+    struct Svc {
+        by_ref: Vec<bool>,
+    }
+
+    impl Service for Svc {
+        type Conn = ();
+        type Message = ();
+        fn open(&mut self, _: ConnId, _: SocketAddr, _: &mut ConnCtx<'_, ()>) {}
+        fn on_data(&mut self, _: &mut (), input: &mut [u8], cx: &mut ConnCtx<'_, ()>) -> Verdict {
+            if input == b"bye" {
+                return Verdict::Close;
+            }
+            let referenced = cx.put_input(0, input.len());
+            if !referenced {
+                cx.out().put(input);
+            }
+            self.by_ref.push(referenced);
+            Verdict::Continue
+        }
+    }
+
+    fn driver() -> (Driver<Svc, ()>, usize, Instant) {
+        let mut d = Driver::detached(DriverConfig::default(), Svc::default());
+        let now = Instant::now();
+        let s = d.insert(());
+        d.open(s, SocketAddr::from(([127, 0, 0, 1], 1)), now);
+        (d, s, now)
+    }
+
+    #[test]
+    fn input_references_only_where_the_transport_allows_them() {
+        let (mut d, s, now) = driver();
+        d.input(s, &mut b"copied".to_vec(), false, now);
+        assert!(!d.holds_input(s));
+        let mut input = b"referenced".to_vec();
+        d.input(s, &mut input, true, now);
+        assert!(d.holds_input(s));
+        let mut spare = Vec::new();
+        d.detach_input(s, &input, &mut spare);
+        input.fill(b'x');
+        assert_eq!(d.take_output(s), b"copiedreferenced");
+        assert_eq!(d.service().by_ref, [false, true]);
+        // Not after the call either: the permission is for one call.
+        d.input(s, &mut b"again".to_vec(), false, now);
+        assert_eq!(d.service().by_ref, [false, true, false]);
+    }
+
+    #[test]
+    fn a_close_flushes_shuts_down_then_waits_for_the_peer_until_the_linger_ends() {
+        let (mut d, s, now) = driver();
+        d.input(s, &mut b"last".to_vec(), false, now);
+        d.input(s, &mut b"bye".to_vec(), false, now);
+        assert_eq!(d.phase(s), Some(Phase::Closing));
+        d.input(s, &mut b"ignored".to_vec(), false, now);
+        assert_eq!(
+            d.service().by_ref.len(),
+            1,
+            "no input after the service is done"
+        );
+        assert_eq!(d.flushed(s, now), Flushed::Continue, "output still queued");
+        assert_eq!(d.take_output(s), b"last");
+        assert_eq!(d.flushed(s, now), Flushed::ShutDown);
+        assert_eq!(d.phase(s), Some(Phase::Draining));
+        // The peer never answers: the linger runs out.
+        let mut fired = Vec::new();
+        d.expire(now + Duration::from_secs(1), &mut fired);
+        assert!(fired.is_empty());
+        d.expire(
+            now + DriverConfig::default().close_linger + Duration::from_millis(2),
+            &mut fired,
+        );
+        assert_eq!(fired, [(s, true)]);
+        assert!(d.close(s, CloseCause::Done, now).is_some());
+        assert_eq!(d.stats().closed, 1);
+        // The peer's end after our shut down closes at once.
+        let (mut d, s, now) = driver();
+        d.input(s, &mut b"bye".to_vec(), false, now);
+        assert_eq!(d.flushed(s, now), Flushed::ShutDown);
+        assert!(d.eof(s, now), "draining and the peer is done");
+    }
+
+    #[test]
+    fn the_peers_end_with_output_queued_closes_once_it_is_out() {
+        let (mut d, s, now) = driver();
+        d.input(s, &mut b"tail".to_vec(), false, now);
+        assert!(
+            !d.eof(s, now),
+            "the service (default on_eof) closes; output first"
+        );
+        assert_eq!(d.phase(s), Some(Phase::Closing));
+        assert_eq!(d.take_output(s), b"tail");
+        assert_eq!(d.flushed(s, now), Flushed::Close);
     }
 }

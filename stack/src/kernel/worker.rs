@@ -49,6 +49,9 @@ pub(super) struct Worker<S: Service> {
     stop: Arc<Stop>,
     driver: Driver<S, Sock>,
     rbuf: Vec<u8>,
+    /// Where the part of an answer the socket did not take is laid out when it referenced the
+    /// read buffer (its storage is swapped in and out, never reallocated in steady state).
+    spare: Vec<u8>,
     ready: VecDeque<usize>,
     /// Scratch lists kept for their allocations.
     flush: Vec<u32>,
@@ -94,6 +97,7 @@ impl<S: Service> Worker<S> {
         Self {
             index,
             rbuf: vec![0; cfg.read_buffer.max(1024)],
+            spare: Vec::new(),
             cfg,
             poll,
             mailbox,
@@ -239,9 +243,10 @@ impl<S: Service> Worker<S> {
             self.last_probe = now;
             self.meter
                 .set_most_queued(most_queued(self.driver.unsent_by_slot().map(
-                    |(slot, bytes)| Queued {
+                    |(slot, bytes, dropped)| Queued {
                         slot: slot as u32,
                         bytes: bytes as u64,
+                        dropped,
                     },
                 )));
         }
@@ -411,7 +416,8 @@ impl<S: Service> Worker<S> {
                             if self.write(slot, n).is_err() {
                                 return self.close(slot, CloseCause::Error, now);
                             }
-                            self.driver.detach_input(slot, &self.rbuf[..n]);
+                            self.driver
+                                .detach_input(slot, &self.rbuf[..n], &mut self.spare);
                         }
                     }
                 }

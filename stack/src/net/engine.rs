@@ -264,12 +264,15 @@ impl<S: Service> Engine<S> {
             }
         });
         let arena = RingArena::new(cfg.tcp_rx_buf, cfg.tcp_tx_buf);
+        // Address space for every connection up front (pages are touched as they come): the
+        // tables never move every connection while they grow.
         let driver = driver(DriverConfig {
             worker: cfg.worker,
             backpressure_limit: cfg.backpressure_limit,
             slow_consumer: cfg.slow_consumer,
             close_linger: cfg.close_linger,
-        });
+        })
+        .with_capacity(cfg.max_connections.min(1 << 20));
         Self {
             cfg,
             iface,
@@ -319,6 +322,7 @@ impl<S: Service> Engine<S> {
         self.driver.ios().map(|(slot, f)| crate::meter::Queued {
             slot: slot as u32,
             bytes: (self.driver.unsent(slot) + f.socket.tcp().send_queue()) as u64,
+            dropped: self.driver.dropped(slot),
         })
     }
 

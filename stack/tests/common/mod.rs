@@ -63,7 +63,7 @@ impl Service for Greeter {
             Verdict::Continue
         }
     }
-    fn on_close(&mut self, _: usize, _: CloseCause, _: &mut Ctx<'_, ()>) {
+    fn on_close(&mut self, _: ConnId, _: usize, _: CloseCause, _: &mut Ctx<'_, ()>) {
         self.closed += 1;
         if self.closed == self.expect {
             self.done.store(true, Ordering::Relaxed);
