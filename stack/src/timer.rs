@@ -30,6 +30,16 @@ impl Clock {
         }
     }
 
+    /// A clock whose zero is `epoch`.
+    pub fn starting_at(epoch: Instant) -> Self {
+        Self { epoch }
+    }
+
+    /// The instant this clock counts from.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     /// `t` rounded down: for "now", so nothing counts as due before it is.
     pub fn floor(&self, t: Instant) -> Millis {
         t.saturating_duration_since(self.epoch).as_millis() as Millis

@@ -215,6 +215,15 @@ impl<S: Service, T> Driver<S, T> {
         self
     }
 
+    /// Count time from `epoch` (the transport's first instant, which may lie before the
+    /// driver was made, as in a simulation); before any connection arrives.
+    pub fn with_epoch(mut self, epoch: Instant) -> Self {
+        debug_assert!(self.slots.is_empty(), "the clock moves under armed timers");
+        self.clock = Clock::starting_at(epoch);
+        self.lines.clock = self.clock;
+        self
+    }
+
     /// The service.
     pub fn service(&self) -> &S {
         &self.service
@@ -546,25 +555,21 @@ impl<S: Service, T> Driver<S, T> {
     }
 
     /// Make sure a timer entry exists at or before the connection's next deadline: the
-    /// service's, its phase's, the slow-consumer grace's, or `extra` (the transport's own).
-    pub fn arm(&mut self, slot: usize, extra: Option<Instant>) {
+    /// service's, its phase's, the slow-consumer grace's, or `extra` (the transport's own, in
+    /// milliseconds of [`Driver::clock`], rounded up).
+    pub fn arm(&mut self, slot: usize, extra: Option<Millis>) {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
-        // The earliest instant first, converted to the clock once (the conversion is most of
-        // the cost, and this runs once per connection turn).
         let (service, phase_until) = match (s.phase, &s.state) {
             (Phase::Open, Some(state)) => (self.service.deadline(state), NEVER),
             (Phase::Open, None) => (None, NEVER),
             (Phase::Closing | Phase::Draining, _) => (None, s.until),
         };
-        let instant = match (service, extra) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let mut at = instant
-            .map_or(NEVER, |t| self.clock.ceil(t))
-            .min(phase_until);
+        let mut at = extra.unwrap_or(NEVER).min(phase_until);
+        if let Some(t) = service {
+            at = at.min(self.clock.ceil(t));
+        }
         if s.phase == Phase::Open {
             if let Some(slow) = self.lines.slow_deadline(slot) {
                 at = at.min(slow);

@@ -37,6 +37,10 @@ pub struct ArpCache {
     capacity: usize,
     /// Entries pushed out by newer ones because the cache was full.
     evicted: u64,
+    /// The last next hop resolved, with its MAC and expiry: almost every packet goes to the
+    /// same gateway or peer, and this spares the map's hashing per packet. Cleared whenever
+    /// an entry changes or goes.
+    last: Option<(Ipv4Addr, [u8; 6], Instant)>,
 }
 
 impl Default for ArpCache {
@@ -65,6 +69,7 @@ impl ArpCache {
             learned: Vec::new(),
             capacity: capacity.max(1),
             evicted: 0,
+            last: None,
         }
     }
 
@@ -85,7 +90,13 @@ impl ArpCache {
         now: Instant,
         out: &mut [u8; FRAME_LEN],
     ) -> Resolution {
-        if let Some(mac) = self.lookup(hop, now) {
+        if let Some((ip, mac, expires)) = self.last {
+            if ip == hop && expires > now {
+                return Resolution::Known(mac);
+            }
+        }
+        if let Some(&(mac, expires)) = self.entries.get(&hop).filter(|(_, e)| *e > now) {
+            self.last = Some((hop, mac, expires));
             return Resolution::Known(mac);
         }
         if self.should_request(hop, now) {
@@ -106,6 +117,7 @@ impl ArpCache {
 
     /// Remember what another worker heard (not queued again, so nothing echoes between workers).
     pub fn learn_from_peer(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
+        self.last = None;
         if !self.entries.contains_key(&ip) && self.entries.len() >= self.capacity {
             self.expire(now);
             if self.entries.len() >= self.capacity {
@@ -146,6 +158,7 @@ impl ArpCache {
 
     /// Drop expired entries and forget requests older than the request interval.
     pub fn expire(&mut self, now: Instant) {
+        self.last = None;
         self.entries.retain(|_, (_, expires)| *expires > now);
         self.requested
             .retain(|_, at| now.duration_since(*at) < REQUEST_INTERVAL);
@@ -398,6 +411,18 @@ mod tests {
         assert_eq!(
             cache.resolve(&cfg(), ip, now, &mut out),
             Resolution::Known([2, 0, 0, 0, 0, 5])
+        );
+        // Resolved again (from the one-entry memo): a new MAC and expiry replace the old ones.
+        cache.learn(ip, [2, 0, 0, 0, 0, 6], now + Duration::from_secs(2));
+        assert_eq!(
+            cache.resolve(&cfg(), ip, now + Duration::from_secs(2), &mut out),
+            Resolution::Known([2, 0, 0, 0, 0, 6])
+        );
+        let end = now + Duration::from_secs(2) + ENTRY_LIFETIME;
+        assert_eq!(
+            cache.resolve(&cfg(), ip, end, &mut out),
+            Resolution::Ask(FRAME_LEN),
+            "the memo expires with its entry"
         );
     }
 

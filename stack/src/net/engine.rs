@@ -181,6 +181,17 @@ pub struct FlowKey {
     pub port: u16,
 }
 
+/// One reading of the clock in the units a connection's turn needs. Taken once per call and
+/// reused for every connection of it (and for every packet of a burst, which share an instant):
+/// converting an `Instant` costs as much as a small step of the stack.
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    at: Instant,
+    /// On the driver's clock, whose zero is also smoltcp's.
+    ms: Millis,
+    smol: smoltcp::time::Instant,
+}
+
 /// What became of a segment that matched no flow.
 enum Admission {
     /// A SYN to the listening port: this slot now holds its connection.
@@ -216,7 +227,10 @@ pub struct Engine<S: Service> {
     flush: Vec<u32>,
     fired: Vec<(usize, bool)>,
     half_open: usize,
+    /// Zero of smoltcp's clock: the driver's clock's zero, so both count from the same instant.
     epoch: Instant,
+    /// The last clock reading (see [`Now`]).
+    last: Now,
     stats: EngineStats,
     shutting_down: bool,
     /// Connections of [`EngineConfig::dial`] opened so far.
@@ -248,6 +262,17 @@ impl<S: Service> Engine<S> {
         now: Instant,
         driver: impl FnOnce(DriverConfig) -> Driver<S, Flow>,
     ) -> Self {
+        let arena = RingArena::new(cfg.tcp_rx_buf, cfg.tcp_tx_buf);
+        // Address space for every connection up front (pages are touched as they come): the
+        // tables never move every connection while they grow.
+        let driver = driver(DriverConfig {
+            worker: cfg.worker,
+            backpressure_limit: cfg.backpressure_limit,
+            slow_consumer: cfg.slow_consumer,
+            close_linger: cfg.close_linger,
+        })
+        .with_capacity(cfg.max_connections.min(1 << 20))
+        .with_epoch(now);
         let epoch = now;
         let mut iface = {
             let mut dev = cfg.device(None, sink);
@@ -263,16 +288,6 @@ impl<S: Service> Engine<S> {
                 let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), cfg.prefix));
             }
         });
-        let arena = RingArena::new(cfg.tcp_rx_buf, cfg.tcp_tx_buf);
-        // Address space for every connection up front (pages are touched as they come): the
-        // tables never move every connection while they grow.
-        let driver = driver(DriverConfig {
-            worker: cfg.worker,
-            backpressure_limit: cfg.backpressure_limit,
-            slow_consumer: cfg.slow_consumer,
-            close_linger: cfg.close_linger,
-        })
-        .with_capacity(cfg.max_connections.min(1 << 20));
         Self {
             cfg,
             iface,
@@ -284,6 +299,11 @@ impl<S: Service> Engine<S> {
             fired: Vec::new(),
             half_open: 0,
             epoch,
+            last: Now {
+                at: epoch,
+                ms: 0,
+                smol: smoltcp::time::Instant::from_micros(0),
+            },
             stats: EngineStats::default(),
             shutting_down: false,
             dialed: 0,
@@ -340,6 +360,7 @@ impl<S: Service> Engine<S> {
     /// gets a turn so its timer is armed anew. Then whatever was written goes out.
     pub fn tick(&mut self, sink: &mut impl IpSink, now: Instant) {
         if self.driver.tick(now) {
+            let now = self.now(now);
             for slot in self.driver.slots() {
                 self.step(slot, sink, now);
             }
@@ -365,7 +386,7 @@ impl<S: Service> Engine<S> {
 
     /// Handle one received IP packet.
     pub fn ingress(&mut self, packet: &[u8], sink: &mut impl IpSink, now: Instant) {
-        let t = smol(self.epoch, now);
+        let t = self.now(now).smol;
         let Some(key) = self.tcp_key(packet) else {
             self.stats.other_packets += 1;
             return self.without_socket(packet, sink, t);
@@ -393,12 +414,12 @@ impl<S: Service> Engine<S> {
     /// was written to any other connection.
     pub fn process(&mut self, sink: &mut impl IpSink, now: Instant) {
         let mut received = std::mem::take(&mut self.received);
-        // Received something this round: the connection is active (for the idle trim).
-        let active = self.driver.clock().floor(now);
+        let now = self.now(now);
         for slot in received.drain(..) {
             if let Some(f) = self.driver.io(slot) {
                 f.received = false;
-                f.active = active;
+                // Received something this round: active (for the idle trim).
+                f.active = now.ms;
                 f.trimmed = false;
                 self.step(slot, sink, now);
             }
@@ -406,7 +427,7 @@ impl<S: Service> Engine<S> {
         if self.received.is_empty() {
             self.received = received;
         }
-        self.flush(sink, now);
+        self.flush(sink, now.at);
     }
 
     /// Send what was written to connections outside their own turn (pushes, mailbox, tick), and
@@ -417,6 +438,7 @@ impl<S: Service> Engine<S> {
         }
         let mut dirty = std::mem::take(&mut self.flush);
         self.driver.take_dirty(&mut dirty);
+        let now = self.now(now);
         // Only connections written to since their last step are listed (a step cleans its
         // connection).
         for &slot in &dirty {
@@ -430,6 +452,7 @@ impl<S: Service> Engine<S> {
     pub fn run_timers(&mut self, sink: &mut impl IpSink, now: Instant) {
         let mut fired = std::mem::take(&mut self.fired);
         self.driver.expire(now, &mut fired);
+        let now = self.now(now);
         for (slot, expired) in fired.drain(..) {
             if expired {
                 // Closing took longer than the linger: reset.
@@ -440,7 +463,7 @@ impl<S: Service> Engine<S> {
             self.step(slot, sink, now);
         }
         self.fired = fired;
-        self.flush(sink, now);
+        self.flush(sink, now.at);
     }
 
     /// Open more of the connections of [`EngineConfig::dial`]: at most `burst` now, and never
@@ -486,6 +509,7 @@ impl<S: Service> Engine<S> {
             let slot = self.insert_flow(key, socket, now);
             self.stats.dialed += 1;
             opened += 1;
+            let now = self.now(now);
             self.step(slot, sink, now);
         }
         dial.count - self.dialed
@@ -495,6 +519,8 @@ impl<S: Service> Engine<S> {
     /// established connection.
     pub fn shutdown(&mut self, sink: &mut impl IpSink, now: Instant) {
         self.shutting_down = true;
+        let at = now;
+        let now = self.now(at);
         for slot in self.driver.slots() {
             if !self.driver.is_open(slot) {
                 if let Some(f) = self.driver.io(slot) {
@@ -503,8 +529,8 @@ impl<S: Service> Engine<S> {
                 self.step(slot, sink, now);
             }
         }
-        self.driver.shutdown(now);
-        self.flush(sink, now);
+        self.driver.shutdown(at);
+        self.flush(sink, at);
     }
 
     /// Let smoltcp handle a packet no connection owns, through the empty socket set: it answers
@@ -599,11 +625,24 @@ impl<S: Service> Engine<S> {
         slot
     }
 
+    /// The clock read at `at`; the last reading again if `at` is the same instant (a burst of
+    /// packets, the connections of one call).
+    #[inline]
+    fn now(&mut self, at: Instant) -> Now {
+        if at != self.last.at {
+            let d = at.saturating_duration_since(self.epoch);
+            self.last = Now {
+                at,
+                ms: d.as_millis() as Millis,
+                smol: smoltcp::time::Instant::from_micros(d.as_micros() as i64),
+            };
+        }
+        self.last
+    }
+
     /// Move one connection forward: establishment, output into its socket, input to the
     /// service, end of input, egress, removal once closed, and its next timer.
-    fn step(&mut self, slot: usize, sink: &mut impl IpSink, now: Instant) {
-        let t = smol(self.epoch, now);
-        let clock = *self.driver.clock();
+    fn step(&mut self, slot: usize, sink: &mut impl IpSink, now: Now) {
         let Some((f, view)) = self.driver.peek(slot) else {
             return;
         };
@@ -614,11 +653,11 @@ impl<S: Service> Engine<S> {
             let peer = SocketAddr::V4(SocketAddrV4::new(f.key.peer, f.key.peer_port));
             self.half_open -= 1;
             self.stats.accepted += 1;
-            self.driver.open(slot, peer, now);
+            self.driver.open(slot, peer, now.at);
             open = true;
         }
         if open {
-            self.write(slot, now);
+            self.write(slot, now.at);
             loop {
                 let Some((f, view)) = self.driver.peek(slot) else {
                     return;
@@ -631,13 +670,13 @@ impl<S: Service> Engine<S> {
                     break;
                 }
                 // The service decodes in place in the socket's receive ring.
-                self.driver.input_in_place(slot, now, |f, deliver| {
+                self.driver.input_in_place(slot, now.at, |f, deliver| {
                     f.socket.recv(|buf| {
                         deliver(buf);
                         (buf.len(), ())
                     });
                 });
-                self.write(slot, now);
+                self.write(slot, now.at);
             }
             let Some(f) = self.driver.io(slot) else {
                 return;
@@ -645,8 +684,8 @@ impl<S: Service> Engine<S> {
             let s = f.socket.tcp();
             if !s.may_recv() && !s.can_recv() && s.state() != tcp::State::Listen {
                 // Already draining: smoltcp completes the close on its own.
-                self.driver.eof(slot, now);
-                self.write(slot, now);
+                self.driver.eof(slot, now.at);
+                self.write(slot, now.at);
             }
         }
         let Some((f, view)) = self.driver.peek(slot) else {
@@ -654,17 +693,17 @@ impl<S: Service> Engine<S> {
         };
         {
             let mut dev = self.cfg.device(None, sink);
-            f.socket.poll_egress(&mut self.iface, t, &mut dev);
+            f.socket.poll_egress(&mut self.iface, now.smol, &mut dev);
         }
         // TIME-WAIT holds nothing we need: the server closed last, the peer has its answer.
         if matches!(f.socket.state(), tcp::State::Closed | tcp::State::TimeWait) {
-            return self.remove(slot, now);
+            return self.remove(slot, now.at);
         }
         // Quiet for IDLE_TRIM with nothing in either ring: hand the ring pages (and the output
         // buffer) back.
-        let mut trim_at = (!f.trimmed).then(|| clock.instant(f.active) + IDLE_TRIM);
+        let mut trim_at = (!f.trimmed).then(|| f.active.saturating_add(IDLE_TRIM_MS));
         let mut quiet = false;
-        if trim_at.is_some_and(|at| at <= now) {
+        if trim_at.is_some_and(|at| at <= now.ms) {
             let s = f.socket.tcp();
             if s.recv_queue() == 0 && s.send_queue() == 0 && view.unsent == 0 {
                 match self.arena.trim(&f.socket) {
@@ -676,15 +715,17 @@ impl<S: Service> Engine<S> {
                 quiet = true;
             } else {
                 // Not empty yet: look again a little later.
-                trim_at = Some(now + IDLE_TRIM);
+                trim_at = Some(now.ms + IDLE_TRIM_MS);
             }
         }
         // Arm the earliest of smoltcp's next action and the trim (the driver adds the
         // service's deadline).
+        // smoltcp's clock and the driver's share their zero: microseconds rounded up to
+        // milliseconds, so the timer never fires before smoltcp's instant.
         let smol_at = f
             .socket
-            .poll_at(&mut self.iface, t)
-            .map(|at| self.epoch + Duration::from_micros(at.total_micros() as u64));
+            .poll_at(&mut self.iface, now.smol)
+            .map(|at| (at.total_micros().max(0) as u64).div_ceil(1000) as Millis);
         let extra = match (smol_at, trim_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -701,12 +742,10 @@ impl<S: Service> Engine<S> {
     /// Move the connection's output into its socket's send ring; shut down our side once the
     /// service is done and everything is in.
     fn write(&mut self, slot: usize, now: Instant) {
-        let Some((_, out)) = self.driver.output(slot) else {
-            return;
-        };
         // Nothing to write and not closing: nothing to do (most calls, before input).
-        if out.is_empty() && self.driver.phase(slot) == Some(Phase::Open) {
-            return;
+        match self.driver.peek(slot) {
+            Some((_, view)) if view.unsent > 0 || view.phase != Phase::Open => {}
+            _ => return,
         }
         let Some((f, out)) = self.driver.output(slot) else {
             return;
@@ -751,6 +790,9 @@ impl<S: Service> Engine<S> {
         }
     }
 }
+
+/// [`IDLE_TRIM`] on the driver's millisecond clock.
+const IDLE_TRIM_MS: Millis = IDLE_TRIM.as_millis() as Millis;
 
 fn smol(epoch: Instant, now: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(now.saturating_duration_since(epoch).as_micros() as i64)
