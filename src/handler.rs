@@ -149,6 +149,20 @@ impl PreparedFrame {
         &self.bytes
     }
 
+    /// The payload's length in bytes.
+    pub fn payload_len(&self) -> usize {
+        self.payload as usize
+    }
+
+    /// The payload of a text frame (`None` for binary).
+    pub fn as_text(&self) -> Option<&str> {
+        if self.opcode != OpCode::Text {
+            return None;
+        }
+        let start = self.bytes.len() - self.payload_len();
+        std::str::from_utf8(&self.bytes.as_bytes()[start..]).ok()
+    }
+
     /// The frame's length on the wire.
     pub fn len(&self) -> usize {
         self.bytes.len()

@@ -10,6 +10,7 @@
 //! - [`tcp_echo`]: raw TCP echo as a [`stack::Service`].
 //! - [`echo`]: the WebSocket echo handler.
 //! - [`broadcast`]: every message to every session of every worker.
+//! - [`pubsub`]: channels, presence and history (the pub/sub appliance's handler).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod echo;
 pub mod handler;
 pub mod live;
 pub mod middleware;
+pub mod pubsub;
 pub mod tcp_echo;
 pub mod websocket;
 pub mod ws_metrics;

@@ -33,6 +33,10 @@ pub enum Mode {
     /// worker, the sender included.
     #[command(args_override_self = true)]
     Broadcast(EchoArgs),
+    /// Real-time pub/sub over WebSocket: channels, presence, history with recovery (JSON in
+    /// text frames; docs/PROTOCOL.md).
+    #[command(args_override_self = true)]
+    Pubsub(PubSubArgs),
     /// Load generators that measure an appliance end to end.
     #[command(subcommand)]
     Bench(BenchKind),
@@ -192,6 +196,52 @@ pub struct EchoArgs {
     pub dpdk: DpdkArgs,
 }
 
+/// Flags of `pubsub`.
+#[derive(Debug, Args)]
+pub struct PubSubArgs {
+    /// Address to listen on [default: 127.0.0.1:8080; with DPDK, the --ip address, port 8080].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Messages each channel retains for `history` and recovery (`0`: none).
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub history_size: u32,
+
+    /// How long a retained message is kept; `0` keeps it until newer ones push it out.
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_optional_duration)]
+    pub history_ttl: OptionalDuration,
+
+    /// Longest text a `message` may carry; longer ones get error `too_large`.
+    #[arg(long, default_value = "64KiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_publish_size: u64,
+
+    /// Channels one connection may have joined at once; more get `too_many_channels`.
+    #[arg(long, default_value_t = 128, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_channels_per_connection: u32,
+
+    /// Channels the appliance holds per worker; a join or publish that would create one more
+    /// gets `unavailable`.
+    #[arg(long, default_value_t = 100_000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_channels: u32,
+
+    /// Messages per second one connection may publish (bursts of the same size); beyond it,
+    /// `rate_limited`. `0`: no limit.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub publish_rate: u32,
+
+    /// Channels with more members than this send no presence events (joins and leaves);
+    /// `presence` requests and `joined` still list the users.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub presence_limit: u32,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub ws: WsArgs,
+    #[command(flatten)]
+    pub dpdk: DpdkArgs,
+}
+
 /// Flags of `tcp-echo`.
 #[derive(Debug, Args)]
 pub struct TcpEchoArgs {
@@ -284,6 +334,16 @@ pub struct CommonArgs {
     /// socket, also in DPDK mode; `off` disables it.
     #[arg(long, default_value = "127.0.0.1:9100", value_name = "ADDR:PORT|off", value_parser = parse_admin)]
     pub admin: AdminAddr,
+
+    /// Bearer token that `/api/*` and `PUT /config` on the admin endpoint require
+    /// (`Authorization: Bearer TOKEN`); required when --admin is not a loopback address.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "HIOLOAD_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
 }
 
 impl CommonArgs {

@@ -83,7 +83,9 @@ pub fn serve<M: Mode>(
         .collect::<Vec<_>>()
         .join(",");
     mode.prepare(transport.lcores().len());
-    start_admin(common, transport.meters(), mode.figures(), true, &live)?;
+    let mailboxes = transport.mailboxes();
+    let api = mode.api(mailboxes.0.clone());
+    start_admin(common, transport.meters(), mode.figures(), api, true, &live)?;
     tracing::info!(
         "hioload-ws {} {} listening on {}://{ip}:{} (transport: {}, port {} ({}), workers: {} on lcores {lcores}, \
          RSS: {}, checksum offload: {}, poll: {poll}, TCP buffers {} + {} bytes per connection, max connections: {}, mbufs in use {})",
@@ -109,8 +111,10 @@ pub fn serve<M: Mode>(
         common.shutdown_timeout,
     )?;
     let live_ws = live.ws.clone();
-    let r = transport.serve(
+    let r = transport.serve_with(
+        mailboxes,
         |i| mode.service(i, live_ws.as_ref()),
+        |_, _| {},
         &stop,
         common.shutdown_timeout,
     );

@@ -19,6 +19,7 @@ use clap::Parser;
 use cli::{Cli, Mode};
 use modes::broadcast::BroadcastMode;
 use modes::echo::EchoMode;
+use modes::pubsub::PubSubMode;
 use modes::tcp_echo::TcpEchoMode;
 
 fn main() -> ExitCode {
@@ -53,6 +54,13 @@ fn run(cli: Cli) -> Result<(), String> {
             logging::init(common.log_level.as_deref(), common.log_format)?;
             let ws = modes::ws_config(&args.ws, common)?;
             serve::serve(BroadcastMode::new(ws), args.listen, common, &args.dpdk)
+        }
+        Mode::Pubsub(args) => {
+            let common = &args.common;
+            logging::init(common.log_level.as_deref(), common.log_format)?;
+            let ws = modes::ws_config(&args.ws, common)?;
+            let config = modes::pubsub_config(&args)?;
+            serve::serve(PubSubMode::new(ws, config), args.listen, common, &args.dpdk)
         }
         Mode::TcpEcho(args) => {
             let common = &args.common;

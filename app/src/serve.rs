@@ -52,7 +52,8 @@ fn serve_kernel<M: Mode>(
     .map_err(|e| e.to_string())?;
     let nudge = server.nudge();
     live.control.set_nudge(move || nudge.nudge());
-    start_admin(common, server.meters(), mode.figures(), false, &live)?;
+    let api = mode.api(server.postboxes());
+    start_admin(common, server.meters(), mode.figures(), api, false, &live)?;
     announce::<M>(&server, &kernel);
     let handle = server.shutdown_handle();
     let grace = common.shutdown_timeout;

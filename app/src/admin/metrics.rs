@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use hioload_ws::middleware::Counters;
+use hioload_ws::pubsub::protocol::ErrorCode;
+use hioload_ws::pubsub::PubSubCounters;
 use hioload_ws::stack::meter::{Stat, WorkerMeter};
 use hioload_ws::ws::OpCode;
 use hioload_ws::ws_metrics::{self, WsMeter};
@@ -277,7 +279,95 @@ pub fn metrics(sources: &Sources) -> String {
         &|c| Counters::get(&c.sessions_closed),
     );
     ws_families(&mut m, &sources.ws);
+    pubsub_families(&mut m, &sources.pubsub);
     m
+}
+
+/// The pub/sub families (the `pubsub` mode only).
+fn pubsub_families(m: &mut String, workers: &[Arc<PubSubCounters>]) {
+    use std::fmt::Write as _;
+    use std::sync::atomic::AtomicU64;
+    if workers.is_empty() {
+        return;
+    }
+    type Get = fn(&PubSubCounters) -> &AtomicU64;
+    let simple: [(&str, &str, &str, Get); 6] = [
+        (
+            "hioload_pubsub_channels",
+            "gauge",
+            "Channels homed on the worker.",
+            |c| &c.channels,
+        ),
+        (
+            "hioload_pubsub_members",
+            "gauge",
+            "Channel memberships of the worker's sessions.",
+            |c| &c.members,
+        ),
+        (
+            "hioload_pubsub_history_bytes",
+            "gauge",
+            "Bytes of messages retained for history by the worker's channels.",
+            |c| &c.history_bytes,
+        ),
+        (
+            "hioload_pubsub_publishes_total",
+            "counter",
+            "Messages published to channels homed on the worker.",
+            |c| &c.publishes,
+        ),
+        (
+            "hioload_pubsub_deliveries_total",
+            "counter",
+            "Messages and presence changes queued for members.",
+            |c| &c.deliveries,
+        ),
+        (
+            "hioload_pubsub_presence_events_total",
+            "counter",
+            "Presence changes (joined, left) sent by the worker's channels.",
+            |c| &c.presence_events,
+        ),
+    ];
+    for (name, kind, help, get) in simple {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (w, c) in workers.iter().enumerate() {
+            let _ = writeln!(
+                m,
+                "{name}{{worker=\"{w}\"}} {}",
+                PubSubCounters::get(get(c))
+            );
+        }
+    }
+    let name = "hioload_pubsub_dropped_total";
+    let _ = writeln!(
+        m,
+        "# HELP {name} Deliveries not made, by cause: slow (the member's output was over its limit), mailbox (a worker's mailbox was full).\n# TYPE {name} counter"
+    );
+    for (w, c) in workers.iter().enumerate() {
+        for (cause, v) in [("slow", &c.dropped_slow), ("mailbox", &c.dropped_mailbox)] {
+            let _ = writeln!(
+                m,
+                "{name}{{worker=\"{w}\",cause=\"{cause}\"}} {}",
+                PubSubCounters::get(v)
+            );
+        }
+    }
+    let name = "hioload_pubsub_errors_total";
+    let _ = writeln!(
+        m,
+        "# HELP {name} Errors sent to clients, by code.\n# TYPE {name} counter"
+    );
+    for (w, c) in workers.iter().enumerate() {
+        for code in ErrorCode::ALL {
+            let _ = writeln!(
+                m,
+                "{name}{{worker=\"{w}\",code=\"{}\"}} {}",
+                code.as_str(),
+                PubSubCounters::get(&c.errors[code.index()])
+            );
+        }
+    }
 }
 
 /// The WebSocket families: messages, frames and payload bytes by opcode each way, close codes

@@ -23,6 +23,7 @@ pub mod probes;
 
 use hioload_ws::handler::{Context, Decision, Handler, PreparedFrame, WorkerContext};
 use hioload_ws::middleware::Counters;
+use hioload_ws::pubsub::PubSubCounters;
 use hioload_ws::stack::kernel::{AcceptMode, KernelConfig, Server};
 use hioload_ws::stack::meter::WorkerMeter;
 use hioload_ws::stack::ConnId;
@@ -42,12 +43,31 @@ pub struct Sources {
     pub sessions: Vec<Arc<Counters>>,
     /// WebSocket frame, close-code and handshake figures per worker, if the service keeps them.
     pub ws: Vec<Arc<WsMeter>>,
+    /// Pub/sub figures per worker, in the `pubsub` mode.
+    pub pubsub: Vec<Arc<PubSubCounters>>,
     /// The transport is DPDK (packets, ARP, port and pool figures exist).
     pub dpdk: bool,
     /// When the appliance started serving.
     pub started: std::time::Instant,
     /// The settings that change at run time (`/config`), if any.
     pub control: Option<Arc<crate::live_config::Control>>,
+    /// The mode's routes under `/api/`, if it has any.
+    pub api: Option<Arc<dyn ApiRoutes>>,
+    /// The bearer token `/api/*` and `PUT /config` require (`--admin-token`), if any.
+    pub token: Option<String>,
+}
+
+/// Routes a mode adds under `/api/` on the admin endpoint.
+pub trait ApiRoutes: Send + Sync {
+    /// Answer `method path` (the path without its query) with `query` and `body`: status,
+    /// content type and body, or `None` if it is not one of this mode's routes.
+    fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: &[u8],
+    ) -> Option<(u16, &'static str, String)>;
 }
 
 #[cfg(test)]
@@ -58,9 +78,12 @@ impl Sources {
             meters,
             sessions: Vec::new(),
             ws: Vec::new(),
+            pubsub: Vec::new(),
             dpdk,
             started: std::time::Instant::now(),
             control: None,
+            api: None,
+            token: None,
         }
     }
 }
@@ -70,20 +93,30 @@ pub fn start_for(
     common: &crate::cli::CommonArgs,
     meters: Arc<[WorkerMeter]>,
     figures: crate::modes::Figures,
+    api: Option<Arc<dyn ApiRoutes>>,
     dpdk: bool,
     live: &crate::live_config::Live,
 ) -> Result<(), String> {
     live.watch_sighup()?;
     if let Some(addr) = common.admin.0 {
+        if !addr.ip().is_loopback() && common.admin_token.is_none() {
+            return Err(format!(
+                "--admin {addr} is reachable from other hosts: give --admin-token TOKEN \
+                 (required for /api/* and PUT /config), or listen on a loopback address"
+            ));
+        }
         let bound = start(
             addr,
             Sources {
                 meters,
                 sessions: figures.sessions,
                 ws: figures.ws,
+                pubsub: figures.pubsub,
                 dpdk,
                 started: std::time::Instant::now(),
                 control: Some(Arc::clone(&live.control)),
+                api,
+                token: common.admin_token.clone(),
             },
         )?;
         tracing::info!(
@@ -214,7 +247,26 @@ fn answer(sources: &Sources, req: &HttpRequest<'_>, body: &[u8]) -> Option<Vec<u
         handshake::response(status, content_type, body.as_bytes())
     };
     let no_settings = || text(404, "text/plain", "no run-time settings\n");
-    Some(match (req.method, req.path) {
+    let (path, query) = req.path.split_once('?').unwrap_or((req.path, ""));
+    let guarded = path.starts_with("/api/") || (req.method == "PUT" && path == "/config");
+    if guarded && !authorized(sources.token.as_deref(), req) {
+        return Some(handshake::error_response(
+            401,
+            "a bearer token is required (Authorization: Bearer TOKEN, see --admin-token)",
+            "WWW-Authenticate: Bearer\r\n",
+        ));
+    }
+    if path.starts_with("/api/") {
+        let found = sources
+            .api
+            .as_ref()
+            .and_then(|api| api.answer(req.method, path, query, body));
+        return Some(match found {
+            Some((status, content_type, body)) => text(status, content_type, &body),
+            None => text(404, "text/plain", "no such API route in this mode\n"),
+        });
+    }
+    Some(match (req.method, path) {
         ("GET", "/metrics") => text(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -252,6 +304,25 @@ fn answer(sources: &Sources, req: &HttpRequest<'_>, body: &[u8]) -> Option<Vec<u
         ("GET", "/ws") => return None,
         ("GET", _) => text(404, "text/plain", "not found\n"),
         _ => text(405, "text/plain", "method not allowed\n"),
+    })
+}
+
+/// Whether `req` carries the admin token (always, when there is none).
+fn authorized(token: Option<&str>, req: &HttpRequest<'_>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let given = req
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    // Compared without an early exit, so the time taken does not tell how much matched.
+    given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     })
 }
 

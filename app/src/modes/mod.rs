@@ -5,20 +5,23 @@
 //! - [`echo`]: WebSocket echo.
 //! - [`tcp_echo`]: raw TCP echo.
 //! - [`broadcast`]: every WebSocket message to every session of every worker.
+//! - [`pubsub`]: channels, presence and history.
 
 pub mod broadcast;
 pub mod echo;
+pub mod pubsub;
 pub mod tcp_echo;
 
 use std::sync::Arc;
 
 use hioload_ws::live::LiveWs;
 use hioload_ws::middleware::Counters;
-use hioload_ws::stack::Service;
+use hioload_ws::stack::{Postboxes, Service};
 use hioload_ws::ws::Limits;
 use hioload_ws::ws_metrics::WsMeter;
 use hioload_ws::WsConfig;
 
+use crate::admin::ApiRoutes;
 use crate::cli::{CommonArgs, WsArgs};
 
 /// A mode of the appliance.
@@ -50,6 +53,16 @@ pub trait Mode: Send + Sync + 'static {
 
     /// The tail of the summary line ("sessions 3, messages echoed 12").
     fn summary(&self) -> String;
+
+    /// Routes under `/api/` on the admin endpoint, reaching the workers through `posts`
+    /// (none by default).
+    fn api(
+        &self,
+        posts: Postboxes<<Self::Service as Service>::Message>,
+    ) -> Option<Arc<dyn ApiRoutes>> {
+        let _ = posts;
+        None
+    }
 }
 
 /// A mode's per-worker figures for the admin endpoint (empty where it keeps none).
@@ -59,6 +72,8 @@ pub struct Figures {
     pub sessions: Vec<Arc<Counters>>,
     /// WebSocket frame, close-code and handshake figures per worker.
     pub ws: Vec<Arc<WsMeter>>,
+    /// Pub/sub figures per worker (the `pubsub` mode).
+    pub pubsub: Vec<Arc<hioload_ws::pubsub::PubSubCounters>>,
 }
 
 /// What one WebSocket worker counts for the admin endpoint and the summary line.
@@ -76,6 +91,7 @@ impl SessionFigures {
         Figures {
             sessions: per_worker.iter().map(|f| Arc::clone(&f.sessions)).collect(),
             ws: per_worker.iter().map(|f| Arc::clone(&f.ws)).collect(),
+            pubsub: Vec::new(),
         }
     }
 
@@ -111,5 +127,27 @@ pub fn ws_config(ws: &WsArgs, common: &CommonArgs) -> Result<WsConfig, String> {
         ping_interval: ws.ping_interval.0,
         close_timeout: ws.close_timeout,
         ..WsConfig::default()
+    })
+}
+
+/// The pub/sub settings from the flags.
+pub fn pubsub_config(
+    a: &crate::cli::PubSubArgs,
+) -> Result<hioload_ws::pubsub::PubSubConfig, String> {
+    use hioload_ws::pubsub::{hub::HubLimits, PubSubConfig};
+    Ok(PubSubConfig {
+        hub: HubLimits {
+            history_size: a.history_size as usize,
+            history_ttl_ms: a
+                .history_ttl
+                .0
+                .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+            presence_limit: a.presence_limit,
+            max_channels: a.max_channels as usize,
+        },
+        max_publish_size: usize::try_from(a.max_publish_size)
+            .map_err(|_| "--max-publish-size is too large")?,
+        max_channels_per_connection: a.max_channels_per_connection as usize,
+        publish_rate: (a.publish_rate > 0).then_some(a.publish_rate),
     })
 }

@@ -339,6 +339,27 @@ pub fn http_put(addr: SocketAddr, path: &str, body: &str) -> String {
     resp
 }
 
+/// `METHOD path` with `body` and extra header lines (`"Authorization: Bearer x\r\n"`) to an
+/// HTTP server; the whole response.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("the server accepts");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read the response");
+    resp
+}
+
 /// The part of the graceful-shutdown tests both transports share: each client gets one echo, then
 /// sends one more message that is not yet answered when SIGTERM comes; every client must still get
 /// that echo, after which `then` checks what follows (the close 1001).

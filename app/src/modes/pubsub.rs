@@ -1,0 +1,224 @@
+//! `pubsub`: channels, presence and history over WebSocket (docs/PROTOCOL.md). Each channel has
+//! a home worker that numbers and retains its messages; a message is encoded once and written
+//! by reference to every member on every worker.
+
+use std::sync::Arc;
+
+use hioload_ws::live::LiveWs;
+use hioload_ws::middleware::{Logging, Metrics, Recover};
+use hioload_ws::pubsub::api::{Api, ApiError};
+use hioload_ws::pubsub::protocol::{push_str, ErrorCode, Out};
+use hioload_ws::pubsub::{Note, PubSub, PubSubConfig, PubSubCounters};
+use hioload_ws::stack::Postboxes;
+use hioload_ws::{WsConfig, WsService};
+
+use super::{Figures, Mode, SessionFigures};
+use crate::admin::ApiRoutes;
+
+/// The pub/sub mode.
+pub struct PubSubMode {
+    ws: WsConfig,
+    config: PubSubConfig,
+    figures: Vec<SessionFigures>,
+    pubsub: Vec<Arc<PubSubCounters>>,
+}
+
+impl PubSubMode {
+    /// Pub/sub with these WebSocket and pub/sub settings.
+    pub fn new(ws: WsConfig, config: PubSubConfig) -> Self {
+        Self {
+            ws,
+            config,
+            figures: Vec::new(),
+            pubsub: Vec::new(),
+        }
+    }
+}
+
+impl Mode for PubSubMode {
+    type Service = WsService<Logging<Recover<Metrics<PubSub>>>>;
+    const NAME: &'static str = "pubsub";
+    const SCHEME: &'static str = "ws";
+    const DEFAULT_PORT: u16 = 8080;
+
+    fn ws(&self) -> Option<&WsConfig> {
+        Some(&self.ws)
+    }
+
+    fn prepare(&mut self, workers: usize) {
+        self.figures = (0..workers).map(|_| SessionFigures::default()).collect();
+        self.pubsub = (0..workers).map(|_| Arc::default()).collect();
+    }
+
+    fn service(&self, worker: usize, live: Option<&Arc<LiveWs>>) -> Self::Service {
+        let f = self.figures.get(worker).cloned().unwrap_or_default();
+        let counters = self.pubsub.get(worker).cloned().unwrap_or_default();
+        let handler = PubSub::new(self.config.clone(), counters);
+        let service = WsService::new(
+            Logging::new(Recover::new(Metrics::new(handler, f.sessions))),
+            self.ws.clone(),
+        )
+        .with_meter(f.ws);
+        match live {
+            Some(l) => service.with_live(Arc::clone(l)),
+            None => service,
+        }
+    }
+
+    fn figures(&self) -> Figures {
+        Figures {
+            pubsub: self.pubsub.clone(),
+            ..SessionFigures::all(&self.figures)
+        }
+    }
+
+    fn api(&self, posts: Postboxes<Note>) -> Option<Arc<dyn ApiRoutes>> {
+        Some(Arc::new(Routes(Api::new(
+            posts,
+            self.config.max_publish_size,
+        ))))
+    }
+
+    fn summary(&self) -> String {
+        let sum = |f: fn(&PubSubCounters) -> &std::sync::atomic::AtomicU64| {
+            self.pubsub
+                .iter()
+                .map(|c| PubSubCounters::get(f(c)))
+                .sum::<u64>()
+        };
+        let (sessions, _) = SessionFigures::totals(&self.figures);
+        format!(
+            "sessions {sessions}, messages published {}, delivered {}, dropped (slow members) {}, dropped (mailbox) {}",
+            sum(|c| &c.publishes),
+            sum(|c| &c.deliveries),
+            sum(|c| &c.dropped_slow),
+            sum(|c| &c.dropped_mailbox),
+        )
+    }
+}
+
+/// `/api/publish`, `/api/channels`, `/api/presence` on the admin endpoint.
+struct Routes(Api);
+
+/// The body of `POST /api/publish`.
+#[derive(serde::Deserialize)]
+struct PublishBody {
+    channel: String,
+    text: String,
+    user: String,
+}
+
+const JSON: &str = "application/json";
+
+fn error_body(status: u16, code: &str, message: &str) -> (u16, &'static str, String) {
+    let body = Out::new("error", None)
+        .str("code", code)
+        .str("message", message)
+        .finish();
+    (status, JSON, body + "\n")
+}
+
+fn failed(e: &ApiError) -> (u16, &'static str, String) {
+    match e {
+        ApiError::Refused(r) => {
+            let status = match r.code {
+                ErrorCode::Unavailable => 503,
+                ErrorCode::TooLarge => 413,
+                _ => 400,
+            };
+            error_body(status, r.code.as_str(), &r.message)
+        }
+        ApiError::Busy(_) | ApiError::Stopped => {
+            error_body(503, ErrorCode::Unavailable.as_str(), &e.to_string())
+        }
+    }
+}
+
+/// The value of `key` in a query string (no percent-decoding: channel names need none).
+fn query_value<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+impl ApiRoutes for Routes {
+    fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: &[u8],
+    ) -> Option<(u16, &'static str, String)> {
+        Some(match (method, path) {
+            ("POST", "/api/publish") => {
+                let req: PublishBody = match serde_json::from_slice(body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Some(error_body(
+                            400,
+                            ErrorCode::BadRequest.as_str(),
+                            &format!(
+                                "the body must be {{\"channel\",\"text\",\"user\"}} as JSON: {e}"
+                            ),
+                        ))
+                    }
+                };
+                match self.0.publish(&req.channel, &req.user, &req.text) {
+                    Ok(seq) => (
+                        200,
+                        JSON,
+                        Out::new("published", None)
+                            .str("channel", &req.channel)
+                            .num("seq", seq)
+                            .finish()
+                            + "\n",
+                    ),
+                    Err(e) => failed(&e),
+                }
+            }
+            ("GET", "/api/channels") => match self.0.channels() {
+                Ok(list) => {
+                    let mut body = String::from("{\"channels\":[");
+                    for (i, (name, members)) in list.iter().enumerate() {
+                        if i > 0 {
+                            body.push(',');
+                        }
+                        body.push_str("{\"name\":");
+                        push_str(&mut body, name);
+                        body.push_str(&format!(",\"members\":{members}}}"));
+                    }
+                    body.push_str("]}\n");
+                    (200, JSON, body)
+                }
+                Err(e) => failed(&e),
+            },
+            ("GET", "/api/presence") => {
+                let Some(channel) = query_value(query, "channel") else {
+                    return Some(error_body(
+                        400,
+                        ErrorCode::BadRequest.as_str(),
+                        "give the channel: /api/presence?channel=NAME",
+                    ));
+                };
+                match self.0.presence(channel) {
+                    Ok(users) => (
+                        200,
+                        JSON,
+                        Out::new("presence", None)
+                            .str("channel", channel)
+                            .strs("users", users.iter().map(String::as_str))
+                            .finish()
+                            + "\n",
+                    ),
+                    Err(e) => failed(&e),
+                }
+            }
+            (_, "/api/publish" | "/api/channels" | "/api/presence") => {
+                error_body(405, ErrorCode::BadRequest.as_str(), "method not allowed")
+            }
+            _ => return None,
+        })
+    }
+}

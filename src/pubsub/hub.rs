@@ -1,0 +1,797 @@
+//! A channel's home: the one place that numbers its messages, keeps its history and knows who
+//! is present. Every channel has one home worker (by hash); each worker's [`Hub`] holds the
+//! channels homed there.
+//!
+//! Pure state: an operation returns [`Effect`]s (frames for the workers that have members,
+//! replies for one connection) and the pub/sub handler carries them out. The hub never sees
+//! sockets or mailboxes, so its rules are tested here without either.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use hioload_stack::ConnId;
+
+use super::protocol::{self, ErrorCode, Out, Refusal, RequestId, DEFAULT_HISTORY_LIMIT};
+use crate::handler::PreparedFrame;
+
+/// What bounds a hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubLimits {
+    /// Messages retained per channel.
+    pub history_size: usize,
+    /// How long a retained message is kept, in milliseconds (`None`: until pushed out).
+    pub history_ttl_ms: Option<u64>,
+    /// Above this many members a channel sends no presence events (`presence` requests and the
+    /// `users` of `joined` still work).
+    pub presence_limit: u32,
+    /// Channels one hub holds at most; a join or publish that would create one more is refused
+    /// with `unavailable`.
+    pub max_channels: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        Self {
+            history_size: 100,
+            history_ttl_ms: None,
+            presence_limit: 1000,
+            max_channels: 100_000,
+        }
+    }
+}
+
+/// Something for the pub/sub handler to carry out.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Write `frame` to every (active) member of `channel` on `worker`.
+    Deliver {
+        /// The worker whose members get it.
+        worker: usize,
+        /// The channel.
+        channel: Arc<str>,
+        /// The encoded frame (a `message` or a presence change).
+        frame: PreparedFrame,
+    },
+    /// Answer `conn`'s request with `text`.
+    Reply {
+        /// The connection (on its worker).
+        conn: ConnId,
+        /// The JSON reply.
+        text: String,
+        /// Set on a `joined`: from now on `conn` gets `channel`'s messages.
+        joined: Option<Arc<str>>,
+    },
+}
+
+/// Who asked: the connection the answer goes to, and its request's id.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    /// The connection (on its worker).
+    pub conn: ConnId,
+    /// The request's id, echoed in the answer.
+    pub id: Option<&'a RequestId>,
+}
+
+/// A join as its home sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Joining<'a> {
+    /// The user name.
+    pub user: &'a Arc<str>,
+    /// Recover from this seq.
+    pub since: Option<u64>,
+    /// The connection is a member already: answer without counting it again.
+    pub rejoin: bool,
+}
+
+/// A retained message: its seq, its time, and the frame its members got (the history reuses
+/// the same bytes).
+#[derive(Debug, Clone)]
+struct Retained {
+    seq: u64,
+    ts_ms: u64,
+    frame: PreparedFrame,
+}
+
+impl Retained {
+    fn json(&self) -> &str {
+        self.frame.as_text().unwrap_or("null")
+    }
+}
+
+/// One channel at its home.
+#[derive(Debug)]
+struct Channel {
+    name: Arc<str>,
+    /// The last seq given (0: none yet).
+    seq: u64,
+    history: VecDeque<Retained>,
+    /// Connections per distinct user name.
+    users: HashMap<Arc<str>, u32>,
+    /// Members per worker.
+    per_worker: Vec<u32>,
+    members: u32,
+}
+
+impl Channel {
+    fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            seq: 0,
+            history: VecDeque::new(),
+            users: HashMap::new(),
+            per_worker: Vec::new(),
+            members: 0,
+        }
+    }
+
+    /// The seq of the oldest message still retained, if any.
+    fn oldest(&self) -> Option<u64> {
+        self.history.front().map(|r| r.seq)
+    }
+
+    fn user_names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(|u| &**u)
+    }
+
+    /// The workers with members.
+    fn workers(&self) -> impl Iterator<Item = usize> + '_ {
+        self.per_worker
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(w, _)| w)
+    }
+}
+
+/// Figures of one hub.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HubFigures {
+    /// Channels homed here.
+    pub channels: usize,
+    /// Bytes of retained messages (their JSON).
+    pub history_bytes: usize,
+}
+
+/// The channels homed on one worker.
+#[derive(Debug, Default)]
+pub struct Hub {
+    channels: HashMap<Arc<str>, Channel>,
+    limits: HubLimits,
+    history_bytes: usize,
+    /// Presence changes sent.
+    presence_events: u64,
+}
+
+impl Hub {
+    /// An empty hub with these limits.
+    pub fn new(limits: HubLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Channels and retained bytes.
+    pub fn figures(&self) -> HubFigures {
+        HubFigures {
+            channels: self.channels.len(),
+            history_bytes: self.history_bytes,
+        }
+    }
+
+    /// Presence change frames sent so far (one per change, whatever the number of workers).
+    pub fn presence_events(&self) -> u64 {
+        self.presence_events
+    }
+
+    /// `asker` joins `channel` (a rejoin answers a fresh `joined` without counting it twice).
+    pub fn join(
+        &mut self,
+        channel: &str,
+        joining: Joining<'_>,
+        asker: Asker<'_>,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        let Joining {
+            user,
+            since,
+            rejoin,
+        } = joining;
+        let Asker { conn, id } = asker;
+        let limits = self.limits.clone();
+        let ch = match open(&mut self.channels, channel, limits.max_channels) {
+            Ok(ch) => ch,
+            Err(refusal) => {
+                return out.push(Effect::Reply {
+                    conn,
+                    text: protocol::error(id, &refusal),
+                    joined: None,
+                })
+            }
+        };
+        self.history_bytes -= expire(ch, &limits, now_ms);
+        if !rejoin {
+            let first = match ch.users.entry(Arc::clone(user)) {
+                MapEntry::Occupied(mut e) => {
+                    *e.get_mut() += 1;
+                    false
+                }
+                MapEntry::Vacant(e) => {
+                    e.insert(1);
+                    true
+                }
+            };
+            // Announced to the members there were before: the joiner is not counted yet, and
+            // is still pending on its worker when this arrives (its `joined` comes after).
+            if first && ch.members > 0 && ch.members < limits.presence_limit {
+                let frame = PreparedFrame::text(
+                    &Out::new("presence", None)
+                        .str("channel", &ch.name)
+                        .strs("joined", [&**user])
+                        .finish(),
+                );
+                self.presence_events += 1;
+                deliver(ch, &frame, out);
+            }
+            let worker = usize::from(conn.worker);
+            if ch.per_worker.len() <= worker {
+                ch.per_worker.resize(worker + 1, 0);
+            }
+            ch.per_worker[worker] += 1;
+            ch.members += 1;
+        }
+        let mut reply = Out::new("joined", id)
+            .str("channel", &ch.name)
+            .strs("users", ch.user_names());
+        reply = match since {
+            Some(since) => {
+                // Nothing in (since, seq] is lost when the oldest retained message follows
+                // `since` directly (or there is nothing after it to lose).
+                let recovered = since <= ch.seq
+                    && (since == ch.seq || ch.oldest().is_some_and(|o| o <= since + 1));
+                reply
+                    .raw_array(
+                        "history",
+                        ch.history
+                            .iter()
+                            .filter(|r| r.seq > since)
+                            .map(Retained::json),
+                    )
+                    .bool("recovered", recovered)
+            }
+            None => {
+                let skip = ch.history.len().saturating_sub(DEFAULT_HISTORY_LIMIT);
+                reply.raw_array("history", ch.history.iter().skip(skip).map(Retained::json))
+            }
+        };
+        out.push(Effect::Reply {
+            conn,
+            text: reply.num("seq", ch.seq).finish(),
+            joined: Some(Arc::clone(&ch.name)),
+        });
+    }
+
+    /// `conn` (as `user`) left `channel` or closed; answers `left` when `reply`.
+    pub fn leave(
+        &mut self,
+        channel: &str,
+        user: &str,
+        conn: ConnId,
+        reply: Option<Option<&RequestId>>,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Some(ch) = self.channels.get_mut(channel) {
+            let worker = usize::from(conn.worker);
+            if let Some(n) = ch.per_worker.get_mut(worker).filter(|n| **n > 0) {
+                *n -= 1;
+                ch.members -= 1;
+                let last = match ch.users.get_mut(user) {
+                    Some(c) if *c > 1 => {
+                        *c -= 1;
+                        false
+                    }
+                    Some(_) => {
+                        ch.users.remove(user);
+                        true
+                    }
+                    None => false,
+                };
+                if last && ch.members > 0 && ch.members < self.limits.presence_limit {
+                    let frame = PreparedFrame::text(
+                        &Out::new("presence", None)
+                            .str("channel", &ch.name)
+                            .strs("left", [user])
+                            .finish(),
+                    );
+                    self.presence_events += 1;
+                    deliver(ch, &frame, out);
+                }
+            }
+            if ch.members == 0 && ch.history.is_empty() {
+                self.channels.remove(channel);
+            }
+        }
+        if let Some(id) = reply {
+            out.push(Effect::Reply {
+                conn,
+                text: Out::new("left", id).str("channel", channel).finish(),
+                joined: None,
+            });
+        }
+    }
+
+    /// `user` publishes `text` to `channel`: numbered, retained, and delivered to every worker
+    /// with members. Answers `ack` to `from` when it gave an id. Returns the seq, or why the
+    /// channel could not take it.
+    pub fn publish(
+        &mut self,
+        channel: &str,
+        user: &str,
+        text: &str,
+        from: Option<Asker<'_>>,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) -> Result<u64, Refusal> {
+        let limits = self.limits.clone();
+        let ch = match open(&mut self.channels, channel, limits.max_channels) {
+            Ok(ch) => ch,
+            Err(refusal) => {
+                if let Some(Asker { conn, id }) = from {
+                    out.push(Effect::Reply {
+                        conn,
+                        text: protocol::error(id, &refusal),
+                        joined: None,
+                    });
+                }
+                return Err(refusal);
+            }
+        };
+        let mut freed = expire(ch, &limits, now_ms);
+        ch.seq += 1;
+        let seq = ch.seq;
+        let frame = PreparedFrame::text(&protocol::message(&ch.name, user, text, seq, now_ms));
+        deliver(ch, &frame, out);
+        let added = frame.payload_len();
+        if limits.history_size > 0 {
+            if ch.history.len() == limits.history_size {
+                if let Some(old) = ch.history.pop_front() {
+                    freed += old.frame.payload_len();
+                }
+            }
+            ch.history.push_back(Retained {
+                seq,
+                ts_ms: now_ms,
+                frame,
+            });
+            self.history_bytes += added;
+        }
+        self.history_bytes -= freed;
+        if let Some(Asker { conn, id: Some(id) }) = from {
+            out.push(Effect::Reply {
+                conn,
+                text: Out::new("ack", Some(id)).num("seq", seq).finish(),
+                joined: None,
+            });
+        }
+        // A channel published to through the API without members keeps its history; without
+        // history it is gone again.
+        if ch.members == 0 && ch.history.is_empty() {
+            self.channels.remove(channel);
+        }
+        Ok(seq)
+    }
+
+    /// Answer a `history` request: the newest `limit` retained messages below `before`.
+    pub fn history(
+        &mut self,
+        channel: &str,
+        (limit, before): (usize, Option<u64>),
+        Asker { conn, id }: Asker<'_>,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        let limits = self.limits.clone();
+        let mut reply = Out::new("history", id).str("channel", channel);
+        if let Some(ch) = self.channels.get_mut(channel) {
+            self.history_bytes -= expire(ch, &limits, now_ms);
+            let end = match before {
+                Some(b) => ch.history.partition_point(|r| r.seq < b),
+                None => ch.history.len(),
+            };
+            let start = end.saturating_sub(limit);
+            reply = reply.raw_array("messages", ch.history.range(start..end).map(Retained::json));
+        } else {
+            reply = reply.raw_array("messages", []);
+        }
+        out.push(Effect::Reply {
+            conn,
+            text: reply.finish(),
+            joined: None,
+        });
+    }
+
+    /// Answer a `presence` request.
+    pub fn presence(&self, channel: &str, Asker { conn, id }: Asker<'_>, out: &mut Vec<Effect>) {
+        let reply = Out::new("presence", id).str("channel", channel);
+        let reply = match self.channels.get(channel) {
+            Some(ch) => reply.strs("users", ch.user_names()),
+            None => reply.strs("users", []),
+        };
+        out.push(Effect::Reply {
+            conn,
+            text: reply.finish(),
+            joined: None,
+        });
+    }
+
+    /// The distinct users of `channel` (empty if it does not exist).
+    pub fn users(&self, channel: &str) -> Vec<Arc<str>> {
+        self.channels
+            .get(channel)
+            .map(|ch| ch.users.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every channel homed here with its member count.
+    pub fn channel_list(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.channels.values().map(|c| (&*c.name, c.members))
+    }
+}
+
+/// The channel `name`, created if there is room for one more.
+fn open<'a>(
+    channels: &'a mut HashMap<Arc<str>, Channel>,
+    name: &str,
+    max: usize,
+) -> Result<&'a mut Channel, Refusal> {
+    // A lookup by &str first: the common case (the channel exists) allocates nothing.
+    if !channels.contains_key(name) {
+        if channels.len() >= max {
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "the appliance holds as many channels as it may",
+            ));
+        }
+        let name: Arc<str> = name.into();
+        return Ok(channels
+            .entry(Arc::clone(&name))
+            .or_insert_with(|| Channel::new(name)));
+    }
+    channels
+        .get_mut(name)
+        .ok_or(Refusal::new(ErrorCode::Unavailable, "channel vanished"))
+}
+
+/// Frames for every worker with members of `ch`.
+fn deliver(ch: &Channel, frame: &PreparedFrame, out: &mut Vec<Effect>) {
+    for worker in ch.workers() {
+        out.push(Effect::Deliver {
+            worker,
+            channel: Arc::clone(&ch.name),
+            frame: frame.clone(),
+        });
+    }
+}
+
+/// Drop retained messages older than the TTL; returns the bytes freed.
+fn expire(ch: &mut Channel, limits: &HubLimits, now_ms: u64) -> usize {
+    let Some(ttl) = limits.history_ttl_ms else {
+        return 0;
+    };
+    let mut freed = 0;
+    while ch
+        .history
+        .front()
+        .is_some_and(|r| r.ts_ms.saturating_add(ttl) < now_ms)
+    {
+        if let Some(old) = ch.history.pop_front() {
+            freed += old.frame.payload_len();
+        }
+    }
+    freed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn conn(worker: u16, slot: u32) -> ConnId {
+        ConnId {
+            worker,
+            slot,
+            generation: 0,
+        }
+    }
+
+    fn ask(conn: ConnId) -> Asker<'static> {
+        Asker { conn, id: None }
+    }
+
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).expect("valid JSON")
+    }
+
+    fn replies(out: &mut Vec<Effect>) -> Vec<(ConnId, Value)> {
+        out.drain(..)
+            .filter_map(|e| match e {
+                Effect::Reply { conn, text, .. } => Some((conn, json(&text))),
+                Effect::Deliver { .. } => None,
+            })
+            .collect()
+    }
+
+    fn delivered(out: &[Effect]) -> Vec<(usize, Value)> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::Deliver { worker, frame, .. } => {
+                    Some((*worker, json(frame.as_text().expect("text"))))
+                }
+                Effect::Reply { .. } => None,
+            })
+            .collect()
+    }
+
+    fn join(hub: &mut Hub, c: ConnId, user: &str, since: Option<u64>) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let user = Arc::from(user);
+        let joining = Joining {
+            user: &user,
+            since,
+            rejoin: false,
+        };
+        hub.join("room", joining, ask(c), 0, &mut out);
+        out
+    }
+
+    fn publish(hub: &mut Hub, n: usize, now_ms: u64) {
+        let mut out = Vec::new();
+        for i in 0..n {
+            hub.publish("room", "ann", &format!("m{i}"), None, now_ms, &mut out)
+                .expect("published");
+        }
+    }
+
+    #[test]
+    fn messages_are_numbered_and_go_to_every_worker_with_members() {
+        let mut hub = Hub::new(HubLimits::default());
+        join(&mut hub, conn(0, 1), "ann", None);
+        join(&mut hub, conn(2, 1), "bob", None);
+        let mut out = Vec::new();
+        let id = crate::pubsub::protocol::parse(r#"{"type":"x","id":9}"#).id;
+        let seq = hub
+            .publish(
+                "room",
+                "ann",
+                "hi",
+                Some(Asker {
+                    conn: conn(0, 1),
+                    id: id.as_ref(),
+                }),
+                5,
+                &mut out,
+            )
+            .expect("published");
+        assert_eq!(seq, 1);
+        let d = delivered(&out);
+        assert_eq!(d.iter().map(|x| x.0).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(d[0].1["seq"], 1);
+        assert_eq!(d[0].1["text"], "hi");
+        assert_eq!(d[0].1["ts"], 5);
+        let r = replies(&mut out);
+        assert_eq!(r, [(conn(0, 1), json(r#"{"type":"ack","id":9,"seq":1}"#))]);
+        hub.publish("room", "ann", "again", None, 6, &mut out)
+            .expect("published");
+        assert_eq!(delivered(&out)[0].1["seq"], 2);
+        assert!(replies(&mut out).is_empty(), "no ack without an id");
+    }
+
+    #[test]
+    fn joined_carries_users_history_and_seq() {
+        let mut hub = Hub::new(HubLimits::default());
+        join(&mut hub, conn(0, 1), "ann", None);
+        publish(&mut hub, 60, 1);
+        let mut out = join(&mut hub, conn(1, 7), "bob", None);
+        let d = delivered(&out);
+        assert_eq!(d.len(), 1, "one presence change, for ann's worker");
+        assert_eq!(
+            d[0].1,
+            json(r#"{"type":"presence","channel":"room","joined":["bob"]}"#)
+        );
+        let r = replies(&mut out);
+        let (to, joined) = &r[0];
+        assert_eq!(*to, conn(1, 7));
+        assert_eq!(joined["seq"], 60);
+        let mut users: Vec<_> = joined["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .map(|u| u.as_str().expect("str").to_string())
+            .collect();
+        users.sort();
+        assert_eq!(users, ["ann", "bob"]);
+        let h = joined["history"].as_array().expect("history");
+        assert_eq!(h.len(), 50, "the last 50");
+        assert_eq!(h[0]["seq"], 11);
+        assert_eq!(h[49]["seq"], 60);
+        assert!(joined.get("recovered").is_none());
+    }
+
+    #[test]
+    fn recovery_inside_and_beyond_the_window() {
+        let mut hub = Hub::new(HubLimits {
+            history_size: 10,
+            ..HubLimits::default()
+        });
+        join(&mut hub, conn(0, 1), "ann", None);
+        publish(&mut hub, 25, 1); // retained: 16..=25
+        let case = |hub: &mut Hub, since| {
+            let mut out = Vec::new();
+            let ann = Arc::from("ann");
+            let joining = Joining {
+                user: &ann,
+                since: Some(since),
+                rejoin: true,
+            };
+            hub.join("room", joining, ask(conn(0, 1)), 1, &mut out);
+            replies(&mut out).remove(0).1
+        };
+        let j = case(&mut hub, 20);
+        assert_eq!(j["recovered"], true);
+        let seqs: Vec<_> = j["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|m| m["seq"].as_u64().expect("seq"))
+            .collect();
+        assert_eq!(seqs, [21, 22, 23, 24, 25]);
+        assert_eq!(case(&mut hub, 15)["recovered"], true, "16 is retained");
+        let j = case(&mut hub, 14);
+        assert_eq!(j["recovered"], false, "15 is lost");
+        assert_eq!(j["history"].as_array().map(Vec::len), Some(10));
+        let j = case(&mut hub, 25);
+        assert_eq!(j["recovered"], true);
+        assert_eq!(j["history"], json("[]"));
+        assert_eq!(
+            case(&mut hub, 99)["recovered"],
+            false,
+            "a seq from the future"
+        );
+        // A rejoin does not count the member twice.
+        assert_eq!(hub.users("room").len(), 1);
+        let mut out = Vec::new();
+        hub.leave("room", "ann", conn(0, 1), None, &mut out);
+        assert_eq!(hub.figures().channels, 1, "history keeps the channel");
+        assert!(delivered(&out).is_empty());
+    }
+
+    #[test]
+    fn presence_is_per_user_not_per_connection() {
+        let mut hub = Hub::new(HubLimits::default());
+        join(&mut hub, conn(0, 1), "ann", None);
+        join(&mut hub, conn(0, 2), "bob", None);
+        let out = join(&mut hub, conn(1, 2), "bob", None);
+        assert!(delivered(&out).is_empty(), "bob's second connection");
+        let mut out = Vec::new();
+        hub.leave("room", "bob", conn(0, 2), None, &mut out);
+        assert!(delivered(&out).is_empty(), "bob is still there");
+        hub.leave("room", "bob", conn(1, 2), None, &mut out);
+        let d = delivered(&out);
+        assert_eq!(d.len(), 1, "only ann's worker has members");
+        assert_eq!(
+            d[0].1,
+            json(r#"{"type":"presence","channel":"room","left":["bob"]}"#)
+        );
+        assert_eq!(hub.users("room"), [Arc::<str>::from("ann")]);
+        hub.leave("room", "ann", conn(0, 1), Some(None), &mut out);
+        assert_eq!(
+            replies(&mut out),
+            [(conn(0, 1), json(r#"{"type":"left","channel":"room"}"#))]
+        );
+        assert_eq!(hub.figures().channels, 0, "empty and without history");
+    }
+
+    #[test]
+    fn big_channels_send_no_presence_events() {
+        let mut hub = Hub::new(HubLimits {
+            presence_limit: 3,
+            ..HubLimits::default()
+        });
+        for (i, u) in ["a", "b", "c"].into_iter().enumerate() {
+            let out = join(&mut hub, conn(0, i as u32), u, None);
+            assert_eq!(delivered(&out).len(), usize::from(i > 0));
+        }
+        let out = join(&mut hub, conn(0, 9), "d", None);
+        assert!(delivered(&out).is_empty(), "4 members > limit 3");
+        let mut out = Vec::new();
+        hub.presence("room", ask(conn(0, 9)), &mut out);
+        assert_eq!(
+            replies(&mut out)[0].1["users"].as_array().map(Vec::len),
+            Some(4)
+        );
+        assert_eq!(hub.presence_events(), 2);
+    }
+
+    #[test]
+    fn history_pages_backwards_and_expires() {
+        let mut hub = Hub::new(HubLimits {
+            history_size: 100,
+            history_ttl_ms: Some(1000),
+            ..HubLimits::default()
+        });
+        join(&mut hub, conn(0, 1), "ann", None);
+        publish(&mut hub, 30, 10);
+        let bytes = hub.figures().history_bytes;
+        assert!(bytes > 30 * 50, "{bytes}");
+        let page = |hub: &mut Hub, limit, before, now| {
+            let mut out = Vec::new();
+            hub.history("room", (limit, before), ask(conn(0, 1)), now, &mut out);
+            replies(&mut out).remove(0).1["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .map(|m| m["seq"].as_u64().expect("seq"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(page(&mut hub, 3, None, 10), [28, 29, 30]);
+        assert_eq!(page(&mut hub, 3, Some(28), 10), [25, 26, 27]);
+        assert_eq!(page(&mut hub, 50, Some(3), 10), [1, 2]);
+        assert_eq!(page(&mut hub, 5, None, 5000), Vec::<u64>::new(), "expired");
+        assert_eq!(hub.figures().history_bytes, 0);
+    }
+
+    #[test]
+    fn history_is_bounded_and_its_bytes_counted() {
+        let mut hub = Hub::new(HubLimits {
+            history_size: 5,
+            ..HubLimits::default()
+        });
+        join(&mut hub, conn(0, 1), "ann", None);
+        publish(&mut hub, 1005, 1);
+        // Exactly the retained messages' JSON, however many went through.
+        let mut out = Vec::new();
+        hub.history("room", (100, None), ask(conn(0, 1)), 1, &mut out);
+        let messages = replies(&mut out)[0].1["messages"].clone();
+        let retained = messages.as_array().expect("messages");
+        assert_eq!(seqs_of(&messages), [1001, 1002, 1003, 1004, 1005]);
+        let bytes: usize = retained.iter().map(|m| m.to_string().len()).sum();
+        assert_eq!(hub.figures().history_bytes, bytes);
+    }
+
+    fn seqs_of(v: &Value) -> Vec<u64> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|m| m["seq"].as_u64().expect("seq"))
+            .collect()
+    }
+
+    #[test]
+    fn channel_cap_refuses_new_channels() {
+        let mut hub = Hub::new(HubLimits {
+            max_channels: 1,
+            ..HubLimits::default()
+        });
+        join(&mut hub, conn(0, 1), "ann", None);
+        let mut out = Vec::new();
+        let ann = Arc::from("ann");
+        let joining = Joining {
+            user: &ann,
+            since: None,
+            rejoin: false,
+        };
+        hub.join("other", joining, ask(conn(0, 1)), 0, &mut out);
+        assert_eq!(replies(&mut out)[0].1["code"], "unavailable");
+        assert!(hub.publish("other", "api", "x", None, 0, &mut out).is_err());
+        let bob = Arc::from("bob");
+        let joining = Joining {
+            user: &bob,
+            since: None,
+            rejoin: false,
+        };
+        hub.join("room", joining, ask(conn(0, 2)), 0, &mut out);
+        assert_eq!(replies(&mut out)[0].1["type"], "joined");
+    }
+}
