@@ -143,10 +143,10 @@ cargo build --release --quiet -p hioload-ws-app
 BIN="$ROOT/target/release/hioload-ws"
 
 # Start the appliance on a free port; sets APP_URL. Logs go to $1.
-launch_appliance() { # LOG ARGS...: start `hioload-ws echo ARGS`, wait for its startup line
+launch_appliance() { # LOG ARGS...: start `hioload-ws ${APP_MODE:-echo} ARGS`, wait for its startup line
   local log="$1"
   shift
-  "$BIN" echo --log-level info --log-format text --admin 127.0.0.1:0 "$@" >"$log" 2>&1 &
+  "$BIN" "${APP_MODE:-echo}" --log-level info --log-format text --admin 127.0.0.1:0 "$@" >"$log" 2>&1 &
   APP_PID=$!
   PIDS+=("$APP_PID")
   APP_URL=""
@@ -184,6 +184,14 @@ if start_appliance "$LOGS/smoke.log" --workers 2; then
 else
   FAILED=$((FAILED + 1))
   FAILED_STAGES+=("appliance start for smoke tests")
+fi
+if APP_MODE=pubsub start_appliance "$LOGS/chat.log" --workers 2; then
+  stage "Pub/sub chat page in two headless Chromium pages (${APP_URL/ws:/http:})" \
+    "$DEPS/py/bin/python" scripts/smoke/chat.py "${APP_URL/ws:/http:}/" "$ROOT/target/chat.png"
+  stop_appliance
+else
+  FAILED=$((FAILED + 1))
+  FAILED_STAGES+=("appliance start for the chat page")
 fi
 
 # ---------------------------------------------------------------------------------------------

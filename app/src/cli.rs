@@ -229,6 +229,17 @@ pub struct PubSubArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub publish_rate: u32,
 
+    /// Require `?token=JWT` on the upgrade request, signed with HS256 under this secret; its
+    /// `sub` is the session's user name (`exp`, `nbf` checked). Without one: HTTP 401. The chat
+    /// page itself needs no token.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "HIOLOAD_AUTH_SECRET",
+        hide_env_values = true
+    )]
+    pub auth_secret: Option<String>,
+
     /// Channels with more members than this send no presence events (joins and leaves);
     /// `presence` requests and `joined` still list the users.
     #[arg(long, default_value_t = 1000, value_name = "N")]

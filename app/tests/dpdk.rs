@@ -8,6 +8,7 @@ mod common;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::pubsub::{self as scenario};
 use common::{http_get, json_number, Appliance};
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::Frame;
@@ -569,4 +570,67 @@ fn broadcast_over_dpdk_skips_a_session_that_never_reads_with_bounded_memory() {
         "pushes dropped for the silent session: {dropped}"
     );
     drop(silent);
+}
+
+/// `hioload-ws pubsub` on DPDK over a TAP `iface` (198.18.NET.0/24), one worker per lcore: the
+/// pub/sub scenarios of `common/pubsub.rs` with the kernel's TCP as client.
+fn pubsub_over(iface: &'static str, net: u8) -> impl Fn(u16, &[&str]) -> Appliance {
+    move |workers, args| {
+        let lcores = if workers > 1 { "0-1" } else { "0" };
+        Appliance::start_dpdk_on("pubsub", lcores, iface, net, args)
+    }
+}
+
+#[test]
+fn pubsub_join_publish_presence_history_leave() {
+    scenario::join_publish_presence_history_leave(&pubsub_over("hlp1", 101));
+}
+
+#[test]
+fn pubsub_every_error_code_without_auth() {
+    scenario::every_error_code_without_auth(&pubsub_over("hlp2", 102));
+}
+
+#[test]
+fn pubsub_channel_cap_answers_unavailable() {
+    scenario::channel_cap_answers_unavailable(&pubsub_over("hlp3", 103));
+}
+
+#[test]
+fn pubsub_three_publishers_two_workers_every_member_sees_one_order() {
+    scenario::three_publishers_two_workers_every_member_sees_one_order(&pubsub_over("hlp4", 104));
+}
+
+#[test]
+fn pubsub_presence_counts_users_not_connections() {
+    scenario::presence_counts_users_not_connections(&pubsub_over("hlp5", 105));
+}
+
+#[test]
+fn pubsub_recovery_with_since_inside_and_beyond_the_window() {
+    scenario::recovery_with_since_inside_and_beyond_the_window(&pubsub_over("hlp6", 106));
+}
+
+#[test]
+fn pubsub_server_api_publishes_and_reads_channels_and_presence_behind_a_token() {
+    scenario::server_api_publishes_and_reads_channels_and_presence_behind_a_token(&pubsub_over(
+        "hlp7", 107,
+    ));
+}
+
+#[test]
+fn pubsub_chat_page_on_plain_get_and_figures_in_metrics() {
+    scenario::chat_page_on_plain_get_and_figures_in_metrics(&pubsub_over("hlp8", 108));
+}
+
+#[test]
+fn pubsub_auth_with_no_bad_expired_and_valid_tokens() {
+    scenario::auth_with_no_bad_expired_and_valid_tokens(&pubsub_over("hlp9", 109));
+}
+
+#[test]
+fn pubsub_a_member_that_never_reads_costs_bounded_memory_and_stops_nobody() {
+    scenario::a_member_that_never_reads_costs_bounded_memory_and_stops_nobody(&pubsub_over(
+        "hlp10", 110,
+    ));
 }

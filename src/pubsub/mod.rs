@@ -15,6 +15,7 @@
 //! transport's slow-consumer policy says; both are counted.
 
 pub mod api;
+pub mod auth;
 pub mod hub;
 pub mod members;
 pub mod protocol;
@@ -25,10 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hioload_stack::ConnId;
-use hioload_wsproto::handshake::{self, HttpRequest};
+use hioload_wsproto::handshake::{self, HttpRequest, Request as Upgrade};
 use hioload_wsproto::{CloseCode, Message};
 
-use crate::handler::{Context, Handler, PreparedFrame, WorkerContext};
+use crate::handler::{Context, Decision, Handler, PreparedFrame, WorkerContext};
 use hub::{Asker, Effect, Hub, HubLimits, Joining};
 use members::Members;
 use protocol::{ErrorCode, Refusal, Request, RequestId};
@@ -39,7 +40,7 @@ const RETRY_TIMER: u64 = 1;
 const RETRY_AFTER: Duration = Duration::from_millis(2);
 
 /// The settings of the pub/sub handler.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PubSubConfig {
     /// What bounds each worker's hub (history, presence events, channels).
     pub hub: HubLimits,
@@ -50,6 +51,8 @@ pub struct PubSubConfig {
     /// Publishes per second one connection may make (with a burst of the same size); `None`
     /// for no limit.
     pub publish_rate: Option<u32>,
+    /// With a verifier, sessions must present a token (`?token=JWT`) whose `sub` is their user.
+    pub auth: Option<auth::Verifier>,
 }
 
 impl Default for PubSubConfig {
@@ -59,6 +62,7 @@ impl Default for PubSubConfig {
             max_publish_size: 64 * 1024,
             max_channels_per_connection: 128,
             publish_rate: None,
+            auth: None,
         }
     }
 }
@@ -222,6 +226,8 @@ pub struct PubSub {
     hub: Hub,
     members: Members,
     buckets: HashMap<ConnId, Bucket>,
+    /// The user each session's token names (with authentication).
+    users: HashMap<ConnId, Arc<str>>,
     counters: Arc<PubSubCounters>,
     /// Effects of the hub operation being carried out (kept to reuse its allocation).
     effects: Vec<Effect>,
@@ -243,6 +249,7 @@ impl PubSub {
             config,
             members: Members::default(),
             buckets: HashMap::new(),
+            users: HashMap::new(),
             counters,
             effects: Vec::new(),
             retry: VecDeque::new(),
@@ -317,9 +324,21 @@ impl PubSub {
                 let (channel, user) = match joined {
                     Some(m) => (m.channel, m.user),
                     None => {
-                        let Some(user) = user else {
-                            let r = Refusal::new(ErrorCode::BadRequest, "`join` needs `user`");
-                            return self.refuse(conn, id.as_ref(), &r, cx);
+                        let user: Arc<str> = match (self.users.get(&conn), user) {
+                            (Some(authed), None) => Arc::clone(authed),
+                            (Some(authed), Some(u)) if **authed == *u => Arc::clone(authed),
+                            (Some(_), Some(_)) => {
+                                let r = Refusal::new(
+                                    ErrorCode::Forbidden,
+                                    "`user` must be the token's subject (or left out)",
+                                );
+                                return self.refuse(conn, id.as_ref(), &r, cx);
+                            }
+                            (None, Some(u)) => u.into(),
+                            (None, None) => {
+                                let r = Refusal::new(ErrorCode::BadRequest, "`join` needs `user`");
+                                return self.refuse(conn, id.as_ref(), &r, cx);
+                            }
                         };
                         if self.members.joined(conn).len()
                             >= self.config.max_channels_per_connection
@@ -330,7 +349,7 @@ impl PubSub {
                             );
                             return self.refuse(conn, id.as_ref(), &r, cx);
                         }
-                        let (channel, user): (Arc<str>, Arc<str>) = (channel.into(), user.into());
+                        let channel: Arc<str> = channel.into();
                         self.members
                             .add_pending(conn, Arc::clone(&channel), Arc::clone(&user));
                         (channel, user)
@@ -720,6 +739,28 @@ impl Handler for PubSub {
             .then(|| handshake::response(200, "text/html; charset=utf-8", CHAT_PAGE.as_bytes()))
     }
 
+    fn on_open(&mut self, conn: ConnId, request: &Upgrade<'_>) -> Decision {
+        let Some(verifier) = &self.config.auth else {
+            return Decision::accept();
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        match auth::token_in(request.path)
+            .ok_or(auth::TokenError::Missing)
+            .and_then(|t| verifier.verify(t, now))
+        {
+            Ok(user) => {
+                self.users.insert(conn, user.into());
+                Decision::accept()
+            }
+            Err(e) => Decision::Reject {
+                status: 401,
+                reason: e.as_str(),
+            },
+        }
+    }
+
     fn on_message(&mut self, conn: ConnId, message: Message<'_>, cx: &mut Context<'_, Note>) {
         match message {
             Message::Text(text) => {
@@ -740,6 +781,7 @@ impl Handler for PubSub {
         cx: &mut WorkerContext<'_, Note>,
     ) {
         self.buckets.remove(&conn);
+        self.users.remove(&conn);
         for m in self.members.remove_all(conn) {
             self.leave(m.channel, m.user, conn, None, cx);
         }

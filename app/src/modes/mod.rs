@@ -149,5 +149,10 @@ pub fn pubsub_config(
             .map_err(|_| "--max-publish-size is too large")?,
         max_channels_per_connection: a.max_channels_per_connection as usize,
         publish_rate: (a.publish_rate > 0).then_some(a.publish_rate),
+        auth: match a.auth_secret.as_deref() {
+            Some("") => return Err("--auth-secret must not be empty".into()),
+            Some(s) => Some(hioload_ws::pubsub::auth::Verifier::new(s.as_bytes())),
+            None => None,
+        },
     })
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod fanout;
+pub mod pubsub;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
