@@ -53,6 +53,43 @@ pub enum BenchKind {
     /// Open N idle WebSocket sessions as fast as the server accepts them and hold them: connect
     /// rate, errors, and the server's memory per connection (with --server-pid).
     Conns(BenchConnsArgs),
+    /// Pub/sub load (for `pubsub`): --connections members spread over --channels channels, plus
+    /// --publishers that publish at --rate (or as fast as acks come back); every delivery is
+    /// checked for order (gaps counted) and timed from publish to delivery.
+    Pubsub(BenchPubSubArgs),
+}
+
+/// Flags of `bench pubsub`.
+#[derive(Debug, Args)]
+pub struct BenchPubSubArgs {
+    /// The pub/sub server's URL.
+    #[arg(
+        long,
+        default_value = "ws://127.0.0.1:8080/",
+        value_name = "ws://HOST:PORT/PATH"
+    )]
+    pub url: String,
+
+    /// Channels (`bench-0`, `bench-1`, ...); members and publishers are spread over them.
+    #[arg(long, default_value_t = 1, value_name = "C", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub channels: u32,
+
+    /// Publishing connections, in addition to --connections (they are members too).
+    #[arg(long, default_value_t = 1, value_name = "P", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub publishers: u32,
+
+    /// Publishes per second over all publishers; `0`: as fast as the server acknowledges them,
+    /// --depth unacknowledged per publisher.
+    #[arg(long, default_value_t = 0.0, value_name = "R")]
+    pub rate: f64,
+
+    /// Text size of each message (and publishes in flight per publisher with --rate 0).
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    /// --connections: members that only listen.
+    #[command(flatten)]
+    pub gen: GeneratorArgs,
 }
 
 /// Flags of `bench echo`.

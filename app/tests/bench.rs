@@ -448,3 +448,69 @@ fn probes_name_the_session_with_the_most_queued_output() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+#[test]
+fn pubsub_load_counts_deliveries_in_order_at_a_rate_and_as_fast_as_acks() {
+    let app = Appliance::start("pubsub", &["--workers", "2"]);
+    let admin = app.admin().expect("admin endpoint announced");
+    let url = format!("ws://{}/", app.addr);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "pubsub",
+            "--url",
+            &url,
+            "--connections",
+            "60",
+            "--channels",
+            "3",
+            "--publishers",
+            "3",
+            "--duration",
+            "1s",
+            "--warmup",
+            "500ms",
+            "--json",
+            "--server-admin",
+        ];
+        let admin = admin.to_string();
+        args.push(&admin);
+        args.extend_from_slice(extra);
+        let out = bench(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout.trim().to_string()
+    };
+    // 300 publishes a second to channels of 21 members (20 listeners and a publisher each).
+    let line = run(&["--rate", "300"]);
+    assert_eq!(field(&line, "bench"), "pubsub");
+    assert_eq!(num(&line, "ready"), 63.0, "{line}");
+    let published = num(&line, "publishes");
+    assert!(
+        (300.0..=600.0).contains(&published),
+        "1.5 s at 300/s: {line}"
+    );
+    let rate = num(&line, "msg_per_s");
+    assert!(
+        (300.0 * 21.0 * 0.7..=300.0 * 21.0 * 1.3).contains(&rate),
+        "deliveries/s {rate}: {line}"
+    );
+    assert_eq!(
+        (num(&line, "gaps"), num(&line, "mismatches")),
+        (0.0, 0.0),
+        "{line}"
+    );
+    assert!(num(&line, "p50_us") > 0.0 && num(&line, "p99_us") >= num(&line, "p50_us"));
+    assert!(num(&line, "server_busy_us_per_msg") > 0.0, "{line}");
+    // As fast as acks come back: many more.
+    let fast = run(&["--depth", "8"]);
+    assert!(num(&fast, "msg_per_s") > 3.0 * rate, "{fast}");
+    assert_eq!(
+        (num(&fast, "gaps"), num(&fast, "mismatches")),
+        (0.0, 0.0),
+        "{fast}"
+    );
+}

@@ -242,9 +242,15 @@ impl Hub {
             ch.per_worker[worker] += 1;
             ch.members += 1;
         }
-        let mut reply = Out::new("joined", id)
-            .str("channel", &ch.name)
-            .strs("users", ch.user_names());
+        // A big channel's `joined` lists `presence_limit` users and says how many there are
+        // (every join listing every user would cost O(members²) bytes); `presence` lists all.
+        let mut reply = Out::new("joined", id).str("channel", &ch.name).strs(
+            "users",
+            ch.user_names().take(limits.presence_limit as usize),
+        );
+        if ch.users.len() > limits.presence_limit as usize {
+            reply = reply.num("user_count", ch.users.len() as u64);
+        }
         reply = match since {
             Some(since) => {
                 // Nothing in (since, seq] is lost when the oldest retained message follows
@@ -703,8 +709,11 @@ mod tests {
             let out = join(&mut hub, conn(0, i as u32), u, None);
             assert_eq!(delivered(&out).len(), usize::from(i > 0));
         }
-        let out = join(&mut hub, conn(0, 9), "d", None);
+        let mut out = join(&mut hub, conn(0, 9), "d", None);
         assert!(delivered(&out).is_empty(), "4 members > limit 3");
+        let joined = replies(&mut out).remove(0).1;
+        assert_eq!(joined["users"].as_array().map(Vec::len), Some(3));
+        assert_eq!(joined["user_count"], 4);
         let mut out = Vec::new();
         hub.presence("room", ask(conn(0, 9)), &mut out);
         assert_eq!(

@@ -31,6 +31,24 @@ pub enum Protocol {
     },
     /// Raw TCP: a message is `size` bytes of the stream.
     Tcp,
+    /// Pub/sub (docs/PROTOCOL.md): each connection joins one channel; the first `publishers`
+    /// connections also publish to theirs; a message is a delivery to a member.
+    PubSub(PubSubPlan),
+}
+
+/// The shape of a pub/sub load.
+#[derive(Debug, Clone)]
+pub struct PubSubPlan {
+    /// Host header.
+    pub host: String,
+    /// Request path.
+    pub path: String,
+    /// Channels (`bench-0` ...); connection i joins channel i mod channels.
+    pub channels: usize,
+    /// Connections that publish (the first of each worker's share).
+    pub publishers: usize,
+    /// Publishes per second over all publishers; `None`: each keeps `depth` unacknowledged.
+    pub rate: Option<f64>,
 }
 
 /// What every connection does, shared by the workers of a run.
@@ -46,6 +64,8 @@ pub struct Plan {
     pub measure_from: Instant,
     /// End of the measured window.
     pub end: Instant,
+    /// The run's start: pub/sub messages carry their send time relative to it.
+    pub epoch: Instant,
 }
 
 /// Counters a worker publishes for the progress line, without locks (one writer each).
@@ -85,6 +105,10 @@ pub struct Tally {
     pub latency: Histogram<u64>,
     /// First failure, for the user.
     pub first_failure: Option<String>,
+    /// Pub/sub: messages a member never got (gaps in seq), whole run.
+    pub gaps: u64,
+    /// Pub/sub: messages published (whole run).
+    pub publishes: u64,
 }
 
 /// The client of one worker.
@@ -100,6 +124,42 @@ pub struct LoadClient {
     worker: usize,
     next_publish: Instant,
     open: u64,
+    /// Connections opened by this worker so far (pub/sub roles and channels follow it).
+    opened: usize,
+    /// Frames of one read, parsed after the session has decoded them (kept for its capacity).
+    scratch: Vec<Frame>,
+}
+
+/// A pub/sub frame as the client cares about it.
+#[derive(Debug, Clone, Copy)]
+enum Frame {
+    /// A delivery: its seq and when it was published (ns since the epoch).
+    Delivery { seq: u64, sent_ns: u64 },
+    /// The channel's seq when joined.
+    Joined { seq: u64 },
+    /// A publish was acknowledged.
+    Ack,
+    /// An error from the server.
+    Error,
+    /// Presence and the like.
+    Other,
+}
+
+/// A connection's part in a pub/sub load.
+#[derive(Debug, Clone, Copy)]
+pub struct Member {
+    /// Its channel.
+    channel: usize,
+    /// It publishes too.
+    publisher: bool,
+    /// Joined: deliveries count from here.
+    joined: bool,
+    /// The last seq received.
+    last_seq: u64,
+    /// Messages it published.
+    published: u64,
+    /// With a rate: when the next publish is due.
+    next_due: Option<Instant>,
 }
 
 /// Where a connection is.
@@ -125,6 +185,8 @@ pub struct ClientConn {
     corrupt: bool,
     /// We are closing on purpose (end of the run); a close now is not a failure.
     leaving: bool,
+    /// Pub/sub: its role.
+    member: Option<Member>,
 }
 
 impl LoadClient {
@@ -146,6 +208,8 @@ impl LoadClient {
                 latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
                     .unwrap_or_else(|_| unreachable!("valid histogram bounds")),
                 first_failure: None,
+                gaps: 0,
+                publishes: 0,
             },
             plan,
             before_window: 0,
@@ -155,6 +219,8 @@ impl LoadClient {
             worker,
             next_publish,
             open: 0,
+            opened: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -213,8 +279,20 @@ impl LoadClient {
         }
     }
 
-    /// The session is ready: fill its pipeline.
+    /// The session is ready: fill its pipeline (pub/sub: join its channel first).
     fn start(&mut self, conn: &mut ClientConn, out: &mut Vec<u8>, now: Instant) {
+        if let Some(m) = &conn.member {
+            let join = format!(
+                r#"{{"type":"join","channel":"bench-{}","user":"b{}-{}","id":0}}"#,
+                m.channel,
+                self.worker,
+                conn.next_seq >> 32
+            );
+            conn.session
+                .sender(out)
+                .frame(true, OpCode::Text, join.as_bytes());
+            return;
+        }
         self.tally.ready += 1;
         self.tally.last_ready = Some(now);
         for _ in 0..self.plan.depth {
@@ -222,7 +300,10 @@ impl LoadClient {
         }
     }
 
-    fn send(&self, conn: &mut ClientConn, out: &mut Vec<u8>, now: Instant) {
+    fn send(&mut self, conn: &mut ClientConn, out: &mut Vec<u8>, now: Instant) {
+        if let Some(m) = &mut conn.member {
+            return self.publish(m, &mut conn.session, out, now);
+        }
         let seq = conn.next_seq;
         conn.next_seq += 1;
         conn.inflight.push_back((seq, now));
@@ -232,8 +313,39 @@ impl LoadClient {
                 let op = if *text { OpCode::Text } else { OpCode::Binary };
                 conn.session.sender(out).frame(true, op, payload);
             }
-            Protocol::Tcp => out.extend_from_slice(payload),
+            Protocol::Tcp | Protocol::PubSub(_) => out.extend_from_slice(payload),
         }
+    }
+
+    /// Publish one message: its text is the send time (ns since the epoch), who sent it and
+    /// its number, padded to `size` bytes. With no rate it asks for an ack (an id), which
+    /// sends the next.
+    fn publish(&mut self, m: &mut Member, session: &mut Session, out: &mut Vec<u8>, now: Instant) {
+        use std::fmt::Write as _;
+        let Protocol::PubSub(p) = &self.plan.protocol else {
+            return;
+        };
+        let sent_ns = now.saturating_duration_since(self.plan.epoch).as_nanos() as u64;
+        let mut text = String::with_capacity(self.plan.size + 96);
+        let _ = write!(
+            text,
+            r#"{{"type":"message","channel":"bench-{}","text":""#,
+            m.channel
+        );
+        let start = text.len();
+        let _ = write!(text, "{sent_ns}:{}:{}:", self.worker, m.published);
+        let pad = self.plan.size.saturating_sub(text.len() - start);
+        text.extend(std::iter::repeat_n('x', pad));
+        text.push('"');
+        if p.rate.is_none() {
+            let _ = write!(text, r#","id":{}"#, m.published);
+        }
+        text.push('}');
+        m.published += 1;
+        self.tally.publishes += 1;
+        session
+            .sender(out)
+            .frame(true, OpCode::Text, text.as_bytes());
     }
 
     /// `n` echoes differed from what was sent.
@@ -298,6 +410,9 @@ impl LoadClient {
         out: &mut Vec<u8>,
         now: Instant,
     ) -> Verdict {
+        if conn.member.is_some() {
+            return self.on_pubsub_frames(conn, input, out, now);
+        }
         let mut unexpected = None;
         let mut closed = false;
         let (session, inflight) = (&mut conn.session, &mut conn.inflight);
@@ -336,6 +451,107 @@ impl LoadClient {
             };
         }
         Verdict::Continue
+    }
+
+    /// Pub/sub frames: deliveries are checked for order and timed; `joined` makes the member
+    /// ready (and a publisher start); an ack sends the next publish.
+    fn on_pubsub_frames(
+        &mut self,
+        conn: &mut ClientConn,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> Verdict {
+        let mut frames = std::mem::take(&mut self.scratch);
+        let mut closed = false;
+        let result = conn.session.feed(input, out, |ev, _| match ev {
+            Event::Message(m) => frames.push(classify(m.as_bytes())),
+            Event::Close(_) => closed = true,
+            Event::Ping(_) | Event::Pong(_) => {}
+        });
+        let mut verdict = Verdict::Continue;
+        let now_ns = now.saturating_duration_since(self.plan.epoch).as_nanos() as u64;
+        for f in frames.drain(..) {
+            let Some(mut m) = conn.member else { break };
+            match f {
+                Frame::Delivery { seq, sent_ns } if m.joined => {
+                    if seq > m.last_seq + 1 {
+                        self.tally.gaps += seq - m.last_seq - 1;
+                    } else if seq <= m.last_seq {
+                        self.mismatched(1);
+                    }
+                    m.last_seq = m.last_seq.max(seq);
+                    self.total_messages += 1;
+                    if self.in_window && now < self.plan.end {
+                        let _ = self
+                            .tally
+                            .latency
+                            .record(now_ns.saturating_sub(sent_ns).max(1));
+                    }
+                }
+                Frame::Delivery { .. } => {}
+                Frame::Joined { seq } if !m.joined => {
+                    m.joined = true;
+                    m.last_seq = seq;
+                    self.tally.ready += 1;
+                    self.tally.last_ready = Some(now);
+                    if m.publisher {
+                        // Publishing starts in the warmup's last second (members join before),
+                        // or at once if that has passed.
+                        let from = self
+                            .plan
+                            .measure_from
+                            .checked_sub(Duration::from_secs(1))
+                            .map_or(now, |f| f.max(self.plan.epoch));
+                        if from <= now && self.publish_interval().is_none() {
+                            for _ in 0..self.plan.depth {
+                                self.publish(&mut m, &mut conn.session, out, now);
+                            }
+                        } else {
+                            m.next_due = Some(from.max(now));
+                        }
+                    }
+                }
+                Frame::Ack if m.publisher && !conn.leaving => {
+                    self.publish(&mut m, &mut conn.session, out, now);
+                }
+                Frame::Error => {
+                    conn.member = Some(m);
+                    verdict = self.fail(conn, || "the server answered an error".to_string());
+                    break;
+                }
+                Frame::Joined { .. } | Frame::Ack | Frame::Other => {}
+            }
+            conn.member = Some(m);
+        }
+        self.scratch = frames;
+        if let Some(l) = self.live() {
+            l.messages.store(self.total_messages, Ordering::Relaxed);
+        }
+        if let Err(e) = result {
+            return self.fail(conn, || format!("protocol error from the server: {e}"));
+        }
+        if closed {
+            return if conn.leaving {
+                conn.phase = Phase::Done;
+                Verdict::Close
+            } else {
+                self.fail(conn, || "the server closed the session".to_string())
+            };
+        }
+        verdict
+    }
+
+    /// Time between two publishes of one publisher, with a rate.
+    fn publish_interval(&self) -> Option<Duration> {
+        match &self.plan.protocol {
+            Protocol::PubSub(PubSubPlan {
+                rate: Some(r),
+                publishers,
+                ..
+            }) if *r > 0.0 => Some(Duration::from_secs_f64(*publishers.max(&1) as f64 / r)),
+            _ => None,
+        }
     }
 
     fn on_tcp_data(
@@ -385,6 +601,25 @@ impl Service for LoadClient {
             l.open.store(self.open, Ordering::Relaxed);
         }
         let nonce = (u128::from(id.worker) << 64 | u128::from(id.slot)) ^ 0x5eed_5eed_5eed_5eed;
+        let member = match &self.plan.protocol {
+            Protocol::PubSub(p) => {
+                // Roles and channels spread evenly over the workers' shares.
+                let workers = self.live.len().max(1);
+                let k = self.opened;
+                let here =
+                    p.publishers / workers + usize::from(self.worker < p.publishers % workers);
+                Some(Member {
+                    channel: (k * workers + self.worker) % p.channels.max(1),
+                    publisher: k < here,
+                    joined: false,
+                    last_seq: 0,
+                    published: 0,
+                    next_due: None,
+                })
+            }
+            _ => None,
+        };
+        self.opened += 1;
         ClientConn {
             phase: Phase::Done,
             session: Session::new(
@@ -398,6 +633,7 @@ impl Service for LoadClient {
             partial: 0,
             corrupt: false,
             leaving: false,
+            member,
         }
         .with_key(nonce, &self.plan.protocol)
     }
@@ -406,7 +642,8 @@ impl Service for LoadClient {
         let now = cx.now();
         let out = cx.out().tail();
         match (&self.plan.protocol, &conn.phase) {
-            (Protocol::WebSocket { host, path, .. }, Phase::Handshake { key, .. }) => {
+            (Protocol::WebSocket { host, path, .. }, Phase::Handshake { key, .. })
+            | (Protocol::PubSub(PubSubPlan { host, path, .. }), Phase::Handshake { key, .. }) => {
                 handshake::write_client_request(out, host, path, key, &[]);
             }
             _ => {
@@ -430,9 +667,51 @@ impl Service for LoadClient {
         }
         let out = cx.out().tail();
         match self.plan.protocol {
-            Protocol::WebSocket { .. } => self.on_ws_data(conn, input, out, now),
+            Protocol::WebSocket { .. } | Protocol::PubSub(_) => {
+                self.on_ws_data(conn, input, out, now)
+            }
             Protocol::Tcp => self.on_tcp_data(conn, input, out, now),
         }
+    }
+
+    fn deadline(&self, conn: &ClientConn) -> Option<Instant> {
+        conn.member
+            .filter(|m| m.publisher && !conn.leaving)
+            .and_then(|m| m.next_due)
+    }
+
+    fn on_deadline(&mut self, conn: &mut ClientConn, cx: &mut ConnCtx<'_, ()>) -> Verdict {
+        let now = cx.now();
+        self.tick(now);
+        let Some(mut m) = conn.member else {
+            return Verdict::Continue;
+        };
+        if conn.leaving || !matches!(conn.phase, Phase::Open) {
+            return Verdict::Continue;
+        }
+        let out = cx.out().tail();
+        let Some(interval) = self.publish_interval() else {
+            // As fast as acks come: fill the window once; acks keep it full.
+            for _ in 0..self.plan.depth {
+                self.publish(&mut m, &mut conn.session, out, now);
+            }
+            m.next_due = None;
+            conn.member = Some(m);
+            return Verdict::Continue;
+        };
+        // On time, or catching up a little if the loop was late (never a burst of more than 64).
+        let mut due = m.next_due.unwrap_or(now);
+        let mut n = 0;
+        while due <= now && n < 64 {
+            self.publish(&mut m, &mut conn.session, out, now);
+            due += interval;
+            n += 1;
+        }
+        // Still behind after a burst: the loop cannot keep the rate; start again from now
+        // (the report shows the publishes actually made).
+        m.next_due = Some(if due <= now { now + interval } else { due });
+        conn.member = Some(m);
+        Verdict::Continue
     }
 
     fn on_eof(&mut self, conn: &mut ClientConn, _: &mut ConnCtx<'_, ()>) -> Verdict {
@@ -447,7 +726,7 @@ impl Service for LoadClient {
         // The run is over: leave politely, and stop counting failures.
         conn.leaving = true;
         match (&self.plan.protocol, &conn.phase) {
-            (Protocol::WebSocket { .. }, Phase::Open) => {
+            (Protocol::WebSocket { .. } | Protocol::PubSub(_), Phase::Open) => {
                 conn.session
                     .sender(cx.out().tail())
                     .close(CloseCode::NORMAL, "");
@@ -471,13 +750,55 @@ impl Service for LoadClient {
 
 impl ClientConn {
     fn with_key(mut self, nonce: u128, protocol: &Protocol) -> Self {
-        if let Protocol::WebSocket { .. } = protocol {
+        if let Protocol::WebSocket { .. } | Protocol::PubSub(_) = protocol {
             self.phase = Phase::Handshake {
                 key: handshake::client_key(nonce.to_le_bytes()),
                 head: Vec::new(),
             };
         }
         self
+    }
+}
+
+/// What a pub/sub frame from the server is (the server's own encoding: fields in a fixed
+/// order, so a few searches do; nothing is allocated).
+fn classify(json: &[u8]) -> Frame {
+    fn number_at(json: &[u8], at: usize) -> Option<u64> {
+        let digits = json[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+        std::str::from_utf8(&json[at..at + digits])
+            .ok()?
+            .parse()
+            .ok()
+    }
+    fn number_after(json: &[u8], key: &[u8]) -> Option<u64> {
+        number_at(
+            json,
+            json.windows(key.len()).position(|w| w == key)? + key.len(),
+        )
+    }
+    // `joined` carries history messages with seqs of their own before the channel's.
+    fn number_after_last(json: &[u8], key: &[u8]) -> Option<u64> {
+        number_at(
+            json,
+            json.windows(key.len()).rposition(|w| w == key)? + key.len(),
+        )
+    }
+    if json.starts_with(br#"{"type":"message""#) {
+        match (
+            number_after(json, br#""seq":"#),
+            number_after(json, br#""text":""#),
+        ) {
+            (Some(seq), Some(sent_ns)) => Frame::Delivery { seq, sent_ns },
+            _ => Frame::Other,
+        }
+    } else if json.starts_with(br#"{"type":"joined""#) {
+        number_after_last(json, br#""seq":"#).map_or(Frame::Other, |seq| Frame::Joined { seq })
+    } else if json.starts_with(br#"{"type":"ack""#) {
+        Frame::Ack
+    } else if json.starts_with(br#"{"type":"error""#) {
+        Frame::Error
+    } else {
+        Frame::Other
     }
 }
 
@@ -494,6 +815,7 @@ mod tests {
             size,
             measure_from: now,
             end: now + Duration::from_secs(3600),
+            epoch: now,
         })
     }
 
@@ -596,5 +918,96 @@ mod tests {
         let t = d.into_service().into_tally();
         assert_eq!(t.failed, 1);
         assert!(t.first_failure.unwrap_or_default().contains("handshake"));
+    }
+
+    #[test]
+    fn pubsub_member_joins_publishes_and_counts_gaps_and_disorder() {
+        use hioload_ws::ws::{Limits, Role, Session};
+        let live: Arc<[Live]> = (0..1).map(|_| Live::default()).collect();
+        let protocol = Protocol::PubSub(PubSubPlan {
+            host: "h".into(),
+            path: "/".into(),
+            channels: 3,
+            publishers: 1,
+            rate: None,
+        });
+        let plan = plan(protocol, 2, 40);
+        let now = plan.measure_from;
+        let (mut d, s, req) = connected(LoadClient::new(plan, live, 0), now);
+        let (parsed, _) = handshake::parse_request(&req, 8192)
+            .expect("a valid request")
+            .expect("a whole request");
+        let mut response = handshake::accept_response(&parsed, None);
+        d.input(s, &mut response, false, now);
+        let mut server = Session::new(Role::Server, Limits::default());
+        let texts = |server: &mut Session, mut frames: Vec<u8>| {
+            let mut got = Vec::new();
+            server
+                .feed(&mut frames, &mut Vec::new(), |ev, _| {
+                    if let Event::Message(m) = ev {
+                        got.push(String::from_utf8_lossy(m.as_bytes()).into_owned());
+                    }
+                })
+                .expect("valid client frames");
+            got
+        };
+        let join = texts(&mut server, d.take_output(s));
+        assert_eq!(join.len(), 1);
+        let join: serde_json::Value = serde_json::from_str(&join[0]).expect("JSON");
+        assert_eq!(
+            (join["type"].as_str(), join["channel"].as_str()),
+            (Some("join"), Some("bench-0"))
+        );
+        // The server's answer: history with older seqs, then the channel's seq.
+        let mut reply = Vec::new();
+        let frame = |reply: &mut Vec<u8>, server: &mut Session, text: &str| {
+            server
+                .sender(reply)
+                .frame(true, OpCode::Text, text.as_bytes());
+        };
+        frame(
+            &mut reply,
+            &mut server,
+            r#"{"type":"joined","id":0,"channel":"bench-0","users":["x"],"history":[{"type":"message","channel":"bench-0","user":"x","text":"1:0:0:","seq":3,"ts":1}],"seq":5}"#,
+        );
+        d.input(s, &mut reply, false, now);
+        let published = texts(&mut server, d.take_output(s));
+        assert_eq!(
+            published.len(),
+            2,
+            "the publisher fills its window once joined"
+        );
+        for (i, p) in published.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(p).expect("JSON");
+            assert_eq!(v["type"], "message");
+            assert_eq!(v["id"], i as u64);
+            let text = v["text"].as_str().expect("text");
+            assert_eq!(text.len(), 40, "padded to --size");
+            assert!(text
+                .split(':')
+                .next()
+                .is_some_and(|t| t.parse::<u64>().is_ok()));
+        }
+        // Deliveries 6, 8 (7 missed), 7 (out of order), and an ack that sends one more.
+        let mut reply = Vec::new();
+        for seq in [6, 8, 7] {
+            let m = format!(
+                r#"{{"type":"message","channel":"bench-0","user":"x","text":"5:0:0:xx","seq":{seq},"ts":1}}"#
+            );
+            frame(&mut reply, &mut server, &m);
+        }
+        frame(&mut reply, &mut server, r#"{"type":"ack","id":0,"seq":6}"#);
+        d.input(s, &mut reply, false, now + Duration::from_millis(1));
+        assert_eq!(
+            texts(&mut server, d.take_output(s)).len(),
+            1,
+            "an ack sends the next"
+        );
+        let t = d.into_service().into_tally();
+        assert_eq!(
+            (t.ready, t.messages, t.gaps, t.mismatches, t.publishes),
+            (1, 3, 1, 1, 3)
+        );
+        assert!(t.latency.len() == 3 && t.latency.min() >= 1);
     }
 }

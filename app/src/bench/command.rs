@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::client::{Plan, Protocol};
+use super::client::{Plan, Protocol, PubSubPlan};
 use super::{server, Outcome, Run, Transport};
 use crate::cli::{BenchKind, GeneratorArgs, LoadArgs};
 
@@ -48,6 +48,25 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
             run.plan.depth = 0;
             (run, a.gen, "conns")
         }
+        BenchKind::Pubsub(a) => {
+            let (remote, host, path) = super::parse_url(&a.url)?;
+            if !(a.rate >= 0.0 && a.rate.is_finite()) {
+                return Err(format!(
+                    "--rate {}: must be 0 or more publishes per second",
+                    a.rate
+                ));
+            }
+            let protocol = Protocol::PubSub(PubSubPlan {
+                host,
+                path,
+                channels: a.channels as usize,
+                publishers: a.publishers as usize,
+                rate: (a.rate > 0.0).then_some(a.rate),
+            });
+            let mut run = load_run(remote, protocol, &a.load, &a.gen)?;
+            run.connections += a.publishers as usize;
+            (run, a.gen, "pubsub")
+        }
     };
     let outcome = super::run(&run)?;
     if gen.json {
@@ -55,6 +74,7 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
     } else {
         print!("{}", table(label, &run, &outcome));
     }
+    // Gaps are a measurement (what the appliance dropped for slow members), not a failure.
     let failures = outcome.mismatches + outcome.failed + outcome.connect_failed;
     if failures > 0 {
         return Err(format!(
@@ -89,6 +109,7 @@ fn load_run(
             size,
             measure_from: now,
             end: now,
+            epoch: now,
         },
         warmup: load.warmup,
         duration: load.duration,
@@ -248,7 +269,8 @@ pub fn json(label: &str, run: &Run, o: &Outcome) -> String {
          \"seconds\":{:.3},\"messages\":{},\"msg_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\
          \"p999_us\":{:.1},\"max_us\":{:.1},\"mismatches\":{},\"failed_sessions\":{},\"failed_connects\":{},\
          \"connect_per_s\":{},\"generator_busy\":{:.3},\"server_cpu_share\":{},\"server_cpu_us_per_msg\":{},\
-         \"server_busy_share\":{},\"server_busy_us_per_msg\":{},\"server_rss_per_conn\":{}}}",
+         \"server_busy_share\":{},\"server_busy_us_per_msg\":{},\"server_rss_per_conn\":{},\
+         \"publishes\":{},\"gaps\":{}}}",
         transport_name(run),
         run.remote,
         o.connections,
@@ -273,6 +295,8 @@ pub fn json(label: &str, run: &Run, o: &Outcome) -> String {
         opt(o.server.busy.map(|c| c / o.seconds), 3),
         opt(busy_us, 3),
         opt(o.server.rss_per_conn, 0),
+        o.publishes,
+        o.gaps,
     )
 }
 
@@ -306,9 +330,21 @@ pub fn table(label: &str, run: &Run, o: &Outcome) -> String {
             o.rate(),
             o.messages as f64 * run.plan.size as f64 / o.seconds / 1e6
         );
+        if matches!(run.plan.protocol, Protocol::PubSub(_)) {
+            let _ = writeln!(
+                t,
+                "  pub/sub      {} published (whole run), {} gaps (messages members missed)",
+                o.publishes, o.gaps
+            );
+        }
         let _ = writeln!(
             t,
-            "  round trip   p50 {:.1} µs   p99 {:.1} µs   p99.9 {:.1} µs   max {:.1} µs",
+            "  {}   p50 {:.1} µs   p99 {:.1} µs   p99.9 {:.1} µs   max {:.1} µs",
+            if matches!(run.plan.protocol, Protocol::PubSub(_)) {
+                "publish→deliv"
+            } else {
+                "round trip  "
+            },
             o.quantile_us(0.5),
             o.quantile_us(0.99),
             o.quantile_us(0.999),

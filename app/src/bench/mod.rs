@@ -95,6 +95,10 @@ pub struct Outcome {
     pub own_busy: f64,
     /// The server's figures over the window.
     pub server: server::Delta,
+    /// Pub/sub: messages published (whole run).
+    pub publishes: u64,
+    /// Pub/sub: messages members missed (gaps in seq, whole run).
+    pub gaps: u64,
 }
 
 impl Outcome {
@@ -137,6 +141,7 @@ impl Run {
         let plan = Arc::new(Plan {
             measure_from,
             end,
+            epoch: start,
             ..self.plan.clone()
         });
         (
@@ -235,6 +240,8 @@ pub fn run(run: &Run) -> Result<Outcome, String> {
         first_failure: driven.first_error,
         own_busy: window.own_busy,
         server: window.server.unwrap_or_default(),
+        publishes: 0,
+        gaps: 0,
     };
     let (mut first_open, mut last_ready): (Option<Instant>, _) = (None, None);
     for t in driven.tallies {
@@ -242,6 +249,8 @@ pub fn run(run: &Run) -> Result<Outcome, String> {
         outcome.mismatches += t.mismatches;
         outcome.failed += t.failed;
         outcome.ready += t.ready;
+        outcome.publishes += t.publishes;
+        outcome.gaps += t.gaps;
         last_ready = last_ready.max(t.last_ready);
         first_open = match (first_open, t.first_open) {
             (Some(a), Some(b)) => Some(a.min(b)),
