@@ -192,6 +192,14 @@ struct Now {
     smol: smoltcp::time::Instant,
 }
 
+/// A TCP segment's place in its sender's sequence space.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    seq: u32,
+    syn: bool,
+    len: u32,
+}
+
 /// What became of a segment that matched no flow.
 enum Admission {
     /// A SYN to the listening port: this slot now holds its connection.
@@ -212,6 +220,54 @@ pub struct Flow {
     active: Millis,
     /// The ring pages were handed back since the last activity.
     trimmed: bool,
+    /// Receive sequence space, to tell whether the receive ring may hold out-of-order data
+    /// (smoltcp keeps segments beyond a hole in the ring, uncounted by `recv_queue`; trimming
+    /// would turn them into zeros): see [`RxSpace`].
+    rx: RxSpace,
+}
+
+/// What a flow has received, in the peer's sequence numbers: the first payload byte's number,
+/// the end of the furthest payload seen, and how many bytes the service has taken. The ring
+/// holds no data beyond what `recv_queue` counts when `end == base + taken + recv_queue`.
+#[derive(Debug, Default, Clone, Copy)]
+struct RxSpace {
+    base: u32,
+    end: u32,
+    taken: u32,
+    /// The peer's SYN has been seen (`base` is known).
+    known: bool,
+}
+
+impl RxSpace {
+    /// A segment arrived: its sequence number, SYN flag and payload length.
+    #[inline]
+    fn seen(&mut self, seq: u32, syn: bool, len: u32) {
+        if syn {
+            let first = seq.wrapping_add(1);
+            *self = Self {
+                base: first,
+                end: first.wrapping_add(len),
+                taken: 0,
+                known: true,
+            };
+        } else if len > 0 {
+            let end = seq.wrapping_add(len);
+            // Later in sequence space (modulo 2^32): the furthest so far.
+            if (end.wrapping_sub(self.end) as i32) > 0 {
+                self.end = end;
+            }
+        }
+    }
+
+    /// Whether nothing was received beyond the `queued` contiguous bytes not yet taken.
+    fn nothing_beyond(&self, queued: usize) -> bool {
+        self.known
+            && self.end
+                == self
+                    .base
+                    .wrapping_add(self.taken)
+                    .wrapping_add(queued as u32)
+    }
 }
 
 /// One worker's TCP engine.
@@ -387,7 +443,7 @@ impl<S: Service> Engine<S> {
     /// Handle one received IP packet.
     pub fn ingress(&mut self, packet: &[u8], sink: &mut impl IpSink, now: Instant) {
         let t = self.now(now).smol;
-        let Some(key) = self.tcp_key(packet) else {
+        let Some((key, seg)) = self.tcp_key(packet) else {
             self.stats.other_packets += 1;
             return self.without_socket(packet, sink, t);
         };
@@ -404,6 +460,7 @@ impl<S: Service> Engine<S> {
         };
         let mut dev = self.cfg.device(Some(packet), sink);
         f.socket.poll_ingress(&mut self.iface, t, &mut dev);
+        f.rx.seen(seg.seq, seg.syn, seg.len);
         if !f.received {
             f.received = true;
             self.received.push(slot);
@@ -540,8 +597,9 @@ impl<S: Service> Engine<S> {
         self.iface.poll_ingress_single(t, &mut dev, &mut self.empty);
     }
 
-    /// The 4-tuple of a TCP segment addressed to us, if it is one.
-    fn tcp_key(&self, packet: &[u8]) -> Option<FlowKey> {
+    /// The 4-tuple of a TCP segment addressed to us, if it is one, and where it sits in the
+    /// sender's sequence space.
+    fn tcp_key(&self, packet: &[u8]) -> Option<(FlowKey, Segment)> {
         let ip = Ipv4Packet::new_checked(packet).ok()?;
         let ours = u32::from(ip.dst_addr()).wrapping_sub(u32::from(self.cfg.ip))
             < u32::from(self.cfg.ip_count.clamp(1, 8));
@@ -550,12 +608,19 @@ impl<S: Service> Engine<S> {
             return None;
         }
         let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-        Some(FlowKey {
+        let header = usize::from(tcp.header_len());
+        let key = FlowKey {
             peer: ip.src_addr(),
             peer_port: tcp.src_port(),
             local: ip.dst_addr(),
             port: tcp.dst_port(),
-        })
+        };
+        let seg = Segment {
+            seq: tcp.seq_number().0 as u32,
+            syn: tcp.syn(),
+            len: ip.payload().len().saturating_sub(header) as u32,
+        };
+        Some((key, seg))
     }
 
     /// A SYN to the listening port: make a connection for it, if limits allow.
@@ -619,6 +684,7 @@ impl<S: Service> Engine<S> {
             received: false,
             active,
             trimmed: false,
+            rx: RxSpace::default(),
         });
         self.table.insert(key, slot);
         self.half_open += 1;
@@ -671,10 +737,11 @@ impl<S: Service> Engine<S> {
                 }
                 // The service decodes in place in the socket's receive ring.
                 self.driver.input_in_place(slot, now.at, |f, deliver| {
-                    f.socket.recv(|buf| {
+                    let taken = f.socket.recv(|buf| {
                         deliver(buf);
-                        (buf.len(), ())
+                        (buf.len(), buf.len())
                     });
+                    f.rx.taken = f.rx.taken.wrapping_add(taken.unwrap_or(0) as u32);
                 });
                 self.write(slot, now.at);
             }
@@ -705,7 +772,13 @@ impl<S: Service> Engine<S> {
         let mut quiet = false;
         if trim_at.is_some_and(|at| at <= now.ms) {
             let s = f.socket.tcp();
-            if s.recv_queue() == 0 && s.send_queue() == 0 && view.unsent == 0 {
+            // Empty means also nothing held beyond a hole: smoltcp keeps out-of-order segments
+            // in the ring without counting them, and zeroed pages would become their bytes.
+            if s.recv_queue() == 0
+                && s.send_queue() == 0
+                && view.unsent == 0
+                && f.rx.nothing_beyond(0)
+            {
                 match self.arena.trim(&f.socket) {
                     Ok(()) => self.stats.rings_trimmed += 1,
                     Err(e) => tracing::debug!(error = %e, "cannot trim a connection's rings"),
