@@ -18,7 +18,7 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
                 text: a.text,
             };
             (
-                load_run(remote, protocol, &a.load, &a.gen)?,
+                load_run(remote, protocol, &a.load, &a.gen, 0)?,
                 a.gen,
                 if a.text { "echo text" } else { "echo binary" },
             )
@@ -26,7 +26,7 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
         BenchKind::Tcp(a) => {
             let remote = super::resolve(&a.addr, 9002).map_err(|e| format!("--addr: {e}"))?;
             (
-                load_run(remote, Protocol::Tcp, &a.load, &a.gen)?,
+                load_run(remote, Protocol::Tcp, &a.load, &a.gen, 0)?,
                 a.gen,
                 "tcp",
             )
@@ -44,7 +44,7 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
                 duration: a.hold,
                 warmup: Duration::ZERO,
             };
-            let mut run = load_run(remote, protocol, &load, &a.gen)?;
+            let mut run = load_run(remote, protocol, &load, &a.gen, 0)?;
             run.plan.depth = 0;
             (run, a.gen, "conns")
         }
@@ -63,8 +63,7 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
                 publishers: a.publishers as usize,
                 rate: (a.rate > 0.0).then_some(a.rate),
             });
-            let mut run = load_run(remote, protocol, &a.load, &a.gen)?;
-            run.connections += a.publishers as usize;
+            let run = load_run(remote, protocol, &a.load, &a.gen, a.publishers as usize)?;
             (run, a.gen, "pubsub")
         }
     };
@@ -92,17 +91,20 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
     Ok(())
 }
 
+/// A run of `gen.connections` connections plus `extra` (pub/sub's publishers).
 fn load_run(
     remote: SocketAddr,
     protocol: Protocol,
     load: &LoadArgs,
     gen: &GeneratorArgs,
+    extra: usize,
 ) -> Result<Run, String> {
+    let connections = gen.connections as usize + extra;
     let size = usize::try_from(load.size).map_err(|_| "--size is too large")?;
     let now = std::time::Instant::now();
     Ok(Run {
         remote,
-        connections: gen.connections as usize,
+        connections,
         plan: Plan {
             protocol,
             depth: load.depth as usize,
@@ -113,7 +115,7 @@ fn load_run(
         },
         warmup: load.warmup,
         duration: load.duration,
-        transport: transport(remote, gen)?,
+        transport: transport(remote, gen, connections)?,
         server: server::Probe {
             pid: gen.server_pid,
             admin: gen.server_admin,
@@ -123,14 +125,19 @@ fn load_run(
 }
 
 /// Kernel sockets unless the generator's own DPDK port is configured.
-fn transport(remote: SocketAddr, gen: &GeneratorArgs) -> Result<Transport, String> {
+fn transport(
+    remote: SocketAddr,
+    gen: &GeneratorArgs,
+    connections: usize,
+) -> Result<Transport, String> {
     if let Some(flag) = gen.dpdk.first_given() {
         #[cfg(feature = "dpdk")]
-        return dpdk_transport(remote, gen).map_err(|e| format!("{e} ({flag} selects DPDK)"));
+        return dpdk_transport(remote, gen, connections)
+            .map_err(|e| format!("{e} ({flag} selects DPDK)"));
         #[cfg(not(feature = "dpdk"))]
         return Err(format!(
             "{flag} runs the generator on DPDK, but this build has no DPDK support \
-             (build with --features dpdk)"
+             (build with --features dpdk) ({connections} connections asked for)"
         ));
     }
     let sources = match gen.source_range.as_deref() {
@@ -174,7 +181,11 @@ fn source_range(cidr: &str) -> Result<(Ipv4Addr, u32), String> {
 }
 
 #[cfg(feature = "dpdk")]
-fn dpdk_transport(remote: SocketAddr, gen: &GeneratorArgs) -> Result<Transport, String> {
+fn dpdk_transport(
+    remote: SocketAddr,
+    gen: &GeneratorArgs,
+    connections: usize,
+) -> Result<Transport, String> {
     use hioload_ws::stack::bypass::DpdkConfig;
     use hioload_ws::stack::net::engine::{Dial, EngineConfig};
 
@@ -191,10 +202,10 @@ fn dpdk_transport(remote: SocketAddr, gen: &GeneratorArgs) -> Result<Transport, 
         return Err("the DPDK generator reaches IPv4 servers only".into());
     };
     let per_address = usize::from(Dial::PORTS.end - Dial::PORTS.start);
-    if gen.connections as usize > per_address * usize::from(gen.ip_count) {
+    if connections > per_address * usize::from(gen.ip_count) {
         return Err(format!(
-            "--connections {} needs more than {} addresses' ports to one server port: raise --ip-count (at most 8)",
-            gen.connections, gen.ip_count
+            "{connections} connections need more than {} addresses' ports to one server port: raise --ip-count (at most 8)",
+            gen.ip_count
         ));
     }
     let buf = |v: Option<u64>, flag: &str| -> Result<usize, String> {
@@ -220,13 +231,13 @@ fn dpdk_transport(remote: SocketAddr, gen: &GeneratorArgs) -> Result<Transport, 
                 .max_half_open
                 .unwrap_or(gen.max_connecting as usize)
                 .max(1),
-            max_connections: gen.connections as usize,
+            max_connections: connections,
             backpressure_limit: 1 << 20,
             mtu: usize::from(a.mtu.unwrap_or(1500)),
             tx_checksum_offload: false,
             dial: Some(Dial {
                 remote,
-                count: gen.connections as usize,
+                count: connections,
                 first: 0,
                 stride: 1,
             }),
