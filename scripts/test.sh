@@ -242,6 +242,14 @@ if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
     FAILED=$((FAILED + 1))
     FAILED_STAGES+=("DPDK appliance start")
   fi
+  if APP_MODE=pubsub start_dpdk_appliance hltest2 93; then
+    stage "Pub/sub chat page in two headless Chromium pages over DPDK (${APP_URL/ws:/http:})" \
+      "$DEPS/py/bin/python" scripts/smoke/chat.py "${APP_URL/ws:/http:}/"
+    stop_appliance
+  else
+    FAILED=$((FAILED + 1))
+    FAILED_STAGES+=("DPDK pub/sub appliance start")
+  fi
   # Real hugepages, when the machine can reserve them.
   if hp=$(scripts/setup-hugepages.sh 256 2>&1); then
     echo "$hp"
