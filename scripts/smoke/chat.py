@@ -15,40 +15,19 @@ with the reason otherwise.
 import asyncio
 import base64
 import json
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 import websockets
 
+from chromium import start as chromium_start
+
 
 def fail(msg):
     print(f"chat.py: FAILED: {msg}", file=sys.stderr)
     sys.exit(1)
-
-
-def start_chromium(profile):
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not exe:
-        fail("chromium is not installed (Debian package: chromium)")
-    proc = subprocess.Popen(
-        [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--window-size=1100,650", "--remote-debugging-port=0",
-         f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        m = re.search(r"DevTools listening on (ws://\S+)", line)
-        if m:
-            return proc, m.group(1)
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    fail("chromium did not announce its DevTools endpoint")
 
 
 class Browser:
@@ -133,7 +112,7 @@ async def main():
     url = sys.argv[1].rstrip("/") + "/"
     shot = sys.argv[2] if len(sys.argv) > 2 else None
     profile = tempfile.mkdtemp(prefix="hioload-chat-")
-    chromium, endpoint = start_chromium(profile)
+    chromium, endpoint = chromium_start(profile, "1100,650", fail)
     try:
         async with websockets.connect(endpoint, max_size=None) as ws:
             b = Browser(ws)

@@ -23,31 +23,12 @@ import time
 
 import websockets
 
+from chromium import start as chromium_start
+
 
 def fail(msg):
     print(f"dashboard.py: FAILED: {msg}", file=sys.stderr)
     sys.exit(1)
-
-
-def start_chromium(profile):
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not exe:
-        fail("chromium is not installed (Debian package: chromium)")
-    proc = subprocess.Popen(
-        [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--window-size=1280,800", "--remote-debugging-port=0",
-         f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        m = re.search(r"DevTools listening on (ws://\S+)", line)
-        if m:
-            return proc, m.group(1)
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    fail("chromium did not announce its DevTools endpoint")
 
 
 class Cdp:
@@ -94,7 +75,7 @@ async def main():
     admin, app_url, binary = sys.argv[1], sys.argv[2], sys.argv[3]
     shot = sys.argv[4] if len(sys.argv) > 4 else None
     profile = tempfile.mkdtemp(prefix="hioload-chromium-")
-    chromium, endpoint = start_chromium(profile)
+    chromium, endpoint = chromium_start(profile, "1280,800", fail)
     load = None
     try:
         async with websockets.connect(endpoint, max_size=None) as ws:

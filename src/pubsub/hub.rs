@@ -16,7 +16,7 @@ use super::protocol::{self, ErrorCode, Out, Refusal, RequestId, DEFAULT_HISTORY_
 use crate::handler::PreparedFrame;
 
 /// What bounds a hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HubLimits {
     /// Messages retained per channel.
     pub history_size: usize,
@@ -200,7 +200,7 @@ impl Hub {
             rejoin,
         } = joining;
         let Asker { conn, id } = asker;
-        let limits = self.limits.clone();
+        let limits = self.limits;
         let ch = match open(&mut self.channels, channel, limits.max_channels) {
             Ok(ch) => ch,
             Err(refusal) => {
@@ -340,7 +340,7 @@ impl Hub {
         now_ms: u64,
         out: &mut Vec<Effect>,
     ) -> Result<u64, Refusal> {
-        let limits = self.limits.clone();
+        let limits = self.limits;
         let ch = match open(&mut self.channels, channel, limits.max_channels) {
             Ok(ch) => ch,
             Err(refusal) => {
@@ -398,7 +398,7 @@ impl Hub {
         now_ms: u64,
         out: &mut Vec<Effect>,
     ) {
-        let limits = self.limits.clone();
+        let limits = self.limits;
         let mut reply = Out::new("history", id).str("channel", channel);
         if let Some(ch) = self.channels.get_mut(channel) {
             self.history_bytes -= expire(ch, &limits, now_ms);

@@ -35,6 +35,8 @@ struct Local {
 pub struct Members {
     channels: HashMap<Arc<str>, Local>,
     sessions: HashMap<ConnId, Vec<Membership>>,
+    /// Memberships over all sessions (kept, not summed: it is read after every message).
+    count: usize,
 }
 
 impl Members {
@@ -55,11 +57,12 @@ impl Members {
 
     /// Members of channels on this worker, active or pending.
     pub fn count(&self) -> usize {
-        self.sessions.values().map(Vec::len).sum()
+        self.count
     }
 
     /// Record that `conn` joined `channel` as `user`, pending the home's answer.
     pub fn add_pending(&mut self, conn: ConnId, channel: Arc<str>, user: Arc<str>) {
+        self.count += 1;
         self.sessions.entry(conn).or_default().push(Membership {
             channel,
             user,
@@ -91,6 +94,7 @@ impl Members {
         let list = self.sessions.get_mut(&conn)?;
         let at = list.iter().position(|m| &*m.channel == channel)?;
         let m = list.swap_remove(at);
+        self.count -= 1;
         if list.is_empty() {
             self.sessions.remove(&conn);
         }
@@ -103,6 +107,7 @@ impl Members {
     /// `conn` closed: every membership it had.
     pub fn remove_all(&mut self, conn: ConnId) -> Vec<Membership> {
         let list = self.sessions.remove(&conn).unwrap_or_default();
+        self.count -= list.len();
         for m in list.iter().filter(|m| m.active) {
             self.unlist(conn, &m.channel);
         }

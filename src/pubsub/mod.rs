@@ -245,7 +245,7 @@ impl PubSub {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         Self {
-            hub: Hub::new(config.hub.clone()),
+            hub: Hub::new(config.hub),
             config,
             members: Members::default(),
             buckets: HashMap::new(),
@@ -400,23 +400,12 @@ impl PubSub {
                     // Homed here: no note, no copy of the text.
                     let now_ms = self.now_ms(cx.now());
                     let mut effects = std::mem::take(&mut self.effects);
-                    if self
-                        .hub
-                        .publish(
-                            &channel,
-                            &m.user,
-                            &text,
-                            Some(Asker {
-                                conn,
-                                id: id.as_ref(),
-                            }),
-                            now_ms,
-                            &mut effects,
-                        )
-                        .is_ok()
-                    {
-                        PubSubCounters::add(&self.counters.publishes, 1);
-                    }
+                    let asker = Asker {
+                        conn,
+                        id: id.as_ref(),
+                    };
+                    let _ =
+                        self.publish(&channel, &m.user, &text, Some(asker), now_ms, &mut effects);
                     self.apply(&mut effects, cx);
                     self.effects = effects;
                 } else {
@@ -564,23 +553,11 @@ impl PubSub {
                 conn,
                 id,
             } => {
-                if self
-                    .hub
-                    .publish(
-                        &channel,
-                        &user,
-                        &text,
-                        Some(Asker {
-                            conn,
-                            id: id.as_ref(),
-                        }),
-                        now_ms,
-                        &mut effects,
-                    )
-                    .is_ok()
-                {
-                    PubSubCounters::add(&self.counters.publishes, 1);
-                }
+                let asker = Asker {
+                    conn,
+                    id: id.as_ref(),
+                };
+                let _ = self.publish(&channel, &user, &text, Some(asker), now_ms, &mut effects);
             }
             Note::History {
                 channel,
@@ -614,6 +591,23 @@ impl PubSub {
         self.update_gauges();
     }
 
+    /// Publish to a channel homed here (counted when its hub takes it).
+    fn publish(
+        &mut self,
+        channel: &str,
+        user: &str,
+        text: &str,
+        from: Option<Asker<'_>>,
+        now_ms: u64,
+        effects: &mut Vec<Effect>,
+    ) -> Result<u64, Refusal> {
+        let result = self.hub.publish(channel, user, text, from, now_ms, effects);
+        if result.is_ok() {
+            PubSubCounters::add(&self.counters.publishes, 1);
+        }
+        result
+    }
+
     /// A call of the server API, for this worker's hub.
     fn api_call(&mut self, call: api::ApiCall, now_ms: u64, effects: &mut Vec<Effect>) {
         // Each answer channel holds one answer and has one sender: `try_send` cannot block,
@@ -625,12 +619,7 @@ impl PubSub {
                 text,
                 answer,
             } => {
-                let result = self
-                    .hub
-                    .publish(&channel, &user, &text, None, now_ms, effects);
-                if result.is_ok() {
-                    PubSubCounters::add(&self.counters.publishes, 1);
-                }
+                let result = self.publish(&channel, &user, &text, None, now_ms, effects);
                 let _ = answer.try_send(result);
             }
             api::ApiCall::Channels { answer } => {

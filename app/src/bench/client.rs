@@ -443,14 +443,19 @@ impl LoadClient {
             return self.fail(conn, || why.to_string());
         }
         if closed {
-            return if conn.leaving {
-                conn.phase = Phase::Done;
-                Verdict::Close
-            } else {
-                self.fail(conn, || "the server closed the session".to_string())
-            };
+            return self.close_received(conn);
         }
         Verdict::Continue
+    }
+
+    /// The server's close frame arrived: the end of a run we asked for, else a failure.
+    fn close_received(&mut self, conn: &mut ClientConn) -> Verdict {
+        if conn.leaving {
+            conn.phase = Phase::Done;
+            Verdict::Close
+        } else {
+            self.fail(conn, || "the server closed the session".to_string())
+        }
     }
 
     /// Pub/sub frames: deliveries are checked for order and timed; `joined` makes the member
@@ -532,12 +537,7 @@ impl LoadClient {
             return self.fail(conn, || format!("protocol error from the server: {e}"));
         }
         if closed {
-            return if conn.leaving {
-                conn.phase = Phase::Done;
-                Verdict::Close
-            } else {
-                self.fail(conn, || "the server closed the session".to_string())
-            };
+            return self.close_received(conn);
         }
         verdict
     }

@@ -41,15 +41,7 @@ impl Mode for EchoMode {
 
     fn service(&self, worker: usize, live: Option<&Arc<LiveWs>>) -> Self::Service {
         let f = self.figures.get(worker).cloned().unwrap_or_default();
-        let service = WsService::new(
-            Logging::new(Recover::new(Metrics::new(Echo, f.sessions))),
-            self.ws.clone(),
-        )
-        .with_meter(f.ws);
-        match live {
-            Some(l) => service.with_live(Arc::clone(l)),
-            None => service,
-        }
+        super::ws_service(Echo, &self.ws, f, live)
     }
 
     fn figures(&self) -> Figures {

@@ -15,11 +15,13 @@ pub mod tcp_echo;
 use std::sync::Arc;
 
 use hioload_ws::live::LiveWs;
-use hioload_ws::middleware::Counters;
+use hioload_ws::middleware::{Counters, Logging, Metrics, Recover};
 use hioload_ws::stack::{Postboxes, Service};
 use hioload_ws::ws::Limits;
 use hioload_ws::ws_metrics::WsMeter;
+use hioload_ws::Handler;
 use hioload_ws::WsConfig;
+use hioload_ws::WsService;
 
 use crate::admin::ApiRoutes;
 use crate::cli::{CommonArgs, WsArgs};
@@ -103,6 +105,25 @@ impl SessionFigures {
                 m + Counters::get(&f.sessions.messages_in),
             )
         })
+    }
+}
+
+/// A WebSocket mode's service for one worker: `handler` under the logging, panic-recovery and
+/// metrics middleware, counting into `figures`, taking run-time settings from `live`.
+pub fn ws_service<H: Handler>(
+    handler: H,
+    ws: &WsConfig,
+    figures: SessionFigures,
+    live: Option<&Arc<LiveWs>>,
+) -> WsService<Logging<Recover<Metrics<H>>>> {
+    let service = WsService::new(
+        Logging::new(Recover::new(Metrics::new(handler, figures.sessions))),
+        ws.clone(),
+    )
+    .with_meter(figures.ws);
+    match live {
+        Some(l) => service.with_live(Arc::clone(l)),
+        None => service,
     }
 }
 

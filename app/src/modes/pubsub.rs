@@ -54,15 +54,7 @@ impl Mode for PubSubMode {
         let f = self.figures.get(worker).cloned().unwrap_or_default();
         let counters = self.pubsub.get(worker).cloned().unwrap_or_default();
         let handler = PubSub::new(self.config.clone(), counters);
-        let service = WsService::new(
-            Logging::new(Recover::new(Metrics::new(handler, f.sessions))),
-            self.ws.clone(),
-        )
-        .with_meter(f.ws);
-        match live {
-            Some(l) => service.with_live(Arc::clone(l)),
-            None => service,
-        }
+        super::ws_service(handler, &self.ws, f, live)
     }
 
     fn figures(&self) -> Figures {
