@@ -10,39 +10,24 @@
 //!
 //! Arguments: connections, frame bytes, rounds.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::System;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
 use hioload_stack::driver::{Driver, DriverConfig};
 use hioload_stack::{ConnCtx, ConnId, Ctx, Prepared, Service, Verdict};
 
-/// The system allocator, counting allocations.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// The system allocator, counting (`stats_alloc`: no `unsafe` here).
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Allocations and reallocations so far.
+fn allocations() -> u64 {
+    let s = GLOBAL.stats();
+    (s.allocations + s.reallocations) as u64
+}
 
 /// Takes every connection's pushes; a message is a frame to push to all of them.
 #[derive(Default)]
@@ -93,9 +78,9 @@ fn main() {
     let mut dirty = Vec::new();
     let (mut push, mut drain_ref, mut drain_copy) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    let mut allocations = 0;
+    let mut allocated = 0;
     for round in 0..=rounds {
-        let a0 = ALLOCATIONS.load(Ordering::Relaxed);
+        let a0 = allocations();
         let t0 = Instant::now();
         d.message(frame.clone(), now);
         let t1 = Instant::now();
@@ -130,7 +115,7 @@ fn main() {
         std::hint::black_box(checksum);
         // Round 0 warms up: each connection's piece list is made once, for its life.
         if round > 0 {
-            allocations += ALLOCATIONS.load(Ordering::Relaxed) - a0;
+            allocated += allocations() - a0;
             push += t1 - t0;
             drain_ref += t2 - t1;
             drain_copy += t3 - t2;
@@ -145,7 +130,7 @@ fn main() {
         push.as_nanos() as f64 / pushes,
         drain_ref.as_nanos() as f64 / half,
         drain_copy.as_nanos() as f64 / half,
-        allocations as f64 / pushes,
+        allocated as f64 / pushes,
         frame.holders(),
     );
     let _ = slots;
