@@ -44,6 +44,10 @@ pub enum Stat {
     DroppedNoRoute,
     /// Packets not sent: the port's transmit queue stayed full.
     DroppedTxFull,
+    /// Turns in which a connection had more to send than the transmit ring had room for.
+    TxDeferred,
+    /// Connections waiting for room in the transmit ring.
+    TxWaiting,
     /// Neighbours in the worker's ARP cache.
     ArpEntries,
     /// Port: packets dropped for want of an RX descriptor.
@@ -78,7 +82,7 @@ pub enum Stat {
 
 impl Stat {
     /// Every stat, in index order.
-    pub const ALL: [Stat; 29] = [
+    pub const ALL: [Stat; 31] = [
         Stat::ConnectionsOpen,
         Stat::ConnectionsAccepted,
         Stat::ConnectionsClosed,
@@ -93,6 +97,8 @@ impl Stat {
         Stat::DroppedNoNeighbour,
         Stat::DroppedNoRoute,
         Stat::DroppedTxFull,
+        Stat::TxDeferred,
+        Stat::TxWaiting,
         Stat::ArpEntries,
         Stat::PortRxMissed,
         Stat::PortRxErrors,

@@ -86,6 +86,7 @@ impl WorkerReport {
                 (Stat::DroppedNoNeighbour, p.no_neighbour),
                 (Stat::DroppedNoRoute, p.no_route),
                 (Stat::DroppedTxFull, p.tx_refused),
+                (Stat::TxDeferred, p.engine.egress_deferred),
             ] {
                 meter.set(stat, value);
             }

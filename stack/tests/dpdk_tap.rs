@@ -88,7 +88,7 @@ fn kernel_pings_the_appliance_through_a_tap() {
         prefix: 24,
         gateway: None,
     };
-    let mut tx = TxPath::new(net, &pool, false);
+    let mut tx = TxPath::new(net, &pool, &port, 0, false);
     let t0 = Instant::now();
     let smol_now = || smoltcp::time::Instant::from_micros(t0.elapsed().as_micros() as i64);
     let mut smol = {
@@ -137,7 +137,7 @@ fn kernel_pings_the_appliance_through_a_tap() {
                 _ => {}
             }
         });
-        tx.burst(&port, 0);
+        tx.burst();
         if let Some(status) = ping.try_wait().expect("ping status") {
             break status;
         }

@@ -139,6 +139,22 @@ const FAMILIES: &[Family] = &[
         port_wide: false,
     },
     Family {
+        name: "hioload_tx_deferred_total",
+        kind: "counter",
+        help: "Times a connection had more to send than the transmit ring had room for, and waited its turn.",
+        members: &[(Stat::TxDeferred, None)],
+        dpdk_only: true,
+        port_wide: false,
+    },
+    Family {
+        name: "hioload_tx_waiting_connections",
+        kind: "gauge",
+        help: "Connections waiting for room in the transmit ring.",
+        members: &[(Stat::TxWaiting, None)],
+        dpdk_only: true,
+        port_wide: false,
+    },
+    Family {
         name: "hioload_arp_entries",
         kind: "gauge",
         help: "Neighbours in the worker's ARP cache.",

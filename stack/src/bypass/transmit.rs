@@ -1,5 +1,11 @@
 //! Transmit: IP packets from smoltcp framed into mbufs behind an Ethernet header addressed to the
-//! next hop ([`MbufSink`], the engine's [`IpSink`]), batched for one `tx_burst` per iteration.
+//! next hop ([`MbufSink`], the engine's [`IpSink`]), and handed to the NIC in bursts.
+//!
+//! A burst goes to the NIC as soon as [`EARLY_BURST`] packets are framed, and whatever is left at
+//! the end of the iteration goes then. When the NIC's transmit ring refuses part of a burst the
+//! sink reports no room ([`IpSink::has_room`]) until a later burst is taken whole: sockets keep
+//! their segments meanwhile, so a fan-out to thousands of connections is paced by the ring
+//! instead of being framed, refused and left to retransmission timeouts.
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -11,8 +17,12 @@ use crate::net::ethernet::{self, ETHERTYPE_IPV4, HEADER_LEN};
 use crate::net::NetConfig;
 
 /// Framed packets held back at most when the NIC refuses them; beyond, they are dropped
-/// (counted) rather than hold mbufs without bound.
+/// (counted) rather than hold mbufs without bound. Only packets that bypass the room check
+/// (answers to received segments, ARP) can get there.
 const MAX_BACKLOG: usize = 256;
+/// Framed packets that are sent at once, without waiting for the end of the iteration: the
+/// ring's verdict comes early, and the batch stays small.
+pub const EARLY_BURST: usize = 64;
 
 /// Counters of what could not be sent.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +41,12 @@ pub struct TxDrops {
 pub struct MbufSink<'a> {
     net: &'a NetConfig,
     pool: &'a Mempool,
+    port: &'a Port,
+    queue: u16,
     batch: &'a mut TxBatch,
+    /// The NIC refused part of the last burst: no room until a burst is taken whole.
+    blocked: &'a mut bool,
+    sent: &'a mut u64,
     arp: &'a mut ArpCache,
     now: Instant,
     drops: &'a mut TxDrops,
@@ -78,6 +93,9 @@ impl IpSink for MbufSink<'_> {
                     }
                 }
                 self.batch.push(m);
+                if self.batch.len() >= EARLY_BURST {
+                    *self.sent += burst(self.port, self.queue, self.batch, self.blocked) as u64;
+                }
             }
             // TCP retransmits; meanwhile ask who has the next hop.
             Resolution::Ask(n) => {
@@ -88,6 +106,10 @@ impl IpSink for MbufSink<'_> {
             Resolution::Wait => self.drops.no_neighbour += 1,
         }
         r
+    }
+
+    fn has_room(&self) -> bool {
+        !*self.blocked && self.batch.len() < MAX_BACKLOG
     }
 }
 
@@ -104,6 +126,10 @@ impl MbufSink<'_> {
 pub struct TxPath<'a> {
     net: NetConfig,
     pool: &'a Mempool,
+    port: &'a Port,
+    queue: u16,
+    /// The NIC refused part of the last burst.
+    blocked: bool,
     /// Framed packets waiting for `tx_burst`.
     pub batch: TxBatch,
     /// Neighbours.
@@ -117,11 +143,21 @@ pub struct TxPath<'a> {
 }
 
 impl<'a> TxPath<'a> {
-    /// A transmit side allocating from `pool`, addressing packets as `net`.
-    pub fn new(net: NetConfig, pool: &'a Mempool, checksum_offload: bool) -> Self {
+    /// A transmit side sending on `port`'s transmit queue `queue`, allocating from `pool`,
+    /// addressing packets as `net`.
+    pub fn new(
+        net: NetConfig,
+        pool: &'a Mempool,
+        port: &'a Port,
+        queue: u16,
+        checksum_offload: bool,
+    ) -> Self {
         Self {
             net,
             pool,
+            port,
+            queue,
+            blocked: false,
             batch: TxBatch::with_capacity(512),
             arp: ArpCache::default(),
             drops: TxDrops::default(),
@@ -131,12 +167,20 @@ impl<'a> TxPath<'a> {
         }
     }
 
-    /// The sink smoltcp emits into, at time `now`.
+    /// The sink smoltcp emits into, at time `now`. If the NIC refused packets before, they are
+    /// offered again first, so the sink knows whether there is room now.
     pub fn sink(&mut self, now: Instant) -> MbufSink<'_> {
+        if self.blocked {
+            self.sent += burst(self.port, self.queue, &mut self.batch, &mut self.blocked) as u64;
+        }
         MbufSink {
             net: &self.net,
             pool: self.pool,
+            port: self.port,
+            queue: self.queue,
             batch: &mut self.batch,
+            blocked: &mut self.blocked,
+            sent: &mut self.sent,
             arp: &mut self.arp,
             now,
             drops: &mut self.drops,
@@ -152,10 +196,10 @@ impl<'a> TxPath<'a> {
 
     /// Send what this iteration framed; what the NIC refuses waits for the next burst, up to a
     /// bound. Returns how many packets were waiting.
-    pub fn burst(&mut self, port: &Port, queue: u16) -> usize {
+    pub fn burst(&mut self) -> usize {
         let queued = self.batch.len();
         if queued > 0 {
-            self.sent += port.tx_burst(queue, &mut self.batch) as u64;
+            self.sent += burst(self.port, self.queue, &mut self.batch, &mut self.blocked) as u64;
             if self.batch.len() > MAX_BACKLOG {
                 // The NIC is not keeping up: drop rather than hold mbufs without bound.
                 self.drops.refused += self.batch.drop_all() as u64;
@@ -163,6 +207,20 @@ impl<'a> TxPath<'a> {
         }
         queued
     }
+
+    /// Whether the NIC refused part of the last burst (sockets hold their segments until it
+    /// takes one whole).
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+}
+
+/// Offer `batch` to the NIC; what it refuses stays in the batch and sets `blocked`. Returns how
+/// many packets it took.
+fn burst(port: &Port, queue: u16, batch: &mut TxBatch, blocked: &mut bool) -> usize {
+    let sent = port.tx_burst(queue, batch);
+    *blocked = !batch.is_empty();
+    sent
 }
 
 /// Allocate an mbuf, copy `frame` into it and queue it (dropped if no mbuf is free).

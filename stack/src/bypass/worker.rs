@@ -6,7 +6,7 @@
 //!     receive → dispatch: ARP answered and learned; IPv4 to us into the engine
 //!     mailbox: neighbours shared; letters for the service taken
 //!     connections: services read and write, timers, dialing, the tick; smoltcp emits into mbufs
-//!     transmit: one tx_burst of everything framed
+//!     transmit: what is framed goes out in bursts (early ones as it is framed, the rest here)
 //!     shutdown: drain, then close sessions, then leave
 //!     idle? back off (unless busy-polling)
 //! }
@@ -47,7 +47,7 @@ pub(super) fn run<S: Service>(
     let net = t.net;
     let queue = q as u16;
     let checksum_offload = t.port.offloads().tx_checksum;
-    let mut tx = TxPath::new(net, pool, checksum_offload);
+    let mut tx = TxPath::new(net, pool, &t.port, queue, checksum_offload);
     let socket = eal::lcore_socket(&t.eal, t.lcores[q]);
     let start = Instant::now();
     let mut engine = Engine::with_posts(
@@ -88,7 +88,7 @@ pub(super) fn run<S: Service>(
         received_total += received as u64;
         let mail = mailbox::exchange(q, &mut tx, &mut mailbox, &posts, &mut engine, now);
         connections::run(&mut engine, &mut tx, &mut dialing, now);
-        let queued = tx.burst(&t.port, queue);
+        let queued = tx.burst();
         if now.duration_since(last_expiry) >= Duration::from_secs(1) {
             tx.arp.expire(now);
             last_expiry = now;
@@ -103,6 +103,7 @@ pub(super) fn run<S: Service>(
             for (stat, value) in [
                 (Stat::ConnectionsOpen, engine.connections() as u64),
                 (Stat::ArpEntries, tx.arp.len() as u64),
+                (Stat::TxWaiting, engine.waiting_to_send() as u64),
                 (Stat::MbufsInUse, u64::from(pool.in_use())),
                 (Stat::MbufsFree, u64::from(pool.available())),
                 (Stat::NumaSocket, u64::from(socket)),
@@ -123,7 +124,7 @@ pub(super) fn run<S: Service>(
         }
         if shutdown.step(stop, received, &mut engine, &mut tx, grace, now) {
             // Send what the last round produced before leaving.
-            tx.burst(&t.port, queue);
+            tx.burst();
             break;
         }
         if let Some(l) = cfg.live.as_ref().and_then(|l| l.changed(&mut live_seen)) {
@@ -133,7 +134,7 @@ pub(super) fn run<S: Service>(
                     .unwrap_or(usize::MAX),
             );
         }
-        let idle = received == 0 && queued == 0 && !mail;
+        let idle = received == 0 && queued == 0 && !mail && engine.waiting_to_send() == 0;
         if idle {
             meter.idle();
         } else {

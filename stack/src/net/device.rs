@@ -10,6 +10,13 @@ pub trait IpSink {
     /// Provide `len` bytes for `fill` to write an IP packet into, then send it. Must call `fill`
     /// exactly once, even if the packet will be dropped (e.g. no buffer available).
     fn emit<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R;
+
+    /// Whether a packet sent now would be taken. When not (the NIC's transmit ring is full),
+    /// sockets keep their data and the engine gives them another turn once there is room,
+    /// rather than framing packets the NIC would refuse.
+    fn has_room(&self) -> bool {
+        true
+    }
 }
 
 /// A device over one optional received packet and a sink.
@@ -56,6 +63,13 @@ impl<S: IpSink> TxToken for PacketTx<'_, S> {
     }
 }
 
+impl<S: IpSink> PacketDevice<'_, S> {
+    /// Whether the sink would take a packet now.
+    pub fn has_room(&self) -> bool {
+        self.sink.has_room()
+    }
+}
+
 impl<S: IpSink> Device for PacketDevice<'_, S> {
     type RxToken<'b>
         = PacketRx<'b>
@@ -72,7 +86,9 @@ impl<S: IpSink> Device for PacketDevice<'_, S> {
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
-        Some(PacketTx(self.sink))
+        // No room: smoltcp keeps the segment unsent (its state does not move) and tries again on
+        // the socket's next poll.
+        self.sink.has_room().then_some(PacketTx(&mut *self.sink))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

@@ -10,10 +10,16 @@
 //! The engine also opens connections itself ([`Dial`]), for the load generator: the same flow
 //! table and per-connection sets, with smoltcp doing the active open.
 //!
+//! Sending is paced by the sink's room ([`IpSink::has_room`]): a connection whose segments do
+//! not fit this iteration keeps them in its socket and joins a first-in, first-out list of
+//! connections waiting to send, served before anything else once there is room. A publish to
+//! 10,000 members thus goes out as fast as the NIC takes it, instead of being framed at once,
+//! mostly refused, and recovered by retransmission timeouts.
+//!
 //! The engine never touches a NIC: the DPDK worker feeds it packets from mbufs and gives it a sink
 //! that frames what it emits. Tests drive it with plain byte buffers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -36,6 +42,8 @@ pub const UNACKED_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a connection must be quiet, with both rings empty, before its ring pages go back to
 /// the kernel.
 pub const IDLE_TRIM: Duration = Duration::from_secs(1);
+/// Segments one connection may emit in one turn before the others waiting to send get theirs.
+const EGRESS_TURN: usize = 16;
 
 /// Settings of an engine.
 #[derive(Debug, Clone)]
@@ -164,6 +172,9 @@ pub struct EngineStats {
     pub backpressure_pauses: u64,
     /// Connections opened by us (SYN sent).
     pub dialed: u64,
+    /// Turns in which a connection had more to send than the sink had room for (it waited for
+    /// a later iteration).
+    pub egress_deferred: u64,
     /// Connections that ended before they were established (timeout, RST, refused).
     pub handshake_failed: u64,
 }
@@ -216,6 +227,8 @@ pub struct Flow {
     socket: ArenaSocket,
     /// In this round's list of flows that received packets.
     received: bool,
+    /// In the list of flows waiting for room to send.
+    waiting: bool,
     /// The last round in which it received a packet (for the idle trim).
     active: Millis,
     /// The ring pages were handed back since the last activity.
@@ -279,6 +292,8 @@ pub struct Engine<S: Service> {
     empty: SocketSet<'static>,
     /// Flows that received packets this round.
     received: Vec<usize>,
+    /// Flows with segments to send that did not fit the sink, oldest first (each at most once).
+    waiting: VecDeque<u32>,
     /// Scratch lists kept for their allocations.
     flush: Vec<u32>,
     fired: Vec<(usize, bool)>,
@@ -351,6 +366,7 @@ impl<S: Service> Engine<S> {
             table: HashMap::new(),
             empty: SocketSet::new(Vec::new()),
             received: Vec::new(),
+            waiting: VecDeque::new(),
             flush: Vec::new(),
             fired: Vec::new(),
             half_open: 0,
@@ -418,7 +434,7 @@ impl<S: Service> Engine<S> {
         if self.driver.tick(now) {
             let now = self.now(now);
             for slot in self.driver.slots() {
-                self.step(slot, sink, now);
+                self.turn(slot, sink, now);
             }
         }
         self.flush(sink, now);
@@ -478,7 +494,7 @@ impl<S: Service> Engine<S> {
                 // Received something this round: active (for the idle trim).
                 f.active = now.ms;
                 f.trimmed = false;
-                self.step(slot, sink, now);
+                self.turn(slot, sink, now);
             }
         }
         if self.received.is_empty() {
@@ -490,6 +506,10 @@ impl<S: Service> Engine<S> {
     /// Send what was written to connections outside their own turn (pushes, mailbox, tick), and
     /// move closing connections on.
     pub fn flush(&mut self, sink: &mut impl IpSink, now: Instant) {
+        if !self.waiting.is_empty() && sink.has_room() {
+            let now = self.now(now);
+            self.send_waiting(sink, now);
+        }
         if !self.driver.has_dirty() {
             return;
         }
@@ -497,12 +517,61 @@ impl<S: Service> Engine<S> {
         self.driver.take_dirty(&mut dirty);
         let now = self.now(now);
         // Only connections written to since their last step are listed (a step cleans its
-        // connection).
+        // connection). Without room, a connection's turn waits in line: its output stays queued
+        // (and counts against its limit) until the NIC takes more.
         for &slot in &dirty {
-            self.step(slot as usize, sink, now);
+            self.turn(slot as usize, sink, now);
         }
         dirty.clear();
         self.flush = dirty;
+    }
+
+    /// Connections waiting for room to send.
+    pub fn waiting_to_send(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Give the connections waiting for room their turns, oldest first, while there is room.
+    /// One pass: a connection that still has more goes to the back of the line.
+    fn send_waiting(&mut self, sink: &mut impl IpSink, now: Now) {
+        for _ in 0..self.waiting.len() {
+            if !sink.has_room() {
+                break;
+            }
+            let Some(slot) = self.waiting.pop_front() else {
+                break;
+            };
+            let slot = slot as usize;
+            // An entry left by a connection that closed while waiting finds its slot free, or
+            // reused by a connection that is not waiting (or is, further back): skipped.
+            match self.driver.io(slot) {
+                Some(f) if f.waiting => f.waiting = false,
+                _ => continue,
+            }
+            self.step(slot, sink, now);
+        }
+    }
+
+    /// A connection's step now if the sink has room, else its place in the line: a step
+    /// without room would take its input and leave its answer unsent, and be needed again.
+    #[inline]
+    fn turn(&mut self, slot: usize, sink: &mut impl IpSink, now: Now) {
+        if sink.has_room() {
+            self.step(slot, sink, now);
+        } else {
+            self.wait_for_room(slot);
+        }
+    }
+
+    /// Put a connection in the line of those waiting for room to send (once).
+    fn wait_for_room(&mut self, slot: usize) {
+        if let Some(f) = self.driver.io(slot) {
+            if !f.waiting {
+                f.waiting = true;
+                self.waiting.push_back(slot as u32);
+                self.stats.egress_deferred += 1;
+            }
+        }
     }
 
     /// Run what is due: smoltcp's retransmissions and the service's deadlines.
@@ -517,7 +586,7 @@ impl<S: Service> Engine<S> {
                     f.socket.abort();
                 }
             }
-            self.step(slot, sink, now);
+            self.turn(slot, sink, now);
         }
         self.fired = fired;
         self.flush(sink, now.at);
@@ -682,6 +751,7 @@ impl<S: Service> Engine<S> {
             key,
             socket,
             received: false,
+            waiting: false,
             active,
             trimmed: false,
             rx: RxSpace::default(),
@@ -758,9 +828,23 @@ impl<S: Service> Engine<S> {
         let Some((f, view)) = self.driver.peek(slot) else {
             return;
         };
+        // Egress: every segment the socket has ready, up to a turn's worth and while the sink
+        // has room; what is left waits in line.
+        let mut more = false;
         {
             let mut dev = self.cfg.device(None, sink);
-            f.socket.poll_egress(&mut self.iface, now.smol, &mut dev);
+            let mut sent = 0;
+            while f.socket.poll_egress(&mut self.iface, now.smol, &mut dev) {
+                sent += 1;
+                if sent == EGRESS_TURN || !dev.has_room() {
+                    more = true;
+                    break;
+                }
+            }
+            if sent == 0 && !dev.has_room() {
+                // Refused before its first segment (or had none): look again with room.
+                more = true;
+            }
         }
         // TIME-WAIT holds nothing we need: the server closed last, the peer has its answer.
         if matches!(f.socket.state(), tcp::State::Closed | tcp::State::TimeWait) {
@@ -795,14 +879,24 @@ impl<S: Service> Engine<S> {
         // service's deadline).
         // smoltcp's clock and the driver's share their zero: microseconds rounded up to
         // milliseconds, so the timer never fires before smoltcp's instant.
-        let smol_at = f
-            .socket
-            .poll_at(&mut self.iface, now.smol)
-            .map(|at| (at.total_micros().max(0) as u64).div_ceil(1000) as Millis);
+        // A connection waiting for room is stepped from the line, not by a timer: smoltcp would
+        // ask for "now" (it has data to send) on every millisecond while the NIC is full.
+        let smol_at = if more {
+            None
+        } else {
+            f.socket
+                .poll_at(&mut self.iface, now.smol)
+                .map(|at| (at.total_micros().max(0) as u64).div_ceil(1000) as Millis)
+        };
         let extra = match (smol_at, trim_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if more && !f.waiting {
+            f.waiting = true;
+            self.waiting.push_back(slot as u32);
+            self.stats.egress_deferred += 1;
+        }
         if quiet {
             self.driver.release(slot);
         }

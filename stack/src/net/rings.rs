@@ -270,9 +270,15 @@ impl ArenaSocket {
         iface.poll_ingress_single(t, dev, &mut self.set);
     }
 
-    /// Let the socket emit what it has to send.
-    pub fn poll_egress<D: Device>(&mut self, iface: &mut Interface, t: SmolInstant, dev: &mut D) {
-        iface.poll_egress(t, dev, &mut self.set);
+    /// Let the socket emit its next segment, if it has one to send; returns whether it did
+    /// (smoltcp emits at most one segment per socket per call).
+    pub fn poll_egress<D: Device>(
+        &mut self,
+        iface: &mut Interface,
+        t: SmolInstant,
+        dev: &mut D,
+    ) -> bool {
+        iface.poll_egress(t, dev, &mut self.set) == smoltcp::iface::PollResult::SocketStateChanged
     }
 
     /// When the socket next needs a poll (retransmission, delayed ACK, timeout).
