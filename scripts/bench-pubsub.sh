@@ -7,7 +7,8 @@
 #
 # Rows (issue 10): fan-out to one channel of 10,000 members from one publisher at rising rates,
 # then as fast as acks come back; 100 channels of 100 members with 100 publishers as fast as
-# they can; 10,000 idle members of one channel for memory per member.
+# they can; presence churn (1,000 connections joining and leaving those channels, 10,000 times
+# a second in all); 10,000 idle members of one channel for memory per member.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WHICH="${1:-all}"
@@ -47,7 +48,7 @@ wait_log() { # LOG PATTERN
 row() { # TRANSPORT NAME BENCH-ARGS...: one run, prints its JSON line
   local t="$1" name="$2"
   shift 2
-  local log="$OUT/pubsub-server.log"
+  local log="$OUT/pubsub-server-$t-$name.log"
   if [ "$t" = kernel ]; then
     taskset -c 0 "$BIN" pubsub --no-dpdk --listen 127.0.0.1:0 --workers 1 --cpus 0 \
       --admin "$ADMIN" --log-format text >"$log" 2>&1 &
@@ -71,8 +72,12 @@ row() { # TRANSPORT NAME BENCH-ARGS...: one run, prints its JSON line
       "$@" 2>"$OUT/pubsub-generator.log" | tee -a "$OUT/pubsub-$t-$name.jsonl"
   fi
   kill -TERM "$SERVER_PID"
-  wait "$SERVER_PID" || true
+  local status=0
+  wait "$SERVER_PID" || status=$?
   SERVER_PID=""
+  if [ "$status" -ne 0 ]; then
+    echo "bench-pubsub.sh: the appliance of row $t/$name exited with status $status; its log: $log" >&2
+  fi
 }
 
 for t in kernel dpdk; do
@@ -85,6 +90,10 @@ for t in kernel dpdk; do
   row "$t" fanout-max "${fan[@]}" --rate 0 --depth 16
   row "$t" rooms-100x100 --connections 10000 --channels 100 --publishers 100 --size 32 \
     --duration "${SECS}s" --warmup 8s --rate 0 --depth 4
+  # Presence churn: 1,000 connections join and leave channels of 100 members, 10,000 steps
+  # per second in all (one in flight each); every join and leave is a presence change.
+  row "$t" churn --connections 10000 --channels 100 --publishers 1 --rate 1 --churners 1000 \
+    --churn-rate 10000 --duration "${SECS}s" --warmup 8s
   row "$t" idle-members --connections 10000 --channels 1 --publishers 1 --rate 0.1 \
     --duration 2s --warmup 8s
 done

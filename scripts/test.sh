@@ -204,6 +204,21 @@ if [ "$HAVE_AUTOBAHN" = 1 ]; then
     FAILED=$((FAILED + 1))
     FAILED_STAGES+=("appliance start for Autobahn")
   fi
+  # Against pubsub: the cases that expect no echo must pass; every other message must be
+  # answered with error bad_request (run.sh itself fails on the echo cases: its verdict is not
+  # the one that counts here, the checker's is).
+  autobahn_pubsub() { # URL OUTDIR
+    "$AUTOBAHN/run.sh" "$1" "$2" quick >"$LOGS/autobahn-pubsub-run.log" 2>&1 || true
+    "$DEPS/py/bin/python" scripts/smoke/autobahn_pubsub.py "$2"
+  }
+  if APP_MODE=pubsub start_appliance "$LOGS/autobahn-pubsub.log" --workers 2; then
+    stage "Autobahn|Testsuite quick set against pubsub, where it applies ($APP_URL)" \
+      autobahn_pubsub "$APP_URL" "$ROOT/target/autobahn-pubsub"
+    stop_appliance
+  else
+    FAILED=$((FAILED + 1))
+    FAILED_STAGES+=("appliance start for Autobahn against pubsub")
+  fi
 else
   skip "Autobahn testsuite not found at $AUTOBAHN (set AUTOBAHN_DIR)"
 fi

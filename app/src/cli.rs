@@ -83,6 +83,16 @@ pub struct BenchPubSubArgs {
     #[arg(long, default_value_t = 0.0, value_name = "R")]
     pub rate: f64,
 
+    /// Churning connections, in addition to --connections and --publishers: each joins and then
+    /// leaves a channel, in turn, under a user name of its own, so that every join and leave
+    /// is a presence change for that channel's members.
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub churners: u32,
+
+    /// Joins plus leaves per second over all --churners (one in flight per churner).
+    #[arg(long, default_value_t = 100.0, value_name = "R")]
+    pub churn_rate: f64,
+
     /// Text size of each message (and publishes in flight per publisher with --rate 0).
     #[command(flatten)]
     pub load: LoadArgs,

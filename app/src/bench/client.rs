@@ -49,6 +49,11 @@ pub struct PubSubPlan {
     pub publishers: usize,
     /// Publishes per second over all publishers; `None`: each keeps `depth` unacknowledged.
     pub rate: Option<f64>,
+    /// Connections that join and leave a channel in turn (after the publishers of each
+    /// worker's share); they count churn replies, not deliveries.
+    pub churners: usize,
+    /// Joins plus leaves per second over all churners.
+    pub churn_rate: f64,
 }
 
 /// What every connection does, shared by the workers of a run.
@@ -109,6 +114,12 @@ pub struct Tally {
     pub gaps: u64,
     /// Pub/sub: messages published (whole run).
     pub publishes: u64,
+    /// Pub/sub: churners' joins and leaves answered in the window.
+    pub churn_ops: u64,
+    /// Pub/sub: their reply times in the window, nanoseconds.
+    pub churn_latency: Histogram<u64>,
+    /// Pub/sub: presence events members received in the window.
+    pub presence_events: u64,
 }
 
 /// The client of one worker.
@@ -139,6 +150,10 @@ enum Frame {
     Joined { seq: u64 },
     /// A publish was acknowledged.
     Ack,
+    /// A leave was answered.
+    Left,
+    /// A presence change in a joined channel.
+    Presence,
     /// An error from the server.
     Error,
     /// Presence and the like.
@@ -158,8 +173,12 @@ pub struct Member {
     last_seq: u64,
     /// Messages it published.
     published: u64,
-    /// With a rate: when the next publish is due.
+    /// With a rate: when the next publish (or churn step) is due.
     next_due: Option<Instant>,
+    /// It joins and leaves its channel in turn instead of staying a member.
+    churner: bool,
+    /// A churner's join or leave waiting for its reply: when it was sent.
+    churn_sent: Option<Instant>,
 }
 
 /// Where a connection is.
@@ -210,6 +229,10 @@ impl LoadClient {
                 first_failure: None,
                 gaps: 0,
                 publishes: 0,
+                churn_ops: 0,
+                churn_latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
+                    .unwrap_or_else(|_| unreachable!("valid histogram bounds")),
+                presence_events: 0,
             },
             plan,
             before_window: 0,
@@ -268,6 +291,9 @@ impl LoadClient {
             self.in_window = true;
             self.before_window = self.total_messages;
             self.tally.latency.reset();
+            self.tally.churn_latency.reset();
+            self.tally.churn_ops = 0;
+            self.tally.presence_events = 0;
         }
         if now >= self.next_publish {
             // Often enough that the once-a-second progress line shows a recent figure.
@@ -281,6 +307,13 @@ impl LoadClient {
 
     /// The session is ready: fill its pipeline (pub/sub: join its channel first).
     fn start(&mut self, conn: &mut ClientConn, out: &mut Vec<u8>, now: Instant) {
+        if let Some(m) = conn.member.as_mut().filter(|m| m.churner) {
+            // Ready at once; its first join is due when publishing starts.
+            self.tally.ready += 1;
+            self.tally.last_ready = Some(now);
+            m.next_due = Some(self.load_start(now));
+            return;
+        }
         if let Some(m) = &conn.member {
             let join = format!(
                 r#"{{"type":"join","channel":"bench-{}","user":"b{}-{}","id":0}}"#,
@@ -479,7 +512,7 @@ impl LoadClient {
         for f in frames.drain(..) {
             let Some(mut m) = conn.member else { break };
             match f {
-                Frame::Delivery { seq, sent_ns } if m.joined => {
+                Frame::Delivery { seq, sent_ns } if m.joined && !m.churner => {
                     if seq > m.last_seq + 1 {
                         self.tally.gaps += seq - m.last_seq - 1;
                     } else if seq <= m.last_seq {
@@ -501,13 +534,7 @@ impl LoadClient {
                     self.tally.ready += 1;
                     self.tally.last_ready = Some(now);
                     if m.publisher {
-                        // Publishing starts in the warmup's last second (members join before),
-                        // or at once if that has passed.
-                        let from = self
-                            .plan
-                            .measure_from
-                            .checked_sub(Duration::from_secs(1))
-                            .map_or(now, |f| f.max(self.plan.epoch));
+                        let from = self.load_start(now);
                         if from <= now && self.publish_interval().is_none() {
                             for _ in 0..self.plan.depth {
                                 self.publish(&mut m, &mut conn.session, out, now);
@@ -525,7 +552,27 @@ impl LoadClient {
                     verdict = self.fail(conn, || "the server answered an error".to_string());
                     break;
                 }
-                Frame::Joined { .. } | Frame::Ack | Frame::Other => {}
+                Frame::Joined { .. } | Frame::Left if m.churner => {
+                    if let Some(sent) = m.churn_sent.take() {
+                        if self.in_window && now < self.plan.end {
+                            self.tally.churn_ops += 1;
+                            let _ = self
+                                .tally
+                                .churn_latency
+                                .record(now.saturating_duration_since(sent).as_nanos() as u64);
+                        }
+                    }
+                }
+                Frame::Presence if m.joined && !m.churner => {
+                    if self.in_window && now < self.plan.end {
+                        self.tally.presence_events += 1;
+                    }
+                }
+                Frame::Joined { .. }
+                | Frame::Ack
+                | Frame::Left
+                | Frame::Presence
+                | Frame::Other => {}
             }
             conn.member = Some(m);
         }
@@ -540,6 +587,58 @@ impl LoadClient {
             return self.close_received(conn);
         }
         verdict
+    }
+
+    /// When publishing and churning start: in the warmup's last second (members join before),
+    /// or at once if that has passed.
+    fn load_start(&self, now: Instant) -> Instant {
+        self.plan
+            .measure_from
+            .checked_sub(Duration::from_secs(1))
+            .map_or(now, |f| f.max(self.plan.epoch))
+            .max(now)
+    }
+
+    /// A churner's next step: join its channel if it is out, leave it if it is in. One at a
+    /// time: a step falls due while the last is unanswered is skipped (the report shows the
+    /// steps actually answered).
+    fn churn(
+        &mut self,
+        m: &mut Member,
+        conn_user: u64,
+        session: &mut Session,
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) {
+        if m.churn_sent.is_some() {
+            return;
+        }
+        let text = if m.joined {
+            format!(
+                r#"{{"type":"leave","channel":"bench-{}","id":1}}"#,
+                m.channel
+            )
+        } else {
+            format!(
+                r#"{{"type":"join","channel":"bench-{}","user":"churn-{}-{}","id":1}}"#,
+                m.channel, self.worker, conn_user
+            )
+        };
+        m.joined = !m.joined;
+        m.churn_sent = Some(now);
+        session
+            .sender(out)
+            .frame(true, OpCode::Text, text.as_bytes());
+    }
+
+    /// Time between two churn steps of one churner.
+    fn churn_interval(&self) -> Option<Duration> {
+        match &self.plan.protocol {
+            Protocol::PubSub(p) if p.churners > 0 && p.churn_rate > 0.0 => {
+                Some(Duration::from_secs_f64(p.churners as f64 / p.churn_rate))
+            }
+            _ => None,
+        }
     }
 
     /// Time between two publishes of one publisher, with a rate.
@@ -606,15 +705,18 @@ impl Service for LoadClient {
                 // Roles and channels spread evenly over the workers' shares.
                 let workers = self.live.len().max(1);
                 let k = self.opened;
-                let here =
-                    p.publishers / workers + usize::from(self.worker < p.publishers % workers);
+                let share = |n: usize| n / workers + usize::from(self.worker < n % workers);
+                let publishers = share(p.publishers);
+                let churners = share(p.churners);
                 Some(Member {
                     channel: (k * workers + self.worker) % p.channels.max(1),
-                    publisher: k < here,
+                    publisher: k < publishers,
                     joined: false,
                     last_seq: 0,
                     published: 0,
                     next_due: None,
+                    churner: k >= publishers && k < publishers + churners,
+                    churn_sent: None,
                 })
             }
             _ => None,
@@ -676,7 +778,7 @@ impl Service for LoadClient {
 
     fn deadline(&self, conn: &ClientConn) -> Option<Instant> {
         conn.member
-            .filter(|m| m.publisher && !conn.leaving)
+            .filter(|m| (m.publisher || m.churner) && !conn.leaving)
             .and_then(|m| m.next_due)
     }
 
@@ -690,6 +792,15 @@ impl Service for LoadClient {
             return Verdict::Continue;
         }
         let out = cx.out().tail();
+        if m.churner {
+            let interval = self.churn_interval().unwrap_or(Duration::from_secs(1));
+            self.churn(&mut m, conn.next_seq >> 32, &mut conn.session, out, now);
+            let due = m.next_due.unwrap_or(now) + interval;
+            // Behind (the loop was late, or replies are slow): start again from now.
+            m.next_due = Some(if due <= now { now + interval } else { due });
+            conn.member = Some(m);
+            return Verdict::Continue;
+        }
         let Some(interval) = self.publish_interval() else {
             // As fast as acks come: fill the window once; acks keep it full.
             for _ in 0..self.plan.depth {
@@ -795,6 +906,10 @@ fn classify(json: &[u8]) -> Frame {
         number_after_last(json, br#""seq":"#).map_or(Frame::Other, |seq| Frame::Joined { seq })
     } else if json.starts_with(br#"{"type":"ack""#) {
         Frame::Ack
+    } else if json.starts_with(br#"{"type":"left""#) {
+        Frame::Left
+    } else if json.starts_with(br#"{"type":"presence""#) {
+        Frame::Presence
     } else if json.starts_with(br#"{"type":"error""#) {
         Frame::Error
     } else {
@@ -930,6 +1045,8 @@ mod tests {
             channels: 3,
             publishers: 1,
             rate: None,
+            churners: 0,
+            churn_rate: 100.0,
         });
         let plan = plan(protocol, 2, 40);
         let now = plan.measure_from;
@@ -1009,5 +1126,111 @@ mod tests {
             (1, 3, 1, 1, 3)
         );
         assert!(t.latency.len() == 3 && t.latency.min() >= 1);
+    }
+
+    #[test]
+    fn churner_joins_and_leaves_in_turn_and_members_count_presence() {
+        use hioload_ws::ws::{Limits, Role, Session};
+        let live: Arc<[Live]> = (0..1).map(|_| Live::default()).collect();
+        let protocol = Protocol::PubSub(PubSubPlan {
+            host: "h".into(),
+            path: "/".into(),
+            channels: 1,
+            publishers: 0,
+            rate: Some(1.0),
+            churners: 1,
+            churn_rate: 1000.0,
+        });
+        let plan = plan(protocol, 1, 16);
+        let t0 = plan.measure_from;
+        let mut d = Driver::detached(DriverConfig::default(), LoadClient::new(plan, live, 0));
+        let mut server = Session::new(Role::Server, Limits::default());
+        let texts = |server: &mut Session, mut frames: Vec<u8>| -> Vec<serde_json::Value> {
+            let mut got = Vec::new();
+            server
+                .feed(&mut frames, &mut Vec::new(), |ev, _| {
+                    if let Event::Message(m) = ev {
+                        got.push(serde_json::from_slice(m.as_bytes()).expect("JSON"));
+                    }
+                })
+                .expect("valid client frames");
+            got
+        };
+        let reply = |server: &mut Session, text: &str| {
+            let mut out = Vec::new();
+            server
+                .sender(&mut out)
+                .frame(true, OpCode::Text, text.as_bytes());
+            out
+        };
+        // Connection 0 churns (publishers come first, and there are none); connection 1 is a
+        // member of the same channel.
+        let mut slots = Vec::new();
+        for _ in 0..2 {
+            let s = d.insert(());
+            d.open(s, peer(), t0);
+            let req = d.take_output(s);
+            let (parsed, _) = handshake::parse_request(&req, 8192)
+                .expect("a valid request")
+                .expect("a whole request");
+            d.input(s, &mut handshake::accept_response(&parsed, None), false, t0);
+            slots.push(s);
+        }
+        let (churner, member) = (slots[0], slots[1]);
+        assert!(
+            d.take_output(churner).is_empty(),
+            "a churner does not join at once"
+        );
+        let join = texts(&mut server, d.take_output(member));
+        assert_eq!(join[0]["type"], "join", "a member joins at once");
+        d.input(member, &mut reply(&mut server, r#"{"type":"joined","id":0,"channel":"bench-0","users":["m"],"history":[],"seq":0}"#), false, t0);
+        // Its steps fall due on the timer: join, then (after the reply) leave.
+        let mut fired = Vec::new();
+        let mut at = t0;
+        for want in ["join", "leave"] {
+            d.arm(churner, None);
+            at += Duration::from_millis(3);
+            d.expire(at, &mut fired);
+            let said = texts(&mut server, d.take_output(churner));
+            assert_eq!(said.len(), 1, "one step in flight");
+            assert_eq!(
+                (said[0]["type"].as_str(), said[0]["channel"].as_str()),
+                (Some(want), Some("bench-0"))
+            );
+            if want == "join" {
+                assert_eq!(said[0]["user"], "churn-0-0");
+                // Due again before the reply: nothing more is sent.
+                d.arm(churner, None);
+                d.expire(at + Duration::from_millis(2), &mut fired);
+                assert!(
+                    d.take_output(churner).is_empty(),
+                    "one step in flight at most"
+                );
+            }
+            at += Duration::from_millis(2);
+            let answer = if want == "join" {
+                r#"{"type":"joined","id":1,"channel":"bench-0","users":["m","churn-0-0"],"history":[],"seq":0}"#
+            } else {
+                r#"{"type":"left","id":1,"channel":"bench-0"}"#
+            };
+            d.input(churner, &mut reply(&mut server, answer), false, at);
+            let change = if want == "join" { "joined" } else { "left" };
+            let event =
+                format!(r#"{{"type":"presence","channel":"bench-0","{change}":["churn-0-0"]}}"#);
+            d.input(member, &mut reply(&mut server, &event), false, at);
+        }
+        let t = d.into_service().into_tally();
+        assert_eq!((t.churn_ops, t.churn_latency.len()), (2, 2));
+        // 2 ms from each step to its reply (the histogram keeps 3 significant digits).
+        assert!(
+            t.churn_latency.min() >= 1_990_000 && t.churn_latency.max() <= 2_010_000,
+            "timed from the step to its reply: {}..{} ns",
+            t.churn_latency.min(),
+            t.churn_latency.max()
+        );
+        assert_eq!(
+            (t.presence_events, t.ready, t.messages, t.gaps, t.failed),
+            (2, 2, 0, 0, 0)
+        );
     }
 }

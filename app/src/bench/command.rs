@@ -56,14 +56,23 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
                     a.rate
                 ));
             }
+            if a.churners > 0 && !(a.churn_rate > 0.0 && a.churn_rate.is_finite()) {
+                return Err(format!(
+                    "--churn-rate {}: must be more than 0 joins and leaves per second",
+                    a.churn_rate
+                ));
+            }
             let protocol = Protocol::PubSub(PubSubPlan {
                 host,
                 path,
                 channels: a.channels as usize,
                 publishers: a.publishers as usize,
                 rate: (a.rate > 0.0).then_some(a.rate),
+                churners: a.churners as usize,
+                churn_rate: a.churn_rate,
             });
-            let run = load_run(remote, protocol, &a.load, &a.gen, a.publishers as usize)?;
+            let extra = a.publishers as usize + a.churners as usize;
+            let run = load_run(remote, protocol, &a.load, &a.gen, extra)?;
             (run, a.gen, "pubsub")
         }
     };
@@ -91,7 +100,7 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
     Ok(())
 }
 
-/// A run of `gen.connections` connections plus `extra` (pub/sub's publishers).
+/// A run of `gen.connections` connections plus `extra` (pub/sub's publishers and churners).
 fn load_run(
     remote: SocketAddr,
     protocol: Protocol,
@@ -281,7 +290,8 @@ pub fn json(label: &str, run: &Run, o: &Outcome) -> String {
          \"p999_us\":{:.1},\"max_us\":{:.1},\"mismatches\":{},\"failed_sessions\":{},\"failed_connects\":{},\
          \"connect_per_s\":{},\"generator_busy\":{:.3},\"server_cpu_share\":{},\"server_cpu_us_per_msg\":{},\
          \"server_busy_share\":{},\"server_busy_us_per_msg\":{},\"server_rss_per_conn\":{},\
-         \"publishes\":{},\"gaps\":{}}}",
+         \"publishes\":{},\"gaps\":{},\"churn_ops\":{},\"churn_per_s\":{:.0},\"churn_p50_us\":{:.1},\
+         \"churn_p99_us\":{:.1},\"presence_events\":{},\"presence_per_s\":{:.0}}}",
         transport_name(run),
         run.remote,
         o.connections,
@@ -308,6 +318,12 @@ pub fn json(label: &str, run: &Run, o: &Outcome) -> String {
         opt(o.server.rss_per_conn, 0),
         o.publishes,
         o.gaps,
+        o.churn_ops,
+        o.churn_ops as f64 / o.seconds,
+        o.churn_quantile_us(0.5),
+        o.churn_quantile_us(0.99),
+        o.presence_events,
+        o.presence_events as f64 / o.seconds,
     )
 }
 
@@ -347,6 +363,17 @@ pub fn table(label: &str, run: &Run, o: &Outcome) -> String {
                 "  pub/sub      {} published (whole run), {} gaps (messages members missed)",
                 o.publishes, o.gaps
             );
+            if o.churn_ops > 0 {
+                let _ = writeln!(
+                    t,
+                    "  churn        {:>12.0} joins+leaves/s   reply p50 {:.1} µs   p99 {:.1} µs   \
+                     {:.0} presence events/s to members",
+                    o.churn_ops as f64 / o.seconds,
+                    o.churn_quantile_us(0.5),
+                    o.churn_quantile_us(0.99),
+                    o.presence_events as f64 / o.seconds
+                );
+            }
         }
         let _ = writeln!(
             t,

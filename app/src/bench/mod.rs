@@ -99,6 +99,12 @@ pub struct Outcome {
     pub publishes: u64,
     /// Pub/sub: messages members missed (gaps in seq, whole run).
     pub gaps: u64,
+    /// Pub/sub: churners' joins and leaves answered in the window.
+    pub churn_ops: u64,
+    /// Pub/sub: their reply times, nanoseconds.
+    pub churn_latency: Histogram<u64>,
+    /// Pub/sub: presence events members received in the window.
+    pub presence_events: u64,
 }
 
 impl Outcome {
@@ -110,6 +116,11 @@ impl Outcome {
     /// Round trip at quantile `q`, microseconds.
     pub fn quantile_us(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// Pub/sub churn: join or leave to its reply at quantile `q`, microseconds.
+    pub fn churn_quantile_us(&self, q: f64) -> f64 {
+        self.churn_latency.value_at_quantile(q) as f64 / 1000.0
     }
 
     /// Sessions ready per second while connecting.
@@ -242,7 +253,12 @@ pub fn run(run: &Run) -> Result<Outcome, String> {
         server: window.server.unwrap_or_default(),
         publishes: 0,
         gaps: 0,
+        churn_ops: 0,
+        churn_latency: Histogram::new(3).map_err(|e| format!("histogram: {e}"))?,
+        presence_events: 0,
     };
+    let mut churn_latency = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+        .map_err(|e| format!("histogram: {e}"))?;
     let (mut first_open, mut last_ready): (Option<Instant>, _) = (None, None);
     for t in driven.tallies {
         outcome.messages += t.messages;
@@ -251,6 +267,11 @@ pub fn run(run: &Run) -> Result<Outcome, String> {
         outcome.ready += t.ready;
         outcome.publishes += t.publishes;
         outcome.gaps += t.gaps;
+        outcome.churn_ops += t.churn_ops;
+        outcome.presence_events += t.presence_events;
+        churn_latency
+            .add(&t.churn_latency)
+            .map_err(|e| format!("histogram: {e}"))?;
         last_ready = last_ready.max(t.last_ready);
         first_open = match (first_open, t.first_open) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -264,6 +285,7 @@ pub fn run(run: &Run) -> Result<Outcome, String> {
             .map_err(|e| format!("histogram: {e}"))?;
     }
     outcome.latency = latency;
+    outcome.churn_latency = churn_latency;
     outcome.time_to_ready = first_open
         .zip(last_ready)
         .map(|(a, b)| b.saturating_duration_since(a));
