@@ -31,6 +31,7 @@ features=()
 cargo build --release --quiet -p hioload-ws-app "${features[@]}" --manifest-path "$ROOT/Cargo.toml"
 
 SERVER_PID=""
+SERVER_EXTRA=() # appliance flags of the next row
 cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; }
 trap cleanup EXIT
 ADMIN=127.0.0.1:19181
@@ -51,7 +52,7 @@ row() { # TRANSPORT NAME BENCH-ARGS...: one run, prints its JSON line
   local log="$OUT/pubsub-server-$t-$name.log"
   if [ "$t" = kernel ]; then
     taskset -c 0 "$BIN" pubsub --no-dpdk --listen 127.0.0.1:0 --workers 1 --cpus 0 \
-      --admin "$ADMIN" --log-format text >"$log" 2>&1 &
+      --admin "$ADMIN" --log-format text "${SERVER_EXTRA[@]}" >"$log" 2>&1 &
     SERVER_PID=$!
     wait_log "$log" "listening on"
     local url
@@ -63,7 +64,7 @@ row() { # TRANSPORT NAME BENCH-ARGS...: one run, prints its JSON line
     rm -f "$memif"
     "$BIN" pubsub --eal "-l 0 --no-huge -m 1024 --no-pci --no-shconf --file-prefix hlbps \
       --vdev=net_memif0,role=server,socket=$memif" --ip $net.1/24 --poll-mode busy \
-      --admin "$ADMIN" --log-format text >"$log" 2>&1 &
+      --admin "$ADMIN" --log-format text "${SERVER_EXTRA[@]}" >"$log" 2>&1 &
     SERVER_PID=$!
     wait_log "$log" "waiting up to 10 s for its link"
     "$BIN" bench pubsub --url "ws://$net.1:8080/" --server-pid "$SERVER_PID" --server-admin "$ADMIN" \
@@ -92,8 +93,13 @@ for t in kernel dpdk; do
     --duration "${SECS}s" --warmup 8s --rate 0 --depth 4
   # Presence churn: 1,000 connections join and leave channels of 100 members, 10,000 steps
   # per second in all (one in flight each); every join and leave is a presence change.
-  row "$t" churn --connections 10000 --channels 100 --publishers 1 --rate 1 --churners 1000 \
-    --churn-rate 10000 --duration "${SECS}s" --warmup 8s
+  churn=(--connections 10000 --channels 100 --publishers 1 --rate 1 --churners 1000
+    --churn-rate 10000 --duration "${SECS}s" --warmup 8s)
+  row "$t" churn "${churn[@]}"
+  # The same with presence changes gathered for 50 ms (half a churner's period).
+  SERVER_EXTRA=(--presence-interval 50ms)
+  row "$t" churn-gathered "${churn[@]}"
+  SERVER_EXTRA=()
   row "$t" idle-members --connections 10000 --channels 1 --publishers 1 --rate 0.1 \
     --duration 2s --warmup 8s
 done

@@ -292,6 +292,12 @@ pub struct PubSubArgs {
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub presence_limit: u32,
 
+    /// Gather a channel's presence changes this long and send them as one net change (a
+    /// `presence` frame with `joined` and `left`; a user who came and went inside it is in
+    /// neither): fewer frames when users come and go often. `0`: each change at once.
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_presence_interval)]
+    pub presence_interval: Duration,
+
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
@@ -598,6 +604,16 @@ pub fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
         "0" | "off" | "none" => Ok(OptionalDuration(None)),
         other => parse_duration(other).map(|d| OptionalDuration((!d.is_zero()).then_some(d))),
     }
+}
+
+/// A presence interval: `0` or `off` (each change at once), or a duration of at most 10 s (a
+/// longer one would leave members with a stale view for longer than anyone would want).
+pub fn parse_presence_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_optional_duration(s)?.0.unwrap_or(Duration::ZERO);
+    if d > Duration::from_secs(10) {
+        return Err(format!("presence interval {s:?} is too long; at most 10s"));
+    }
+    Ok(d)
 }
 
 /// Parse a byte size: `4096`, `8KiB`, `64MiB`, `1GiB`, `16k`, `2M` (K/M/G are binary multiples).

@@ -69,6 +69,11 @@ fn bad_values_are_rejected_with_one_clear_line() {
         (&["echo", "--cpus", "3-1"], "invalid CPU list"),
         (&["echo", "--workers", "0"], "--workers"),
         (&["echo", "--log-format", "xml"], "--log-format"),
+        (&["pubsub", "--presence-interval", "1m"], "at most 10s"),
+        (
+            &["pubsub", "--presence-interval", "often"],
+            "invalid duration",
+        ),
     ];
     for (args, needle) in cases {
         let (code, _, err) = run(args);
@@ -95,6 +100,10 @@ fn runtime_configuration_errors_are_one_line_and_exit_1() {
             } else {
                 "--ip needs the DPDK transport, which this build does not have"
             },
+        ),
+        (
+            &["bench", "pubsub", "--churners", "10", "--churn-rate", "0"],
+            "--churn-rate 0: must be more than 0",
         ),
         (
             &["echo", "--max-frame", "2MiB", "--max-message", "1MiB"],

@@ -607,6 +607,11 @@ fn pubsub_presence_counts_users_not_connections() {
 }
 
 #[test]
+fn pubsub_gathered_presence_arrives_as_net_changes() {
+    scenario::gathered_presence_arrives_as_net_changes(&pubsub_over("hlp12", 112));
+}
+
+#[test]
 fn pubsub_recovery_with_since_inside_and_beyond_the_window() {
     scenario::recovery_with_since_inside_and_beyond_the_window(&pubsub_over("hlp6", 106));
 }

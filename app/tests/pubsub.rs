@@ -40,6 +40,11 @@ fn presence_counts_users_not_connections() {
 }
 
 #[test]
+fn gathered_presence_arrives_as_net_changes() {
+    scenario::gathered_presence_arrives_as_net_changes(&kernel);
+}
+
+#[test]
 fn recovery_with_since_inside_and_beyond_the_window() {
     scenario::recovery_with_since_inside_and_beyond_the_window(&kernel);
 }

@@ -2,6 +2,12 @@
 //! is present. Every channel has one home worker (by hash); each worker's [`Hub`] holds the
 //! channels homed there.
 //!
+//! Presence changes go out at once, or, with [`HubLimits::presence_interval_ms`], as one net
+//! change per channel and interval ([`Hub::flush_presence`]): a user who joined and left inside
+//! it appears in neither list. The `users` that `joined` and `presence` answer are then as of the
+//! last change sent (plus the joiner), so that a client applying later changes to them, as a
+//! set, is always exact.
+//!
 //! Pure state: an operation returns [`Effect`]s (frames for the workers that have members,
 //! replies for one connection) and the pub/sub handler carries them out. The hub never sees
 //! sockets or mailboxes, so its rules are tested here without either.
@@ -28,6 +34,9 @@ pub struct HubLimits {
     /// Channels one hub holds at most; a join or publish that would create one more is refused
     /// with `unavailable`.
     pub max_channels: usize,
+    /// Presence changes of a channel are gathered this long and sent as one net change; 0 sends
+    /// each at once.
+    pub presence_interval_ms: u64,
 }
 
 impl Default for HubLimits {
@@ -37,6 +46,7 @@ impl Default for HubLimits {
             history_ttl_ms: None,
             presence_limit: 1000,
             max_channels: 100_000,
+            presence_interval_ms: 0,
         }
     }
 }
@@ -111,6 +121,36 @@ struct Channel {
     /// Members per worker.
     per_worker: Vec<u32>,
     members: u32,
+    /// Presence changes not sent yet (with a presence interval).
+    pending: Option<Box<PresenceChange>>,
+}
+
+/// A channel's net presence change since the last one sent: each user in at most one list,
+/// once (bounded by the channel's users).
+#[derive(Debug, Default)]
+struct PresenceChange {
+    joined: Vec<Arc<str>>,
+    left: Vec<Arc<str>>,
+}
+
+impl PresenceChange {
+    /// `user` came (`joined`) or went: cancels the opposite change, else is recorded.
+    fn note(&mut self, user: &Arc<str>, joined: bool) {
+        let (same, opposite) = if joined {
+            (&mut self.joined, &mut self.left)
+        } else {
+            (&mut self.left, &mut self.joined)
+        };
+        if let Some(i) = opposite.iter().position(|u| u == user) {
+            opposite.swap_remove(i);
+        } else if !same.contains(user) {
+            same.push(Arc::clone(user));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.joined.is_empty() && self.left.is_empty()
+    }
 }
 
 impl Channel {
@@ -122,6 +162,7 @@ impl Channel {
             users: HashMap::new(),
             per_worker: Vec::new(),
             members: 0,
+            pending: None,
         }
     }
 
@@ -130,8 +171,53 @@ impl Channel {
         self.history.front().map(|r| r.seq)
     }
 
+    /// The users as of the last presence change sent: present now and not among the joins
+    /// still to be sent, or among the leaves still to be sent.
     fn user_names(&self) -> impl Iterator<Item = &str> {
-        self.users.keys().map(|u| &**u)
+        let pending = self.pending.as_deref();
+        let fresh = move |u: &Arc<str>| pending.is_some_and(|p| p.joined.contains(u));
+        self.users
+            .keys()
+            .filter(move |u| !fresh(u))
+            .chain(pending.into_iter().flat_map(|p| p.left.iter()))
+            .map(|u| &**u)
+    }
+
+    /// `user`'s first connection came (`joined`) or its last went: announced now to the members
+    /// there are, or noted for the next net change. Returns whether a frame went out.
+    fn presence_changed(
+        &mut self,
+        user: &Arc<str>,
+        joined: bool,
+        limits: &HubLimits,
+        due: &mut Vec<Arc<str>>,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        if limits.presence_interval_ms > 0 {
+            if self.members >= limits.presence_limit {
+                // No events for a big channel: nothing to gather either.
+                self.pending = None;
+                return false;
+            }
+            let pending = self.pending.get_or_insert_with(|| {
+                due.push(Arc::clone(&self.name));
+                Box::default()
+            });
+            pending.note(user, joined);
+            return false;
+        }
+        if self.members == 0 || self.members >= limits.presence_limit {
+            return false;
+        }
+        let list = if joined { "joined" } else { "left" };
+        let frame = PreparedFrame::text(
+            &Out::new("presence", None)
+                .str("channel", &self.name)
+                .strs(list, [&**user])
+                .finish(),
+        );
+        deliver(self, &frame, out);
+        true
     }
 
     /// The workers with members.
@@ -161,6 +247,8 @@ pub struct Hub {
     history_bytes: usize,
     /// Presence changes sent.
     presence_events: u64,
+    /// Channels with presence changes gathered and not sent (with a presence interval).
+    presence_due: Vec<Arc<str>>,
 }
 
 impl Hub {
@@ -225,15 +313,8 @@ impl Hub {
             };
             // Announced to the members there were before: the joiner is not counted yet, and
             // is still pending on its worker when this arrives (its `joined` comes after).
-            if first && ch.members > 0 && ch.members < limits.presence_limit {
-                let frame = PreparedFrame::text(
-                    &Out::new("presence", None)
-                        .str("channel", &ch.name)
-                        .strs("joined", [&**user])
-                        .finish(),
-                );
+            if first && ch.presence_changed(user, true, &limits, &mut self.presence_due, out) {
                 self.presence_events += 1;
-                deliver(ch, &frame, out);
             }
             let worker = usize::from(conn.worker);
             if ch.per_worker.len() <= worker {
@@ -244,9 +325,14 @@ impl Hub {
         }
         // A big channel's `joined` lists `presence_limit` users and says how many there are
         // (every join listing every user would cost O(members²) bytes); `presence` lists all.
+        // The joiner is listed even while its own arrival waits to be sent.
+        let joiner = (!ch.user_names().any(|u| u == &**user)).then_some(&**user);
         let mut reply = Out::new("joined", id).str("channel", &ch.name).strs(
             "users",
-            ch.user_names().take(limits.presence_limit as usize),
+            joiner
+                .into_iter()
+                .chain(ch.user_names())
+                .take(limits.presence_limit as usize),
         );
         if ch.users.len() > limits.presence_limit as usize {
             reply = reply.num("user_count", ch.users.len() as u64);
@@ -304,18 +390,16 @@ impl Hub {
                     }
                     None => false,
                 };
-                if last && ch.members > 0 && ch.members < self.limits.presence_limit {
-                    let frame = PreparedFrame::text(
-                        &Out::new("presence", None)
-                            .str("channel", &ch.name)
-                            .strs("left", [user])
-                            .finish(),
-                    );
-                    self.presence_events += 1;
-                    deliver(ch, &frame, out);
+                if last {
+                    let user: Arc<str> = Arc::from(user);
+                    let limits = self.limits;
+                    if ch.presence_changed(&user, false, &limits, &mut self.presence_due, out) {
+                        self.presence_events += 1;
+                    }
                 }
             }
             if ch.members == 0 && ch.history.is_empty() {
+                // Nobody is left to tell of what was gathered.
                 self.channels.remove(channel);
             }
         }
@@ -432,12 +516,43 @@ impl Hub {
         });
     }
 
-    /// The distinct users of `channel` (empty if it does not exist).
+    /// The distinct users of `channel` (empty if it does not exist), as `presence` answers.
     pub fn users(&self, channel: &str) -> Vec<Arc<str>> {
         self.channels
             .get(channel)
-            .map(|ch| ch.users.keys().cloned().collect())
+            .map(|ch| ch.user_names().map(Arc::from).collect())
             .unwrap_or_default()
+    }
+
+    /// Whether presence changes wait to be sent by [`Hub::flush_presence`].
+    pub fn presence_due(&self) -> bool {
+        !self.presence_due.is_empty()
+    }
+
+    /// Send each channel's gathered presence change, as one frame with `joined` and `left`
+    /// (whichever is not empty), to the members there are now.
+    pub fn flush_presence(&mut self, out: &mut Vec<Effect>) {
+        for name in std::mem::take(&mut self.presence_due) {
+            // A channel removed (or removed and made again) since: nothing, or its own news.
+            let Some(ch) = self.channels.get_mut(&name) else {
+                continue;
+            };
+            let Some(change) = ch.pending.take().filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            if ch.members == 0 || ch.members >= self.limits.presence_limit {
+                continue;
+            }
+            let mut frame = Out::new("presence", None).str("channel", &ch.name);
+            if !change.joined.is_empty() {
+                frame = frame.strs("joined", change.joined.iter().map(|u| &**u));
+            }
+            if !change.left.is_empty() {
+                frame = frame.strs("left", change.left.iter().map(|u| &**u));
+            }
+            self.presence_events += 1;
+            deliver(ch, &PreparedFrame::text(&frame.finish()), out);
+        }
     }
 
     /// Every channel homed here with its member count.
@@ -697,6 +812,128 @@ mod tests {
             [(conn(0, 1), json(r#"{"type":"left","channel":"room"}"#))]
         );
         assert_eq!(hub.figures().channels, 0, "empty and without history");
+    }
+
+    fn gathering(interval_ms: u64) -> Hub {
+        Hub::new(HubLimits {
+            presence_interval_ms: interval_ms,
+            ..HubLimits::default()
+        })
+    }
+
+    fn leave(hub: &mut Hub, c: ConnId, user: &str) -> Vec<Effect> {
+        let mut out = Vec::new();
+        hub.leave("room", user, c, None, &mut out);
+        out
+    }
+
+    fn flush(hub: &mut Hub) -> Vec<(usize, Value)> {
+        let mut out = Vec::new();
+        hub.flush_presence(&mut out);
+        delivered(&out)
+    }
+
+    #[test]
+    fn gathered_presence_goes_out_as_one_net_change_per_interval() {
+        let mut hub = gathering(100);
+        assert!(delivered(&join(&mut hub, conn(0, 1), "ann", None)).is_empty());
+        let out = join(&mut hub, conn(1, 2), "bob", None);
+        assert!(delivered(&out).is_empty(), "gathered, not sent");
+        assert!(hub.presence_due());
+        // Bob's view is as of the last change sent (none yet), plus himself: the change that
+        // follows adds ann.
+        let mut out = out;
+        let reply = &replies(&mut out)[0].1;
+        assert_eq!(reply["users"], json(r#"["bob"]"#));
+        let d = flush(&mut hub);
+        assert_eq!(d.len(), 2, "one frame per worker with members");
+        assert_eq!(
+            d[0].1,
+            json(r#"{"type":"presence","channel":"room","joined":["ann","bob"]}"#)
+        );
+        assert!(!hub.presence_due());
+        assert!(flush(&mut hub).is_empty(), "nothing new, nothing sent");
+        // Carl comes and goes inside one interval: nobody hears of him. Bob goes.
+        join(&mut hub, conn(0, 3), "carl", None);
+        leave(&mut hub, conn(0, 3), "carl");
+        leave(&mut hub, conn(1, 2), "bob");
+        let d = flush(&mut hub);
+        assert_eq!(d.len(), 1, "only ann's worker has members now");
+        assert_eq!(
+            d[0].1,
+            json(r#"{"type":"presence","channel":"room","left":["bob"]}"#)
+        );
+        // Dan comes; ann goes and comes back (the channel kept by dan): one change.
+        join(&mut hub, conn(0, 4), "dan", None);
+        leave(&mut hub, conn(0, 1), "ann");
+        join(&mut hub, conn(0, 1), "ann", None);
+        let d = flush(&mut hub);
+        assert_eq!(
+            d[0].1,
+            json(r#"{"type":"presence","channel":"room","joined":["dan"]}"#)
+        );
+        assert_eq!(hub.presence_events(), 3);
+    }
+
+    #[test]
+    fn members_applying_gathered_changes_to_their_view_always_see_who_is_there() {
+        use std::collections::{BTreeSet, HashMap as Map};
+        // Random joins and leaves of 5 users over 2 connections each, changes sent at random
+        // moments. Every member starts from its `joined` users and applies each presence frame
+        // as a set (add `joined`, remove `left`); after each sending, every view must equal the
+        // users present.
+        for seed in 1..=200u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut next = |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let mut hub = gathering(50);
+            let mut views: Map<ConnId, BTreeSet<String>> = Map::new();
+            let present = |hub: &Hub| -> BTreeSet<String> {
+                hub.channels
+                    .get("room")
+                    .map(|ch| ch.users.keys().map(|u| u.to_string()).collect())
+                    .unwrap_or_default()
+            };
+            for step in 0..300 {
+                let (u, k) = (next(5), next(2) as u32);
+                let c = conn((k % 2) as u16, u as u32 * 2 + k);
+                let user = format!("u{u}");
+                if next(4) == 0 {
+                    // A frame goes to each worker with members: apply one of them.
+                    if let Some((_, frame)) = flush(&mut hub).into_iter().next() {
+                        for view in views.values_mut() {
+                            for name in frame["joined"].as_array().into_iter().flatten() {
+                                view.insert(name.as_str().unwrap_or_default().to_string());
+                            }
+                            for name in frame["left"].as_array().into_iter().flatten() {
+                                view.remove(name.as_str().unwrap_or_default());
+                            }
+                        }
+                    }
+                    let now = present(&hub);
+                    for (c, view) in &views {
+                        assert_eq!(view, &now, "seed {seed} step {step}: {c:?}'s view");
+                    }
+                } else if let std::collections::hash_map::Entry::Vacant(e) = views.entry(c) {
+                    let mut out = join(&mut hub, c, &user, None);
+                    let reply = replies(&mut out).remove(0).1;
+                    let users = reply["users"].as_array().cloned().unwrap_or_default();
+                    e.insert(
+                        users
+                            .iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect(),
+                    );
+                } else {
+                    views.remove(&c);
+                    leave(&mut hub, c, &user);
+                }
+            }
+        }
     }
 
     #[test]

@@ -38,6 +38,8 @@ use protocol::{ErrorCode, Refusal, Request, RequestId};
 const RETRY_TIMER: u64 = 1;
 /// How soon refused notes are tried again.
 const RETRY_AFTER: Duration = Duration::from_millis(2);
+/// Timer token of the sending of gathered presence changes.
+const PRESENCE_TIMER: u64 = 2;
 
 /// The settings of the pub/sub handler.
 #[derive(Debug, Clone)]
@@ -234,6 +236,8 @@ pub struct PubSub {
     /// Notes a full mailbox refused that must not be lost (leaves): tried again on a timer.
     retry: VecDeque<(usize, Note)>,
     retry_armed: bool,
+    /// The presence timer is set (changes are gathered: [`HubLimits::presence_interval_ms`]).
+    presence_armed: bool,
     /// The wall clock at a known instant: message times follow the transport's clock.
     epoch: (Instant, u64),
 }
@@ -254,6 +258,7 @@ impl PubSub {
             effects: Vec::new(),
             retry: VecDeque::new(),
             retry_armed: false,
+            presence_armed: false,
             epoch: (Instant::now(), wall),
         }
     }
@@ -588,6 +593,10 @@ impl PubSub {
         }
         self.apply(&mut effects, cx);
         self.effects = effects;
+        if self.hub.presence_due() && !self.presence_armed {
+            let at = cx.now() + Duration::from_millis(self.config.hub.presence_interval_ms);
+            self.presence_armed = cx.set_timer(at, PRESENCE_TIMER).is_ok();
+        }
         self.update_gauges();
     }
 
@@ -782,6 +791,15 @@ impl Handler for PubSub {
     }
 
     fn on_timer(&mut self, token: u64, cx: &mut WorkerContext<'_, Note>) {
+        if token == PRESENCE_TIMER {
+            self.presence_armed = false;
+            let mut effects = std::mem::take(&mut self.effects);
+            self.hub.flush_presence(&mut effects);
+            self.apply(&mut effects, cx);
+            self.effects = effects;
+            self.update_gauges();
+            return;
+        }
         if token != RETRY_TIMER {
             return;
         }

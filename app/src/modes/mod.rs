@@ -165,6 +165,7 @@ pub fn pubsub_config(
                 .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
             presence_limit: a.presence_limit,
             max_channels: a.max_channels as usize,
+            presence_interval_ms: a.presence_interval.as_millis() as u64,
         },
         max_publish_size: usize::try_from(a.max_publish_size)
             .map_err(|_| "--max-publish-size is too large")?,

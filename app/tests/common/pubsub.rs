@@ -395,6 +395,44 @@ pub fn presence_counts_users_not_connections(start: Start<'_>) {
     assert_eq!(users(&p, "users"), ["ann"]);
 }
 
+/// `--presence-interval`: changes of one interval arrive as one net change; a user who came and
+/// went inside it is in neither list; `joined` and `presence` list the users as of the last
+/// change sent, so a view built from them stays exact.
+pub fn gathered_presence_arrives_as_net_changes(start: Start<'_>) {
+    let app = start(2, &["--presence-interval", "300ms"]);
+    let mut ann = Client::connect(app.addr);
+    ann.join("room", "ann");
+    // Ann's own arrival comes as a change too (she was not yet sent): wait for it.
+    assert_eq!(ann.next_of("presence", "room")["joined"], json!(["ann"]));
+    let mut bob = Client::connect(app.addr);
+    let mut carl = Client::connect(app.addr);
+    let mut dan = Client::connect(app.addr);
+    let t0 = Instant::now();
+    bob.join("room", "bob");
+    carl.join("room", "carl");
+    carl.call(json!({"type":"leave","channel":"room"}));
+    let j = dan.join("room", "dan");
+    // As sent (ann; bob's arrival is still gathered), plus dan himself.
+    assert_eq!(users(&j, "users"), ["ann", "dan"]);
+    let change = ann.next_of("presence", "room");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "sent within the interval's order of magnitude"
+    );
+    assert_eq!(users(&change, "joined"), ["bob", "dan"], "{change}");
+    assert!(change.get("left").is_none(), "carl came and went: {change}");
+    // Bob leaves and ann asks: the answer is as of the last change sent (bob still listed), and
+    // the next change removes him.
+    bob.call(json!({"type":"leave","channel":"room"}));
+    let p = ann.call(json!({"type":"presence","channel":"room"}));
+    assert_eq!(users(&p, "users"), ["ann", "bob", "dan"]);
+    let change = ann.next_of("presence", "room");
+    assert_eq!(change["left"], json!(["bob"]), "{change}");
+    assert!(change.get("joined").is_none(), "{change}");
+    let p = ann.call(json!({"type":"presence","channel":"room"}));
+    assert_eq!(users(&p, "users"), ["ann", "dan"]);
+}
+
 pub fn recovery_with_since_inside_and_beyond_the_window(start: Start<'_>) {
     let app = start(2, &["--history-size", "10"]);
     let mut p = Client::connect(app.addr);
