@@ -307,11 +307,18 @@ impl LoadClient {
 
     /// The session is ready: fill its pipeline (pub/sub: join its channel first).
     fn start(&mut self, conn: &mut ClientConn, out: &mut Vec<u8>, now: Instant) {
-        if let Some(m) = conn.member.as_mut().filter(|m| m.churner) {
-            // Ready at once; its first join is due when publishing starts.
+        if conn.member.is_some_and(|m| m.churner) {
+            // Ready at once; its first join is due when publishing starts, at a phase of its
+            // own within a step's interval (spread by the golden ratio over its number), so
+            // the churners' steps are spread in time rather than all due at once.
             self.tally.ready += 1;
             self.tally.last_ready = Some(now);
-            m.next_due = Some(self.load_start(now));
+            let phase = ((conn.next_seq >> 32) as f64 * 0.618_033_988_749_895).fract();
+            let offset = self.churn_interval().unwrap_or_default().mul_f64(phase);
+            let first = self.load_start(now) + offset;
+            if let Some(m) = conn.member.as_mut() {
+                m.next_due = Some(first);
+            }
             return;
         }
         if let Some(m) = &conn.member {
