@@ -25,6 +25,16 @@ pub(super) const WAKER: Token = Token(usize::MAX);
 const LISTENER: Token = Token(usize::MAX - 1);
 /// Reads per connection per turn, so one busy client cannot starve the others.
 const READS_PER_TURN: usize = 4;
+/// Pushes (output queued for other connections: a publish fanned out) one loop iteration may
+/// make before its reads wait for the next: what was queued gets written first. Without it one
+/// turn's reads of a publisher to a big channel could queue millions of messages, and the
+/// iteration would last seconds with nothing written.
+const PUSH_BUDGET: u64 = 250_000;
+/// A read that made more pushes than this makes the connection's next reads small
+/// ([`FANOUT_READ`]), so that one read's fan-out stays within a fraction of the budget.
+const FANOUT_PUSHES: u64 = PUSH_BUDGET / 4;
+/// Read size for a connection whose input fans out ([`FANOUT_PUSHES`]).
+const FANOUT_READ: usize = 4096;
 
 /// The transport's part of a connection.
 pub(super) struct Sock {
@@ -33,6 +43,8 @@ pub(super) struct Sock {
     readable: bool,
     /// In the ready list.
     queued: bool,
+    /// Its last read fanned out to many connections: read it in small pieces.
+    fans_out: bool,
 }
 
 /// A worker: its poller, listener (if it has one), mailbox and connections.
@@ -49,6 +61,8 @@ pub(super) struct Worker<S: Service> {
     stop: Arc<Stop>,
     driver: Driver<S, Sock>,
     rbuf: Vec<u8>,
+    /// Pushes made before this iteration (for [`PUSH_BUDGET`]).
+    pushes_mark: u64,
     /// Where the part of an answer the socket did not take is laid out when it referenced the
     /// read buffer (its storage is swapped in and out, never reallocated in steady state).
     spare: Vec<u8>,
@@ -97,6 +111,7 @@ impl<S: Service> Worker<S> {
         Self {
             index,
             rbuf: vec![0; cfg.read_buffer.max(1024)],
+            pushes_mark: 0,
             spare: Vec::new(),
             cfg,
             poll,
@@ -185,6 +200,7 @@ impl<S: Service> Worker<S> {
                     self.begin_shutdown(now + grace, now);
                 }
             }
+            self.pushes_mark = self.driver.stats().pushes.queued;
             busy |= self.drain_mailbox(now);
             self.process_ready(now);
             self.run_timers(now);
@@ -351,6 +367,7 @@ impl<S: Service> Worker<S> {
             stream,
             readable: true,
             queued: true,
+            fans_out: false,
         });
         let registered = match self.driver.io(slot) {
             Some(sock) => self.poll.registry().register(
@@ -386,6 +403,11 @@ impl<S: Service> Worker<S> {
     /// Read from one connection, up to the per-turn budget, and feed the service.
     fn read(&mut self, slot: usize, now: Instant) {
         for _ in 0..READS_PER_TURN {
+            let pushes = self.driver.stats().pushes.queued;
+            if pushes.saturating_sub(self.pushes_mark) >= PUSH_BUDGET {
+                // Enough fan-out for one iteration: write it, then read on (requeued below).
+                break;
+            }
             let open = self.driver.wants_input(slot);
             if open && self.driver.over_limit(slot) {
                 // Paused: the flush that drains the output re-queues this connection.
@@ -398,7 +420,12 @@ impl<S: Service> Worker<S> {
             if !sock.readable {
                 break;
             }
-            match sock.stream.read(&mut self.rbuf) {
+            let len = if sock.fans_out {
+                FANOUT_READ.min(self.rbuf.len())
+            } else {
+                self.rbuf.len()
+            };
+            match sock.stream.read(&mut self.rbuf[..len]) {
                 Ok(0) => {
                     sock.readable = false;
                     if self.driver.eof(slot, now) {
@@ -410,6 +437,10 @@ impl<S: Service> Worker<S> {
                     // Input after the service is done (closing, draining) is discarded.
                     if open {
                         self.driver.input(slot, &mut self.rbuf[..n], true, now);
+                        let made = self.driver.stats().pushes.queued - pushes;
+                        if let Some(sock) = self.driver.io(slot) {
+                            sock.fans_out = made > FANOUT_PUSHES;
+                        }
                         if self.driver.holds_input(slot) {
                             // The answer references this read's bytes: write it before the
                             // buffer is read into again, and copy only what the socket refused.
