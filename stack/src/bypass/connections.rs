@@ -19,6 +19,7 @@ pub fn run<S: Service>(
     dialing: &mut bool,
     now: Instant,
 ) {
+    tx.retry();
     let mut sink = tx.sink(now);
     engine.process(&mut sink, now);
     engine.run_timers(&mut sink, now);

@@ -39,7 +39,9 @@ impl Shutdown {
         match self.deadline {
             None if stop.load(Ordering::Relaxed) => {
                 let (since, last) = self.draining.get_or_insert((now, now));
-                if received > 0 {
+                // Quiet means nothing arriving and nothing of ours held back for want of room:
+                // a peer waiting for our ACKs cannot send what it has yet.
+                if received > 0 || engine.waiting_to_send() > 0 {
                     *last = now;
                 }
                 if now.duration_since(*last) >= DRAIN_QUIET

@@ -167,12 +167,17 @@ impl<'a> TxPath<'a> {
         }
     }
 
-    /// The sink smoltcp emits into, at time `now`. If the NIC refused packets before, they are
-    /// offered again first, so the sink knows whether there is room now.
-    pub fn sink(&mut self, now: Instant) -> MbufSink<'_> {
+    /// If the NIC refused packets, offer them again, so that the sink knows whether there is
+    /// room now. Once per iteration, before the connections' turns (on a TAP each offer is a
+    /// system call).
+    pub fn retry(&mut self) {
         if self.blocked {
             self.sent += burst(self.port, self.queue, &mut self.batch, &mut self.blocked) as u64;
         }
+    }
+
+    /// The sink smoltcp emits into, at time `now`.
+    pub fn sink(&mut self, now: Instant) -> MbufSink<'_> {
         MbufSink {
             net: &self.net,
             pool: self.pool,

@@ -647,6 +647,20 @@ impl<S: Service> Engine<S> {
         self.shutting_down = true;
         let at = now;
         let now = self.now(at);
+        // Connections waiting for room may hold input not yet handed to the service: it is
+        // answered before the service is asked to close (a step takes input whether or not
+        // there is room; what it sends waits in line as before).
+        for _ in 0..self.waiting.len() {
+            let Some(slot) = self.waiting.pop_front() else {
+                break;
+            };
+            let slot = slot as usize;
+            match self.driver.io(slot) {
+                Some(f) if f.waiting => f.waiting = false,
+                _ => continue,
+            }
+            self.step(slot, sink, now);
+        }
         for slot in self.driver.slots() {
             if !self.driver.is_open(slot) {
                 if let Some(f) = self.driver.io(slot) {
