@@ -3,7 +3,11 @@
 # (DPDK: EAL lcore 0) and the generator on CPU 1 (DPDK: lcore 1, its own port, joined by
 # net_memif). One run per row, a fresh appliance per run; JSON lines go to target/bench/.
 #
-#   scripts/bench-pubsub.sh [kernel|dpdk|all] [SECONDS]   (default: all, 5 s measured)
+#   scripts/bench-pubsub.sh [kernel|dpdk|all] [SECONDS] [ROWS]
+#
+# (default: all, 5 s measured, every row; ROWS is a glob of row names, e.g. 'churn*' or
+# 'fanout-*'; the names are those of the JSON files in target/bench/). HIOLOAD_BIN=PATH runs
+# that build of hioload-ws instead of building this tree (to compare two builds).
 #
 # Rows (issue 10): fan-out to one channel of 10,000 members from one publisher at rising rates,
 # then as fast as acks come back; 100 channels of 100 members with 100 publishers as fast as
@@ -13,11 +17,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WHICH="${1:-all}"
 SECS="${2:-5}"
-BIN="$ROOT/target/release/hioload-ws"
+ROWS="${3:-*}"
+BIN="${HIOLOAD_BIN:-$ROOT/target/release/hioload-ws}"
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT"
 case "$WHICH" in kernel | dpdk | all) ;; *)
-  echo "usage: scripts/bench-pubsub.sh [kernel|dpdk|all] [SECONDS]" >&2
+  echo "usage: scripts/bench-pubsub.sh [kernel|dpdk|all] [SECONDS] [ROWS]" >&2
   exit 2
   ;;
 esac
@@ -28,7 +33,8 @@ if [ "$WHICH" != kernel ] && [ "$(id -u)" -ne 0 ]; then
 fi
 features=()
 [ "$WHICH" = kernel ] || features=(--features dpdk)
-cargo build --release --quiet -p hioload-ws-app "${features[@]}" --manifest-path "$ROOT/Cargo.toml"
+[ -n "${HIOLOAD_BIN:-}" ] ||
+  cargo build --release --quiet -p hioload-ws-app "${features[@]}" --manifest-path "$ROOT/Cargo.toml"
 
 SERVER_PID=""
 SERVER_EXTRA=() # appliance flags of the next row
@@ -49,6 +55,8 @@ wait_log() { # LOG PATTERN
 row() { # TRANSPORT NAME BENCH-ARGS...: one run, prints its JSON line
   local t="$1" name="$2"
   shift 2
+  # shellcheck disable=SC2254 # ROWS is a pattern
+  case "$name" in $ROWS) ;; *) return 0 ;; esac
   local log="$OUT/pubsub-server-$t-$name.log"
   if [ "$t" = kernel ]; then
     taskset -c 0 "$BIN" pubsub --no-dpdk --listen 127.0.0.1:0 --workers 1 --cpus 0 \

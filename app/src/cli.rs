@@ -292,9 +292,9 @@ pub struct PubSubArgs {
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub presence_limit: u32,
 
-    /// Gather a channel's presence changes this long and send them as one net change (a
-    /// `presence` frame with `joined` and `left`; a user who came and went inside it is in
-    /// neither): fewer frames when users come and go often. `0`: each change at once.
+    /// Gather a channel's presence changes this long from the first and send them as one net
+    /// change (a `presence` frame with `joined` and `left`; a user who came and went inside it
+    /// is in neither): fewer frames when users come and go often. `0`: each change at once.
     #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_presence_interval)]
     pub presence_interval: Duration,
 

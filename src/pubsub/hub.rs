@@ -190,7 +190,7 @@ impl Channel {
         user: &Arc<str>,
         joined: bool,
         limits: &HubLimits,
-        due: &mut Vec<Arc<str>>,
+        due: &mut Due,
         out: &mut Vec<Effect>,
     ) -> bool {
         if limits.presence_interval_ms > 0 {
@@ -200,7 +200,12 @@ impl Channel {
                 return false;
             }
             let pending = self.pending.get_or_insert_with(|| {
-                due.push(Arc::clone(&self.name));
+                // Due one interval after its first change: each channel on its own clock, so
+                // the channels' frames spread over the interval instead of leaving together.
+                due.queue.push_back((
+                    due.now_ms + limits.presence_interval_ms,
+                    Arc::clone(&self.name),
+                ));
                 Box::default()
             });
             pending.note(user, joined);
@@ -230,6 +235,11 @@ impl Channel {
     }
 }
 
+/// Members one [`Hub::flush_presence`] sends gathered changes to, at most (a frame each): when
+/// many channels' changes fall due together, answers to requests are not held behind all of
+/// their writes (on kernel sockets a write costs several microseconds).
+pub const PRESENCE_FLUSH_MEMBERS: u32 = 1_000;
+
 /// Figures of one hub.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct HubFigures {
@@ -248,7 +258,16 @@ pub struct Hub {
     /// Presence changes sent.
     presence_events: u64,
     /// Channels with presence changes gathered and not sent (with a presence interval).
-    presence_due: Vec<Arc<str>>,
+    presence_due: Due,
+}
+
+/// Channels whose gathered presence change waits, oldest first, each with the time (ms) it is
+/// due; and the time of the operation at hand. One entry per gathering (bounded by the
+/// channels).
+#[derive(Debug, Default)]
+struct Due {
+    queue: VecDeque<(u64, Arc<str>)>,
+    now_ms: u64,
 }
 
 impl Hub {
@@ -313,6 +332,7 @@ impl Hub {
             };
             // Announced to the members there were before: the joiner is not counted yet, and
             // is still pending on its worker when this arrives (its `joined` comes after).
+            self.presence_due.now_ms = now_ms;
             if first && ch.presence_changed(user, true, &limits, &mut self.presence_due, out) {
                 self.presence_events += 1;
             }
@@ -365,13 +385,14 @@ impl Hub {
         });
     }
 
-    /// `conn` (as `user`) left `channel` or closed; answers `left` when `reply`.
+    /// `conn` (as `user`) left `channel` or closed at `now_ms`; answers `left` when `reply`.
     pub fn leave(
         &mut self,
         channel: &str,
         user: &str,
         conn: ConnId,
         reply: Option<Option<&RequestId>>,
+        now_ms: u64,
         out: &mut Vec<Effect>,
     ) {
         if let Some(ch) = self.channels.get_mut(channel) {
@@ -393,6 +414,7 @@ impl Hub {
                 if last {
                     let user: Arc<str> = Arc::from(user);
                     let limits = self.limits;
+                    self.presence_due.now_ms = now_ms;
                     if ch.presence_changed(&user, false, &limits, &mut self.presence_due, out) {
                         self.presence_events += 1;
                     }
@@ -524,15 +546,22 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// Whether presence changes wait to be sent by [`Hub::flush_presence`].
-    pub fn presence_due(&self) -> bool {
-        !self.presence_due.is_empty()
+    /// When (ms) the first gathered presence change is due for [`Hub::flush_presence`], if one
+    /// waits.
+    pub fn presence_due(&self) -> Option<u64> {
+        self.presence_due.queue.front().map(|(at, _)| *at)
     }
 
-    /// Send each channel's gathered presence change, as one frame with `joined` and `left`
-    /// (whichever is not empty), to the members there are now.
-    pub fn flush_presence(&mut self, out: &mut Vec<Effect>) {
-        for name in std::mem::take(&mut self.presence_due) {
+    /// Send the gathered presence changes due by `now_ms`, as one frame per channel with
+    /// `joined` and `left` (whichever is not empty), to the members there are now; at most
+    /// [`PRESENCE_FLUSH_MEMBERS`] members' worth per call (the rest stay due: call again).
+    pub fn flush_presence(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+        let mut members = 0;
+        while members < PRESENCE_FLUSH_MEMBERS && self.presence_due().is_some_and(|at| at <= now_ms)
+        {
+            let Some((_, name)) = self.presence_due.queue.pop_front() else {
+                break;
+            };
             // A channel removed (or removed and made again) since: nothing, or its own news.
             let Some(ch) = self.channels.get_mut(&name) else {
                 continue;
@@ -551,6 +580,7 @@ impl Hub {
                 frame = frame.strs("left", change.left.iter().map(|u| &**u));
             }
             self.presence_events += 1;
+            members += ch.members;
             deliver(ch, &PreparedFrame::text(&frame.finish()), out);
         }
     }
@@ -783,7 +813,7 @@ mod tests {
         // A rejoin does not count the member twice.
         assert_eq!(hub.users("room").len(), 1);
         let mut out = Vec::new();
-        hub.leave("room", "ann", conn(0, 1), None, &mut out);
+        hub.leave("room", "ann", conn(0, 1), None, 0, &mut out);
         assert_eq!(hub.figures().channels, 1, "history keeps the channel");
         assert!(delivered(&out).is_empty());
     }
@@ -796,9 +826,9 @@ mod tests {
         let out = join(&mut hub, conn(1, 2), "bob", None);
         assert!(delivered(&out).is_empty(), "bob's second connection");
         let mut out = Vec::new();
-        hub.leave("room", "bob", conn(0, 2), None, &mut out);
+        hub.leave("room", "bob", conn(0, 2), None, 0, &mut out);
         assert!(delivered(&out).is_empty(), "bob is still there");
-        hub.leave("room", "bob", conn(1, 2), None, &mut out);
+        hub.leave("room", "bob", conn(1, 2), None, 0, &mut out);
         let d = delivered(&out);
         assert_eq!(d.len(), 1, "only ann's worker has members");
         assert_eq!(
@@ -806,7 +836,7 @@ mod tests {
             json(r#"{"type":"presence","channel":"room","left":["bob"]}"#)
         );
         assert_eq!(hub.users("room"), [Arc::<str>::from("ann")]);
-        hub.leave("room", "ann", conn(0, 1), Some(None), &mut out);
+        hub.leave("room", "ann", conn(0, 1), Some(None), 0, &mut out);
         assert_eq!(
             replies(&mut out),
             [(conn(0, 1), json(r#"{"type":"left","channel":"room"}"#))]
@@ -823,13 +853,13 @@ mod tests {
 
     fn leave(hub: &mut Hub, c: ConnId, user: &str) -> Vec<Effect> {
         let mut out = Vec::new();
-        hub.leave("room", user, c, None, &mut out);
+        hub.leave("room", user, c, None, 0, &mut out);
         out
     }
 
     fn flush(hub: &mut Hub) -> Vec<(usize, Value)> {
         let mut out = Vec::new();
-        hub.flush_presence(&mut out);
+        hub.flush_presence(u64::MAX, &mut out);
         delivered(&out)
     }
 
@@ -839,7 +869,7 @@ mod tests {
         assert!(delivered(&join(&mut hub, conn(0, 1), "ann", None)).is_empty());
         let out = join(&mut hub, conn(1, 2), "bob", None);
         assert!(delivered(&out).is_empty(), "gathered, not sent");
-        assert!(hub.presence_due());
+        assert!(hub.presence_due().is_some());
         // Bob's view is as of the last change sent (none yet), plus himself: the change that
         // follows adds ann.
         let mut out = out;
@@ -851,7 +881,7 @@ mod tests {
             d[0].1,
             json(r#"{"type":"presence","channel":"room","joined":["ann","bob"]}"#)
         );
-        assert!(!hub.presence_due());
+        assert!(hub.presence_due().is_none());
         assert!(flush(&mut hub).is_empty(), "nothing new, nothing sent");
         // Carl comes and goes inside one interval: nobody hears of him. Bob goes.
         join(&mut hub, conn(0, 3), "carl", None);
@@ -873,6 +903,91 @@ mod tests {
             json(r#"{"type":"presence","channel":"room","joined":["dan"]}"#)
         );
         assert_eq!(hub.presence_events(), 3);
+    }
+
+    #[test]
+    fn each_channel_sends_its_gathered_change_one_interval_after_its_first() {
+        // With one clock for all, every channel's frames would leave in one burst per
+        // interval (thousands of writes in one loop iteration); each channel keeps its own.
+        let mut hub = gathering(100);
+        let mut out = Vec::new();
+        let mut arrive = |hub: &mut Hub, channel: &str, user: &str, slot: u32, at: u64| {
+            let user = Arc::from(user);
+            let joining = Joining {
+                user: &user,
+                since: None,
+                rejoin: false,
+            };
+            hub.join(channel, joining, ask(conn(0, slot)), at, &mut out);
+        };
+        arrive(&mut hub, "a", "ann", 1, 0);
+        arrive(&mut hub, "b", "bob", 2, 60);
+        arrive(&mut hub, "a", "amy", 3, 90); // gathered with ann's
+        assert_eq!(hub.presence_due(), Some(100));
+        let sent = |hub: &mut Hub, at: u64| -> Vec<Value> {
+            let mut out = Vec::new();
+            hub.flush_presence(at, &mut out);
+            delivered(&out).into_iter().map(|(_, v)| v).collect()
+        };
+        assert!(sent(&mut hub, 99).is_empty(), "nothing is due before 100");
+        assert_eq!(
+            sent(&mut hub, 100),
+            [json(
+                r#"{"type":"presence","channel":"a","joined":["ann","amy"]}"#
+            )]
+        );
+        assert_eq!(
+            hub.presence_due(),
+            Some(160),
+            "b's change waits for its own time"
+        );
+        hub.leave("a", "ann", conn(0, 1), None, 120, &mut Vec::new());
+        assert_eq!(
+            sent(&mut hub, 160),
+            [json(
+                r#"{"type":"presence","channel":"b","joined":["bob"]}"#
+            )]
+        );
+        assert_eq!(
+            hub.presence_due(),
+            Some(220),
+            "a's next change: 100 ms after the leave"
+        );
+        assert_eq!(
+            sent(&mut hub, 220),
+            [json(r#"{"type":"presence","channel":"a","left":["ann"]}"#)]
+        );
+        assert_eq!(hub.presence_due(), None);
+    }
+
+    #[test]
+    fn changes_falling_due_together_go_out_a_bounded_number_of_members_at_a_time() {
+        // 30 channels of 50 members, every one's change due at once: a flush writes to at
+        // most PRESENCE_FLUSH_MEMBERS members (whole channels), the next one goes on.
+        let mut hub = gathering(100);
+        let mut out = Vec::new();
+        for c in 0..30u32 {
+            let channel = format!("ch{c}");
+            for m in 0..50u32 {
+                let user: Arc<str> = Arc::from(format!("u{m}").as_str());
+                let joining = Joining {
+                    user: &user,
+                    since: None,
+                    rejoin: false,
+                };
+                hub.join(&channel, joining, ask(conn(0, c * 50 + m)), 0, &mut out);
+            }
+        }
+        let mut flushes = Vec::new();
+        while hub.presence_due().is_some() {
+            let mut out = Vec::new();
+            hub.flush_presence(100, &mut out);
+            flushes.push(delivered(&out).len());
+            assert!(flushes.len() <= 30, "every flush sends something");
+        }
+        let per_flush = (PRESENCE_FLUSH_MEMBERS / 50) as usize;
+        assert_eq!(flushes, [per_flush, 30 - per_flush], "channels per flush");
+        assert_eq!(hub.presence_events(), 30);
     }
 
     #[test]

@@ -549,6 +549,7 @@ impl PubSub {
                 &user,
                 conn,
                 reply.as_ref().map(Option::as_ref),
+                now_ms,
                 &mut effects,
             ),
             Note::Publish {
@@ -593,11 +594,17 @@ impl PubSub {
         }
         self.apply(&mut effects, cx);
         self.effects = effects;
-        if self.hub.presence_due() && !self.presence_armed {
-            let at = cx.now() + Duration::from_millis(self.config.hub.presence_interval_ms);
+        self.arm_presence(now_ms, cx);
+        self.update_gauges();
+    }
+
+    /// Set the presence timer for the first gathered change due, unless it is set: changes
+    /// are gathered in order, so the one it is set for is never later than a new one.
+    fn arm_presence(&mut self, now_ms: u64, cx: &mut WorkerContext<'_, Note>) {
+        if let Some(due) = self.hub.presence_due().filter(|_| !self.presence_armed) {
+            let at = cx.now() + Duration::from_millis(due.saturating_sub(now_ms));
             self.presence_armed = cx.set_timer(at, PRESENCE_TIMER).is_ok();
         }
-        self.update_gauges();
     }
 
     /// Publish to a channel homed here (counted when its hub takes it).
@@ -793,10 +800,12 @@ impl Handler for PubSub {
     fn on_timer(&mut self, token: u64, cx: &mut WorkerContext<'_, Note>) {
         if token == PRESENCE_TIMER {
             self.presence_armed = false;
+            let now_ms = self.now_ms(cx.now());
             let mut effects = std::mem::take(&mut self.effects);
-            self.hub.flush_presence(&mut effects);
+            self.hub.flush_presence(now_ms, &mut effects);
             self.apply(&mut effects, cx);
             self.effects = effects;
+            self.arm_presence(now_ms, cx);
             self.update_gauges();
             return;
         }
