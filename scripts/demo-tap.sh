@@ -34,6 +34,9 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 ip addr add "198.18.$NET.1/24" dev "$IFACE"
+# The kernel drops what it queues to a TAP beyond txqueuelen (1,000 by default); a burst from
+# many browser tabs or a load test would lose its tail there and wait a retransmission.
+ip link set "$IFACE" txqueuelen 10000
 ip link set "$IFACE" up
 grep "listening on" "$LOG" | sed 's/\x1b\[[0-9;]*m//g'
 if [ "$MODE" = pubsub ]; then

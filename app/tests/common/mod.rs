@@ -121,7 +121,8 @@ impl Appliance {
         let kernel_ip = format!("198.18.{net}.1/24");
         // The kernel drops what it would queue to the TAP beyond `txqueuelen` packets (1,000 by
         // default); a test's burst of a thousand messages and their ACKs must not lose its tail
-        // there, or the client's retransmission comes a whole RTO later.
+        // there, or the client's retransmission comes a whole RTO later. 20,000: the SYN flood
+        // test's whole burst.
         for cmd in [
             vec!["addr", "add", kernel_ip.as_str(), "dev", iface],
             vec!["link", "set", iface, "txqueuelen", "20000"],
