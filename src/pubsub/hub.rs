@@ -190,7 +190,8 @@ impl Channel {
         user: &Arc<str>,
         joined: bool,
         limits: &HubLimits,
-        due: &mut Due,
+        now_ms: u64,
+        due: &mut VecDeque<(u64, Arc<str>)>,
         out: &mut Vec<Effect>,
     ) -> bool {
         if limits.presence_interval_ms > 0 {
@@ -202,10 +203,7 @@ impl Channel {
             let pending = self.pending.get_or_insert_with(|| {
                 // Due one interval after its first change: each channel on its own clock, so
                 // the channels' frames spread over the interval instead of leaving together.
-                due.queue.push_back((
-                    due.now_ms + limits.presence_interval_ms,
-                    Arc::clone(&self.name),
-                ));
+                due.push_back((now_ms + limits.presence_interval_ms, Arc::clone(&self.name)));
                 Box::default()
             });
             pending.note(user, joined);
@@ -214,14 +212,13 @@ impl Channel {
         if self.members == 0 || self.members >= limits.presence_limit {
             return false;
         }
-        let list = if joined { "joined" } else { "left" };
-        let frame = PreparedFrame::text(
-            &Out::new("presence", None)
-                .str("channel", &self.name)
-                .strs(list, [&**user])
-                .finish(),
-        );
-        deliver(self, &frame, out);
+        let one = std::slice::from_ref(user);
+        let (came, went) = if joined {
+            (one, &[][..])
+        } else {
+            (&[][..], one)
+        };
+        deliver(self, &presence_frame(&self.name, came, went), out);
         true
     }
 
@@ -257,17 +254,10 @@ pub struct Hub {
     history_bytes: usize,
     /// Presence changes sent.
     presence_events: u64,
-    /// Channels with presence changes gathered and not sent (with a presence interval).
-    presence_due: Due,
-}
-
-/// Channels whose gathered presence change waits, oldest first, each with the time (ms) it is
-/// due; and the time of the operation at hand. One entry per gathering (bounded by the
-/// channels).
-#[derive(Debug, Default)]
-struct Due {
-    queue: VecDeque<(u64, Arc<str>)>,
-    now_ms: u64,
+    /// Channels whose gathered presence change waits (with a presence interval), oldest
+    /// first, each with the time (ms) it is due: one entry per gathering, so bounded by the
+    /// channels.
+    presence_due: VecDeque<(u64, Arc<str>)>,
 }
 
 impl Hub {
@@ -332,8 +322,8 @@ impl Hub {
             };
             // Announced to the members there were before: the joiner is not counted yet, and
             // is still pending on its worker when this arrives (its `joined` comes after).
-            self.presence_due.now_ms = now_ms;
-            if first && ch.presence_changed(user, true, &limits, &mut self.presence_due, out) {
+            let due = &mut self.presence_due;
+            if first && ch.presence_changed(user, true, &limits, now_ms, due, out) {
                 self.presence_events += 1;
             }
             let worker = usize::from(conn.worker);
@@ -346,7 +336,9 @@ impl Hub {
         // A big channel's `joined` lists `presence_limit` users and says how many there are
         // (every join listing every user would cost O(members²) bytes); `presence` lists all.
         // The joiner is listed even while its own arrival waits to be sent.
-        let joiner = (!ch.user_names().any(|u| u == &**user)).then_some(&**user);
+        // (It is missing from them exactly when its arrival is among the joins not yet sent.)
+        let unsent = |p: &PresenceChange| p.joined.contains(user);
+        let joiner = ch.pending.as_deref().is_some_and(unsent).then_some(&**user);
         let mut reply = Out::new("joined", id).str("channel", &ch.name).strs(
             "users",
             joiner
@@ -400,22 +392,19 @@ impl Hub {
             if let Some(n) = ch.per_worker.get_mut(worker).filter(|n| **n > 0) {
                 *n -= 1;
                 ch.members -= 1;
-                let last = match ch.users.get_mut(user) {
+                // The user's last connection: its name as the channel held it.
+                let gone = match ch.users.get_mut(user) {
                     Some(c) if *c > 1 => {
                         *c -= 1;
-                        false
+                        None
                     }
-                    Some(_) => {
-                        ch.users.remove(user);
-                        true
-                    }
-                    None => false,
+                    Some(_) => ch.users.remove_entry(user).map(|(name, _)| name),
+                    None => None,
                 };
-                if last {
-                    let user: Arc<str> = Arc::from(user);
+                if let Some(user) = gone {
                     let limits = self.limits;
-                    self.presence_due.now_ms = now_ms;
-                    if ch.presence_changed(&user, false, &limits, &mut self.presence_due, out) {
+                    let due = &mut self.presence_due;
+                    if ch.presence_changed(&user, false, &limits, now_ms, due, out) {
                         self.presence_events += 1;
                     }
                 }
@@ -549,7 +538,7 @@ impl Hub {
     /// When (ms) the first gathered presence change is due for [`Hub::flush_presence`], if one
     /// waits.
     pub fn presence_due(&self) -> Option<u64> {
-        self.presence_due.queue.front().map(|(at, _)| *at)
+        self.presence_due.front().map(|(at, _)| *at)
     }
 
     /// Send the gathered presence changes due by `now_ms`, as one frame per channel with
@@ -559,7 +548,7 @@ impl Hub {
         let mut members = 0;
         while members < PRESENCE_FLUSH_MEMBERS && self.presence_due().is_some_and(|at| at <= now_ms)
         {
-            let Some((_, name)) = self.presence_due.queue.pop_front() else {
+            let Some((_, name)) = self.presence_due.pop_front() else {
                 break;
             };
             // A channel removed (or removed and made again) since: nothing, or its own news.
@@ -572,16 +561,13 @@ impl Hub {
             if ch.members == 0 || ch.members >= self.limits.presence_limit {
                 continue;
             }
-            let mut frame = Out::new("presence", None).str("channel", &ch.name);
-            if !change.joined.is_empty() {
-                frame = frame.strs("joined", change.joined.iter().map(|u| &**u));
-            }
-            if !change.left.is_empty() {
-                frame = frame.strs("left", change.left.iter().map(|u| &**u));
-            }
             self.presence_events += 1;
             members += ch.members;
-            deliver(ch, &PreparedFrame::text(&frame.finish()), out);
+            deliver(
+                ch,
+                &presence_frame(&ch.name, &change.joined, &change.left),
+                out,
+            );
         }
     }
 
@@ -613,6 +599,17 @@ fn open<'a>(
     channels
         .get_mut(name)
         .ok_or(Refusal::new(ErrorCode::Unavailable, "channel vanished"))
+}
+
+/// A `presence` frame for `channel` with the lists that are not empty.
+fn presence_frame(channel: &str, joined: &[Arc<str>], left: &[Arc<str>]) -> PreparedFrame {
+    let mut frame = Out::new("presence", None).str("channel", channel);
+    for (key, users) in [("joined", joined), ("left", left)] {
+        if !users.is_empty() {
+            frame = frame.strs(key, users.iter().map(|u| &**u));
+        }
+    }
+    PreparedFrame::text(&frame.finish())
 }
 
 /// Frames for every worker with members of `ch`.

@@ -592,6 +592,12 @@ impl PubSub {
             Note::Reply { conn, text, joined } => self.reply(conn, &text, joined, cx),
             Note::Api(call) => self.api_call(call, now_ms, &mut effects),
         }
+        self.settle(effects, now_ms, cx);
+    }
+
+    /// Carry out what the hub decided (`effects`, whose storage is kept for the next time),
+    /// set the presence timer if changes wait, and publish the gauges.
+    fn settle(&mut self, mut effects: Vec<Effect>, now_ms: u64, cx: &mut WorkerContext<'_, Note>) {
         self.apply(&mut effects, cx);
         self.effects = effects;
         self.arm_presence(now_ms, cx);
@@ -803,10 +809,7 @@ impl Handler for PubSub {
             let now_ms = self.now_ms(cx.now());
             let mut effects = std::mem::take(&mut self.effects);
             self.hub.flush_presence(now_ms, &mut effects);
-            self.apply(&mut effects, cx);
-            self.effects = effects;
-            self.arm_presence(now_ms, cx);
-            self.update_gauges();
+            self.settle(effects, now_ms, cx);
             return;
         }
         if token != RETRY_TIMER {

@@ -195,6 +195,17 @@ impl World {
     }
 }
 
+/// Move what `s` has received into `got`.
+fn drain(s: &mut tcp::Socket, got: &mut Vec<u8>) {
+    while s.can_recv() {
+        s.recv(|b| {
+            got.extend_from_slice(b);
+            (b.len(), ())
+        })
+        .unwrap();
+    }
+}
+
 #[test]
 fn echo_half_close_and_cleanup() {
     let mut w = World::new(16);
@@ -213,13 +224,7 @@ fn echo_half_close_and_cleanup() {
         if sent < payload.len() {
             sent += s.send_slice(&payload[sent..]).unwrap();
         }
-        while s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        drain(s, &mut got);
         if got.len() == payload.len() {
             break;
         }
@@ -443,13 +448,7 @@ fn echo_round(w: &mut World, h: smoltcp::iface::SocketHandle, data: &[u8]) -> Ve
     for _ in 0..100 {
         w.run(1);
         let s = w.sockets.get_mut::<tcp::Socket>(h);
-        while s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        drain(s, &mut got);
         if got.len() >= data.len() {
             break;
         }
@@ -540,13 +539,7 @@ fn a_connection_holding_data_beyond_a_hole_is_not_trimmed_and_loses_nothing() {
     for _ in 0..10_000 {
         w.run(1);
         let s = w.sockets.get_mut::<tcp::Socket>(h);
-        while s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        drain(s, &mut got);
         if got.len() >= data.len() {
             break;
         }
@@ -588,13 +581,7 @@ fn a_full_transmit_ring_paces_connections_in_turn_and_loses_nothing() {
         most_waiting = most_waiting.max(w.engine.waiting_to_send());
         for (i, h) in handles.iter().enumerate() {
             let s = w.sockets.get_mut::<tcp::Socket>(*h);
-            while s.can_recv() {
-                s.recv(|b| {
-                    got[i].extend_from_slice(b);
-                    (b.len(), ())
-                })
-                .unwrap();
-            }
+            drain(s, &mut got[i]);
         }
         if got.iter().all(|g| g.len() == 3000) {
             break;
@@ -647,13 +634,7 @@ fn shutdown_answers_input_held_by_connections_waiting_for_room() {
         w.round();
         for (i, h) in handles.iter().enumerate() {
             let s = w.sockets.get_mut::<tcp::Socket>(*h);
-            while s.can_recv() {
-                s.recv(|b| {
-                    got[i].extend_from_slice(b);
-                    (b.len(), ())
-                })
-                .unwrap();
-            }
+            drain(s, &mut got[i]);
             if !s.may_recv() {
                 s.close(); // the server's FIN came: answer it
             }

@@ -212,12 +212,6 @@ impl<'a> TxPath<'a> {
         }
         queued
     }
-
-    /// Whether the NIC refused part of the last burst (sockets hold their segments until it
-    /// takes one whole).
-    pub fn blocked(&self) -> bool {
-        self.blocked
-    }
 }
 
 /// Offer `batch` to the NIC; what it refuses stays in the batch and sets `blocked`. Returns how

@@ -508,7 +508,7 @@ impl<S: Service> Engine<S> {
     pub fn flush(&mut self, sink: &mut impl IpSink, now: Instant) {
         if !self.waiting.is_empty() && sink.has_room() {
             let now = self.now(now);
-            self.send_waiting(sink, now);
+            self.send_waiting(sink, now, true);
         }
         if !self.driver.has_dirty() {
             return;
@@ -531,11 +531,12 @@ impl<S: Service> Engine<S> {
         self.waiting.len()
     }
 
-    /// Give the connections waiting for room their turns, oldest first, while there is room.
-    /// One pass: a connection that still has more goes to the back of the line.
-    fn send_waiting(&mut self, sink: &mut impl IpSink, now: Now) {
+    /// Give the connections waiting for room their turns, oldest first: while there is room,
+    /// or (`while_room` false, at shutdown, so that each one's input reaches the service) all
+    /// of them. One pass: a connection that still has more goes to the back of the line.
+    fn send_waiting(&mut self, sink: &mut impl IpSink, now: Now, while_room: bool) {
         for _ in 0..self.waiting.len() {
-            if !sink.has_room() {
+            if while_room && !sink.has_room() {
                 break;
             }
             let Some(slot) = self.waiting.pop_front() else {
@@ -650,17 +651,7 @@ impl<S: Service> Engine<S> {
         // Connections waiting for room may hold input not yet handed to the service: it is
         // answered before the service is asked to close (a step takes input whether or not
         // there is room; what it sends waits in line as before).
-        for _ in 0..self.waiting.len() {
-            let Some(slot) = self.waiting.pop_front() else {
-                break;
-            };
-            let slot = slot as usize;
-            match self.driver.io(slot) {
-                Some(f) if f.waiting => f.waiting = false,
-                _ => continue,
-            }
-            self.step(slot, sink, now);
-        }
+        self.send_waiting(sink, now, false);
         for slot in self.driver.slots() {
             if !self.driver.is_open(slot) {
                 if let Some(f) = self.driver.io(slot) {
@@ -906,10 +897,8 @@ impl<S: Service> Engine<S> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if more && !f.waiting {
-            f.waiting = true;
-            self.waiting.push_back(slot as u32);
-            self.stats.egress_deferred += 1;
+        if more {
+            self.wait_for_room(slot);
         }
         if quiet {
             self.driver.release(slot);
