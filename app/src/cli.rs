@@ -298,6 +298,22 @@ pub struct PubSubArgs {
     #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_presence_interval)]
     pub presence_interval: Duration,
 
+    /// Serve the channels together with other nodes through Redis (`redis://HOST:PORT/DB`):
+    /// Redis numbers every message (one order on every node), keeps each channel's history
+    /// (`--history-size` messages) and shares presence. The URL is checked at start.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// This node's name among the nodes (in presence entries; unique per node) [default:
+    /// HOSTNAME-PID].
+    #[arg(long, value_name = "NAME", requires = "redis")]
+    pub node_name: Option<String>,
+
+    /// With --redis: how long a node's users stay present after it stops refreshing them (it
+    /// refreshes every third of this); a node killed has its users leave within this.
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = parse_presence_ttl, requires = "redis")]
+    pub presence_ttl: Duration,
+
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
@@ -612,6 +628,16 @@ pub fn parse_presence_interval(s: &str) -> Result<Duration, String> {
     let d = parse_optional_duration(s)?.0.unwrap_or(Duration::ZERO);
     if d > Duration::from_secs(10) {
         return Err(format!("presence interval {s:?} is too long; at most 10s"));
+    }
+    Ok(d)
+}
+
+/// Parse `--presence-ttl`: 1 s to 1 h.
+pub fn parse_presence_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 15s, 2s, 1m"))?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(format!("presence TTL {s:?} is out of range; use 1s to 1h"));
     }
     Ok(d)
 }

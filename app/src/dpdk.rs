@@ -84,6 +84,7 @@ pub fn serve<M: Mode>(
         .join(",");
     mode.prepare(transport.lcores().len());
     let mailboxes = transport.mailboxes();
+    mode.start_background(mailboxes.0.clone())?;
     let api = mode.api(mailboxes.0.clone());
     start_admin(common, transport.meters(), mode.figures(), api, true, &live)?;
     tracing::info!(
@@ -118,6 +119,7 @@ pub fn serve<M: Mode>(
         &stop,
         common.shutdown_timeout,
     );
+    mode.stop_background();
     let per_worker = r
         .workers
         .iter()

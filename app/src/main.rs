@@ -59,8 +59,10 @@ fn run(cli: Cli) -> Result<(), String> {
             let common = &args.common;
             logging::init(common.log_level.as_deref(), common.log_format)?;
             let ws = modes::ws_config(&args.ws, common)?;
-            let config = modes::pubsub_config(&args)?;
-            serve::serve(PubSubMode::new(ws, config), args.listen, common, &args.dpdk)
+            let mut config = modes::pubsub_config(&args)?;
+            let bridge = modes::pubsub_bridge(&args, &mut config)?;
+            let mode = PubSubMode::new(ws, config, bridge);
+            serve::serve(mode, args.listen, common, &args.dpdk)
         }
         Mode::TcpEcho(args) => {
             let common = &args.common;

@@ -52,6 +52,7 @@ fn serve_kernel<M: Mode>(
     .map_err(|e| e.to_string())?;
     let nudge = server.nudge();
     live.control.set_nudge(move || nudge.nudge());
+    mode.start_background(server.postboxes())?;
     let api = mode.api(server.postboxes());
     start_admin(common, server.meters(), mode.figures(), api, false, &live)?;
     announce::<M>(&server, &kernel);
@@ -59,6 +60,7 @@ fn serve_kernel<M: Mode>(
     let grace = common.shutdown_timeout;
     signals::watch(move || handle.shutdown(grace), grace)?;
     let reports = server.join().map_err(|e| e.to_string())?;
+    mode.stop_background();
     summarize(&reports, &mode.summary());
     Ok(())
 }

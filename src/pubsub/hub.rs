@@ -8,6 +8,11 @@
 //! last change sent (plus the joiner), so that a client applying later changes to them, as a
 //! set, is always exact.
 //!
+//! With a broker (scale-out, [`super::broker`]) a hub is one node's view of its channels: the
+//! broker numbers messages ([`Hub::remote`] takes them in that order, dropping repeats), a
+//! channel is synced from the broker before its first join is answered ([`Hub::synced`]), and
+//! presence is the union of this node's users and those the other nodes announce.
+//!
 //! Pure state: an operation returns [`Effect`]s (frames for the workers that have members,
 //! replies for one connection) and the pub/sub handler carries them out. The hub never sees
 //! sockets or mailboxes, so its rules are tested here without either.
@@ -18,6 +23,7 @@ use std::sync::Arc;
 
 use hioload_stack::ConnId;
 
+use super::broker::{Command, Numbered, Remote, Snapshot};
 use super::protocol::{self, ErrorCode, Out, Refusal, RequestId, DEFAULT_HISTORY_LIMIT};
 use crate::handler::PreparedFrame;
 
@@ -52,7 +58,7 @@ impl Default for HubLimits {
 }
 
 /// Something for the pub/sub handler to carry out.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Effect {
     /// Write `frame` to every (active) member of `channel` on `worker`.
     Deliver {
@@ -72,6 +78,8 @@ pub enum Effect {
         /// Set on a `joined`: from now on `conn` gets `channel`'s messages.
         joined: Option<Arc<str>>,
     },
+    /// Queue `command` for the broker bridge (with a broker only).
+    Broker(Command),
 }
 
 /// Who asked: the connection the answer goes to, and its request's id.
@@ -92,6 +100,34 @@ pub struct Joining<'a> {
     pub since: Option<u64>,
     /// The connection is a member already: answer without counting it again.
     pub rejoin: bool,
+    /// The epoch `since` counts in (with a broker).
+    pub epoch: Option<&'a str>,
+}
+
+/// A join waiting for its channel's sync (with a broker).
+#[derive(Debug)]
+struct WaitingJoin {
+    conn: ConnId,
+    id: Option<RequestId>,
+    user: Arc<str>,
+    since: Option<u64>,
+    epoch: Option<Box<str>>,
+}
+
+/// Events that arrive while a channel syncs are kept, in order, at most this many; past it the
+/// channel syncs again when the snapshot arrives (the newer snapshot has them).
+const MAX_EARLY_EVENTS: usize = 65_536;
+
+/// A channel waiting for the broker's state.
+#[derive(Debug, Default)]
+struct Syncing {
+    joins: Vec<WaitingJoin>,
+    early: Vec<Remote>,
+    /// Events were dropped from `early`: sync again.
+    overflowed: bool,
+    /// The users present (here or elsewhere) when the sync began: the snapshot's changes to
+    /// them are announced when it comes (none are while the channel syncs).
+    before: Vec<Arc<str>>,
 }
 
 /// A retained message: its seq, its time, and the frame its members got (the history reuses
@@ -123,6 +159,14 @@ struct Channel {
     members: u32,
     /// Presence changes not sent yet (with a presence interval).
     pending: Option<Box<PresenceChange>>,
+    /// With a broker: the epoch the seqs count in (`None` until synced).
+    epoch: Option<Arc<str>>,
+    /// With a broker: users present on other nodes, with those nodes.
+    remote: HashMap<Arc<str>, Vec<Arc<str>>>,
+    /// With a broker: waiting for its state (joins wait; events are kept in order).
+    syncing: Option<Box<Syncing>>,
+    /// With a broker: numbered here while the broker was unreachable.
+    diverged: bool,
 }
 
 /// A channel's net presence change since the last one sent: each user in at most one list,
@@ -163,7 +207,36 @@ impl Channel {
             per_worker: Vec::new(),
             members: 0,
             pending: None,
+            epoch: None,
+            remote: HashMap::new(),
+            syncing: None,
+            diverged: false,
         }
+    }
+
+    /// Whether `user` is present on this node or another.
+    fn present(&self, user: &str) -> bool {
+        self.users.contains_key(user) || self.remote.contains_key(user)
+    }
+
+    /// The users present here or on other nodes, each once.
+    fn present_users(&self) -> Vec<Arc<str>> {
+        let users = &self.users;
+        users
+            .keys()
+            .chain(self.remote.keys().filter(|u| !users.contains_key(*u)))
+            .cloned()
+            .collect()
+    }
+
+    /// Distinct users present here or on other nodes.
+    fn user_count(&self) -> usize {
+        self.users.len()
+            + self
+                .remote
+                .keys()
+                .filter(|u| !self.users.contains_key(*u))
+                .count()
     }
 
     /// The seq of the oldest message still retained, if any.
@@ -176,8 +249,10 @@ impl Channel {
     fn user_names(&self) -> impl Iterator<Item = &str> {
         let pending = self.pending.as_deref();
         let fresh = move |u: &Arc<str>| pending.is_some_and(|p| p.joined.contains(u));
+        let users = &self.users;
         self.users
             .keys()
+            .chain(self.remote.keys().filter(move |u| !users.contains_key(*u)))
             .filter(move |u| !fresh(u))
             .chain(pending.into_iter().flat_map(|p| p.left.iter()))
             .map(|u| &**u)
@@ -258,6 +333,8 @@ pub struct Hub {
     /// first, each with the time (ms) it is due: one entry per gathering, so bounded by the
     /// channels.
     presence_due: VecDeque<(u64, Arc<str>)>,
+    /// With a broker: this node's name (its own presence events come back and are skipped).
+    node: Option<Arc<str>>,
 }
 
 impl Hub {
@@ -267,6 +344,21 @@ impl Hub {
             limits,
             ..Self::default()
         }
+    }
+
+    /// An empty hub of the node `node` in a broker-joined service: the broker numbers the
+    /// messages and shares presence between the nodes.
+    pub fn replicated(limits: HubLimits, node: Arc<str>) -> Self {
+        Self {
+            limits,
+            node: Some(node),
+            ..Self::default()
+        }
+    }
+
+    /// Whether a broker numbers the messages.
+    pub fn is_replicated(&self) -> bool {
+        self.node.is_some()
     }
 
     /// Channels and retained bytes.
@@ -283,6 +375,7 @@ impl Hub {
     }
 
     /// `asker` joins `channel` (a rejoin answers a fresh `joined` without counting it twice).
+    /// With a broker, a channel new here is synced first: the answer waits for [`Hub::synced`].
     pub fn join(
         &mut self,
         channel: &str,
@@ -295,9 +388,11 @@ impl Hub {
             user,
             since,
             rejoin,
+            epoch,
         } = joining;
         let Asker { conn, id } = asker;
         let limits = self.limits;
+        let replicated = self.node.is_some();
         let ch = match open(&mut self.channels, channel, limits.max_channels) {
             Ok(ch) => ch,
             Err(refusal) => {
@@ -308,6 +403,15 @@ impl Hub {
                 })
             }
         };
+        if replicated && ch.epoch.is_none() && ch.syncing.is_none() {
+            ch.syncing = Some(Box::default());
+            out.push(Effect::Broker(Command::Sync {
+                channel: Arc::clone(&ch.name),
+                min_seq: 0,
+                epoch: None,
+                diverged: false,
+            }));
+        }
         self.history_bytes -= expire(ch, &limits, now_ms);
         if !rejoin {
             let first = match ch.users.entry(Arc::clone(user)) {
@@ -320,10 +424,19 @@ impl Hub {
                     true
                 }
             };
+            if first && replicated {
+                out.push(Effect::Broker(Command::PresenceAdd {
+                    channel: Arc::clone(&ch.name),
+                    user: Arc::clone(user),
+                }));
+            }
             // Announced to the members there were before: the joiner is not counted yet, and
             // is still pending on its worker when this arrives (its `joined` comes after).
+            // A user already present on another node is no news; while the channel syncs
+            // nobody here is an active member to tell.
+            let news = first && !ch.remote.contains_key(&**user) && ch.syncing.is_none();
             let due = &mut self.presence_due;
-            if first && ch.presence_changed(user, true, &limits, now_ms, due, out) {
+            if news && ch.presence_changed(user, true, &limits, now_ms, due, out) {
                 self.presence_events += 1;
             }
             let worker = usize::from(conn.worker);
@@ -333,48 +446,17 @@ impl Hub {
             ch.per_worker[worker] += 1;
             ch.members += 1;
         }
-        // A big channel's `joined` lists `presence_limit` users and says how many there are
-        // (every join listing every user would cost O(members²) bytes); `presence` lists all.
-        // The joiner is listed even while its own arrival waits to be sent.
-        // (It is missing from them exactly when its arrival is among the joins not yet sent.)
-        let unsent = |p: &PresenceChange| p.joined.contains(user);
-        let joiner = ch.pending.as_deref().is_some_and(unsent).then_some(&**user);
-        let mut reply = Out::new("joined", id).str("channel", &ch.name).strs(
-            "users",
-            joiner
-                .into_iter()
-                .chain(ch.user_names())
-                .take(limits.presence_limit as usize),
-        );
-        if ch.users.len() > limits.presence_limit as usize {
-            reply = reply.num("user_count", ch.users.len() as u64);
+        if let Some(sync) = ch.syncing.as_mut() {
+            sync.joins.push(WaitingJoin {
+                conn,
+                id: id.cloned(),
+                user: Arc::clone(user),
+                since,
+                epoch: epoch.map(Into::into),
+            });
+            return;
         }
-        reply = match since {
-            Some(since) => {
-                // Nothing in (since, seq] is lost when the oldest retained message follows
-                // `since` directly (or there is nothing after it to lose).
-                let recovered = since <= ch.seq
-                    && (since == ch.seq || ch.oldest().is_some_and(|o| o <= since + 1));
-                reply
-                    .raw_array(
-                        "history",
-                        ch.history
-                            .iter()
-                            .filter(|r| r.seq > since)
-                            .map(Retained::json),
-                    )
-                    .bool("recovered", recovered)
-            }
-            None => {
-                let skip = ch.history.len().saturating_sub(DEFAULT_HISTORY_LIMIT);
-                reply.raw_array("history", ch.history.iter().skip(skip).map(Retained::json))
-            }
-        };
-        out.push(Effect::Reply {
-            conn,
-            text: reply.num("seq", ch.seq).finish(),
-            joined: Some(Arc::clone(&ch.name)),
-        });
+        out.push(joined_reply(ch, &limits, user, (since, epoch), asker));
     }
 
     /// `conn` (as `user`) left `channel` or closed at `now_ms`; answers `left` when `reply`.
@@ -387,6 +469,7 @@ impl Hub {
         now_ms: u64,
         out: &mut Vec<Effect>,
     ) {
+        let replicated = self.node.is_some();
         if let Some(ch) = self.channels.get_mut(channel) {
             let worker = usize::from(conn.worker);
             if let Some(n) = ch.per_worker.get_mut(worker).filter(|n| **n > 0) {
@@ -402,16 +485,32 @@ impl Hub {
                     None => None,
                 };
                 if let Some(user) = gone {
+                    if replicated {
+                        out.push(Effect::Broker(Command::PresenceRemove {
+                            channel: Arc::clone(&ch.name),
+                            user: Arc::clone(&user),
+                        }));
+                    }
                     let limits = self.limits;
                     let due = &mut self.presence_due;
-                    if ch.presence_changed(&user, false, &limits, now_ms, due, out) {
+                    let news = !ch.remote.contains_key(&user) && ch.syncing.is_none();
+                    if news && ch.presence_changed(&user, false, &limits, now_ms, due, out) {
                         self.presence_events += 1;
                     }
                 }
             }
-            if ch.members == 0 && ch.history.is_empty() {
-                // Nobody is left to tell of what was gathered.
-                self.channels.remove(channel);
+            if let Some(sync) = ch.syncing.as_mut() {
+                sync.joins.retain(|j| j.conn != conn);
+            }
+            // Nobody is left to tell of what was gathered. With a broker the history stays
+            // there, and this node stops receiving the channel.
+            if ch.members == 0 && (replicated || ch.history.is_empty()) {
+                if let Some(ch) = self.channels.remove(channel) {
+                    self.history_bytes -= history_bytes(&ch);
+                    if replicated {
+                        out.push(Effect::Broker(Command::Unsubscribe { channel: ch.name }));
+                    }
+                }
             }
         }
         if let Some(id) = reply {
@@ -425,7 +524,9 @@ impl Hub {
 
     /// `user` publishes `text` to `channel`: numbered, retained, and delivered to every worker
     /// with members. Answers `ack` to `from` when it gave an id. Returns the seq, or why the
-    /// channel could not take it.
+    /// channel could not take it. With a broker this is only for when the broker is
+    /// unreachable: the channel is numbered here and marked diverged (a channel without
+    /// members on this node is refused).
     pub fn publish(
         &mut self,
         channel: &str,
@@ -436,7 +537,16 @@ impl Hub {
         out: &mut Vec<Effect>,
     ) -> Result<u64, Refusal> {
         let limits = self.limits;
-        let ch = match open(&mut self.channels, channel, limits.max_channels) {
+        let unknown = self.node.is_some() && !self.channels.contains_key(channel);
+        let opened = if unknown {
+            Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "the broker is unreachable and the channel has no members on this node",
+            ))
+        } else {
+            open(&mut self.channels, channel, limits.max_channels)
+        };
+        let ch = match opened {
             Ok(ch) => ch,
             Err(refusal) => {
                 if let Some(Asker { conn, id }) = from {
@@ -449,26 +559,14 @@ impl Hub {
                 return Err(refusal);
             }
         };
-        let mut freed = expire(ch, &limits, now_ms);
+        let freed = expire(ch, &limits, now_ms);
         ch.seq += 1;
+        ch.diverged = self.node.is_some();
         let seq = ch.seq;
         let frame = PreparedFrame::text(&protocol::message(&ch.name, user, text, seq, now_ms));
         deliver(ch, &frame, out);
-        let added = frame.payload_len();
-        if limits.history_size > 0 {
-            if ch.history.len() == limits.history_size {
-                if let Some(old) = ch.history.pop_front() {
-                    freed += old.frame.payload_len();
-                }
-            }
-            ch.history.push_back(Retained {
-                seq,
-                ts_ms: now_ms,
-                frame,
-            });
-            self.history_bytes += added;
-        }
-        self.history_bytes -= freed;
+        self.history_bytes += keep(ch, &limits, seq, now_ms, frame);
+        self.history_bytes -= freed + trim(ch, &limits);
         if let Some(Asker { conn, id: Some(id) }) = from {
             out.push(Effect::Reply {
                 conn,
@@ -571,10 +669,314 @@ impl Hub {
         }
     }
 
+    /// The broker's state of `channel` (after its sync): take its seq, epoch, history and the
+    /// other nodes' users, answer the joins that waited, then the events that came meanwhile.
+    /// Messages this node's members have not seen are delivered; presence changes a resync
+    /// finds are announced. `degraded` (the broker was unreachable: the snapshot is this
+    /// node's own) keeps the channel marked diverged.
+    pub fn synced(
+        &mut self,
+        channel: &str,
+        snap: Snapshot,
+        degraded: bool,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        let limits = self.limits;
+        let Some(node) = self.node.clone() else {
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return; // everyone here left meanwhile
+        };
+        let Some(sync) = ch.syncing.take() else {
+            return; // an answer to a sync already answered
+        };
+        let first = ch.epoch.is_none();
+        let same_epoch = ch.epoch.as_deref() == Some(&*snap.epoch);
+        let mut freed = 0;
+        if !same_epoch {
+            // Another epoch: the broker's history replaces this node's.
+            freed += ch
+                .history
+                .drain(..)
+                .map(|r| r.frame.payload_len())
+                .sum::<usize>();
+        }
+        let mut added = 0;
+        let seen = ch.seq;
+        for m in snap.history {
+            if same_epoch && m.seq <= seen {
+                continue;
+            }
+            let json = protocol::message(&ch.name, &m.user, &m.text, m.seq, m.ts_ms);
+            let frame = PreparedFrame::text(&json);
+            if m.seq > seen && !first {
+                deliver(ch, &frame, out);
+            }
+            added += keep(ch, &limits, m.seq, m.ts_ms, frame);
+        }
+        self.history_bytes += added;
+        self.history_bytes -= freed + trim(ch, &limits) + expire(ch, &limits, now_ms);
+        ch.seq = ch.seq.max(snap.seq);
+        ch.epoch = Some(snap.epoch);
+        // Numbering done here is settled by a new epoch; if the epoch is the same, this node
+        // numbered after asking, and the next sync settles it.
+        ch.diverged = degraded || (ch.diverged && same_epoch);
+        // The other nodes' users, and what changed for this node's members since the sync
+        // began (this node's own arrivals meanwhile included).
+        ch.remote.clear();
+        for (n, user) in snap.presence {
+            if n != node {
+                let nodes = ch.remote.entry(user).or_default();
+                if !nodes.contains(&n) {
+                    nodes.push(n);
+                }
+            }
+        }
+        let before = &sync.before;
+        let gone: Vec<Arc<str>> = before.iter().filter(|u| !ch.present(u)).cloned().collect();
+        let mut came = ch.present_users();
+        came.retain(|u| !before.contains(u));
+        let due = &mut self.presence_due;
+        for (users, joined) in [(came, true), (gone, false)] {
+            for u in users {
+                if ch.presence_changed(&u, joined, &limits, now_ms, due, out) {
+                    self.presence_events += 1;
+                }
+            }
+        }
+        for j in &sync.joins {
+            let asker = Asker {
+                conn: j.conn,
+                id: j.id.as_ref(),
+            };
+            let since = (j.since, j.epoch.as_deref());
+            out.push(joined_reply(ch, &limits, &j.user, since, asker));
+        }
+        if sync.overflowed {
+            resync(ch, out);
+            return;
+        }
+        for event in sync.early {
+            self.remote(channel, event, now_ms, out);
+        }
+    }
+
+    /// An event from the broker for `channel`: a message (numbered there, from any node) or
+    /// another node's presence change. Kept in order while the channel syncs; a message
+    /// already seen is dropped; a gap or another epoch makes the channel sync again. Returns
+    /// whether a message was delivered.
+    pub fn remote(
+        &mut self,
+        channel: &str,
+        event: Remote,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let limits = self.limits;
+        let Some(node) = self.node.clone() else {
+            return false;
+        };
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return false; // no members here (any more): not this node's concern
+        };
+        if let Some(sync) = ch.syncing.as_mut() {
+            if sync.early.len() < MAX_EARLY_EVENTS {
+                sync.early.push(event);
+            } else {
+                sync.overflowed = true;
+            }
+            return false;
+        }
+        match event {
+            // Numbered here while the broker was away: the sync after the bridge reconnects
+            // settles the channel in a new epoch.
+            Remote::Synced(_) | Remote::Message { .. } if ch.diverged => false,
+            Remote::Synced(_) => false,
+            Remote::Message { epoch, message } => {
+                if message.seq <= ch.seq && ch.epoch.as_deref() == Some(&*epoch) {
+                    return false; // seen already
+                }
+                if message.seq != ch.seq + 1 || ch.epoch.as_deref() != Some(&*epoch) {
+                    resync(ch, out);
+                    if let Some(sync) = ch.syncing.as_mut() {
+                        sync.early.push(Remote::Message { epoch, message });
+                    }
+                    return false;
+                }
+                let Numbered {
+                    seq,
+                    ts_ms,
+                    user,
+                    text,
+                } = message;
+                ch.seq = seq;
+                let json = protocol::message(&ch.name, &user, &text, seq, ts_ms);
+                let frame = PreparedFrame::text(&json);
+                deliver(ch, &frame, out);
+                let freed = expire(ch, &limits, now_ms);
+                self.history_bytes += keep(ch, &limits, seq, ts_ms, frame);
+                self.history_bytes -= freed + trim(ch, &limits);
+                true
+            }
+            Remote::Joined { node: n, user } => {
+                if n == node {
+                    return false; // this node's own, applied already
+                }
+                let was = ch.present(&user);
+                let nodes = ch.remote.entry(Arc::clone(&user)).or_default();
+                if !nodes.contains(&n) {
+                    nodes.push(n);
+                }
+                let due = &mut self.presence_due;
+                if !was && ch.presence_changed(&user, true, &limits, now_ms, due, out) {
+                    self.presence_events += 1;
+                }
+                false
+            }
+            Remote::Left { node: n, user } => {
+                if n == node {
+                    return false;
+                }
+                let Some(nodes) = ch.remote.get_mut(&user) else {
+                    return false;
+                };
+                nodes.retain(|x| *x != n);
+                if nodes.is_empty() {
+                    ch.remote.remove(&user);
+                }
+                let due = &mut self.presence_due;
+                if !ch.present(&user)
+                    && ch.presence_changed(&user, false, &limits, now_ms, due, out)
+                {
+                    self.presence_events += 1;
+                }
+                false
+            }
+        }
+    }
+
+    /// Sync every channel again (the bridge reconnected: events may have been missed, and
+    /// channels numbered here meanwhile need a new epoch).
+    pub fn resync_all(&mut self, out: &mut Vec<Effect>) {
+        for ch in self.channels.values_mut() {
+            resync(ch, out);
+        }
+    }
+
     /// Every channel homed here with its member count.
     pub fn channel_list(&self) -> impl Iterator<Item = (&str, u32)> {
         self.channels.values().map(|c| (&*c.name, c.members))
     }
+}
+
+/// The `joined` answer to a join of `user` (recovering from `since` in `epoch`, if given).
+fn joined_reply(
+    ch: &Channel,
+    limits: &HubLimits,
+    user: &Arc<str>,
+    (since, epoch): (Option<u64>, Option<&str>),
+    Asker { conn, id }: Asker<'_>,
+) -> Effect {
+    // A big channel's `joined` lists `presence_limit` users and says how many there are
+    // (every join listing every user would cost O(members²) bytes); `presence` lists all.
+    // The joiner is listed even while its own arrival waits to be sent.
+    // (It is missing from them exactly when its arrival is among the joins not yet sent.)
+    let unsent = |p: &PresenceChange| p.joined.contains(user);
+    let joiner = ch.pending.as_deref().is_some_and(unsent).then_some(&**user);
+    let mut reply = Out::new("joined", id).str("channel", &ch.name).strs(
+        "users",
+        joiner
+            .into_iter()
+            .chain(ch.user_names())
+            .take(limits.presence_limit as usize),
+    );
+    let count = ch.user_count();
+    if count > limits.presence_limit as usize {
+        reply = reply.num("user_count", count as u64);
+    }
+    reply = match since {
+        Some(since) => {
+            // `since` from another epoch counts in a history that is gone: nothing of it can
+            // be recovered, and everything retained is news.
+            let same_epoch = match (epoch, ch.epoch.as_deref()) {
+                (Some(theirs), Some(ours)) => theirs == ours,
+                _ => true,
+            };
+            let after = if same_epoch { since } else { 0 };
+            // Nothing in (since, seq] is lost when the oldest retained message follows
+            // `since` directly (or there is nothing after it to lose).
+            let recovered = same_epoch
+                && since <= ch.seq
+                && (since == ch.seq || ch.oldest().is_some_and(|o| o <= since + 1));
+            reply
+                .raw_array(
+                    "history",
+                    ch.history
+                        .iter()
+                        .filter(|r| r.seq > after)
+                        .map(Retained::json),
+                )
+                .bool("recovered", recovered)
+        }
+        None => {
+            let skip = ch.history.len().saturating_sub(DEFAULT_HISTORY_LIMIT);
+            reply.raw_array("history", ch.history.iter().skip(skip).map(Retained::json))
+        }
+    };
+    if let Some(epoch) = &ch.epoch {
+        reply = reply.str("epoch", epoch);
+    }
+    Effect::Reply {
+        conn,
+        text: reply.num("seq", ch.seq).finish(),
+        joined: Some(Arc::clone(&ch.name)),
+    }
+}
+
+/// Retain `frame` (message `seq` of `ts_ms`) if the channel keeps history; returns the bytes
+/// added ([`trim`] pushes out the oldest over the cap).
+fn keep(ch: &mut Channel, limits: &HubLimits, seq: u64, ts_ms: u64, frame: PreparedFrame) -> usize {
+    if limits.history_size == 0 {
+        return 0;
+    }
+    let added = frame.payload_len();
+    ch.history.push_back(Retained { seq, ts_ms, frame });
+    added
+}
+
+/// Drop the oldest retained messages over the history size; returns the bytes freed.
+fn trim(ch: &mut Channel, limits: &HubLimits) -> usize {
+    let mut freed = 0;
+    while ch.history.len() > limits.history_size {
+        if let Some(old) = ch.history.pop_front() {
+            freed += old.frame.payload_len();
+        }
+    }
+    freed
+}
+
+/// Ask the broker for `ch`'s state again (events wait until it comes).
+fn resync(ch: &mut Channel, out: &mut Vec<Effect>) {
+    if ch.syncing.is_none() {
+        let before = ch.present_users();
+        ch.syncing = Some(Box::new(Syncing {
+            before,
+            ..Syncing::default()
+        }));
+    }
+    out.push(Effect::Broker(Command::Sync {
+        channel: Arc::clone(&ch.name),
+        min_seq: ch.seq,
+        epoch: ch.epoch.clone(),
+        diverged: ch.diverged,
+    }));
+}
+
+/// Bytes of `ch`'s retained messages.
+fn history_bytes(ch: &Channel) -> usize {
+    ch.history.iter().map(|r| r.frame.payload_len()).sum()
 }
 
 /// The channel `name`, created if there is room for one more.
@@ -644,7 +1046,7 @@ fn expire(ch: &mut Channel, limits: &HubLimits, now_ms: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use serde_json::{json, Value};
 
     fn conn(worker: u16, slot: u32) -> ConnId {
         ConnId {
@@ -666,7 +1068,7 @@ mod tests {
         out.drain(..)
             .filter_map(|e| match e {
                 Effect::Reply { conn, text, .. } => Some((conn, json(&text))),
-                Effect::Deliver { .. } => None,
+                Effect::Deliver { .. } | Effect::Broker(_) => None,
             })
             .collect()
     }
@@ -677,7 +1079,7 @@ mod tests {
                 Effect::Deliver { worker, frame, .. } => {
                     Some((*worker, json(frame.as_text().expect("text"))))
                 }
-                Effect::Reply { .. } => None,
+                Effect::Reply { .. } | Effect::Broker(_) => None,
             })
             .collect()
     }
@@ -689,6 +1091,7 @@ mod tests {
             user: &user,
             since,
             rejoin: false,
+            epoch: None,
         };
         hub.join("room", joining, ask(c), 0, &mut out);
         out
@@ -782,6 +1185,7 @@ mod tests {
                 user: &ann,
                 since: Some(since),
                 rejoin: true,
+                epoch: None,
             };
             hub.join("room", joining, ask(conn(0, 1)), 1, &mut out);
             replies(&mut out).remove(0).1
@@ -914,6 +1318,7 @@ mod tests {
                 user: &user,
                 since: None,
                 rejoin: false,
+                epoch: None,
             };
             hub.join(channel, joining, ask(conn(0, slot)), at, &mut out);
         };
@@ -971,6 +1376,7 @@ mod tests {
                     user: &user,
                     since: None,
                     rejoin: false,
+                    epoch: None,
                 };
                 hub.join(&channel, joining, ask(conn(0, c * 50 + m)), 0, &mut out);
             }
@@ -1139,6 +1545,7 @@ mod tests {
             user: &ann,
             since: None,
             rejoin: false,
+            epoch: None,
         };
         hub.join("other", joining, ask(conn(0, 1)), 0, &mut out);
         assert_eq!(replies(&mut out)[0].1["code"], "unavailable");
@@ -1148,8 +1555,222 @@ mod tests {
             user: &bob,
             since: None,
             rejoin: false,
+            epoch: None,
         };
         hub.join("room", joining, ask(conn(0, 2)), 0, &mut out);
         assert_eq!(replies(&mut out)[0].1["type"], "joined");
+    }
+
+    fn replicated() -> Hub {
+        Hub::replicated(HubLimits::default(), Arc::from("a"))
+    }
+
+    fn commands(out: &[Effect]) -> Vec<&Command> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::Broker(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn numbered(seq: u64, text: &str) -> Numbered {
+        Numbered {
+            seq,
+            ts_ms: 1000 + seq,
+            user: "pub".into(),
+            text: text.into(),
+        }
+    }
+
+    fn message(epoch: &str, seq: u64) -> Remote {
+        Remote::Message {
+            epoch: epoch.into(),
+            message: numbered(seq, &format!("m{seq}")),
+        }
+    }
+
+    fn snapshot(epoch: &str, seq: u64, presence: &[(&str, &str)]) -> Snapshot {
+        Snapshot {
+            seq,
+            epoch: epoch.into(),
+            history: (1..=seq).map(|s| numbered(s, &format!("m{s}"))).collect(),
+            presence: presence
+                .iter()
+                .map(|(n, u)| (Arc::from(*n), Arc::from(*u)))
+                .collect(),
+            degraded: false,
+        }
+    }
+
+    /// A replicated hub with ann (conn 0/1) synced into `room` at seq 5 of epoch e1.
+    fn synced_room(presence: &[(&str, &str)]) -> Hub {
+        let mut hub = replicated();
+        let _ = join(&mut hub, conn(0, 1), "ann", None);
+        let mut out = Vec::new();
+        hub.synced("room", snapshot("e1", 5, presence), false, 0, &mut out);
+        hub
+    }
+
+    #[test]
+    fn a_replicated_join_waits_for_the_sync_and_messages_follow_the_brokers_order() {
+        let mut hub = replicated();
+        let mut out = join(&mut hub, conn(0, 1), "ann", None);
+        let cmds = commands(&out);
+        assert!(matches!(
+            cmds[0],
+            Command::Sync { min_seq: 0, epoch: None, diverged: false, channel } if &**channel == "room"
+        ));
+        assert!(matches!(cmds[1], Command::PresenceAdd { user, .. } if &**user == "ann"));
+        assert!(replies(&mut out).is_empty(), "no answer before the sync");
+        // A message published meanwhile waits for the snapshot, then follows it.
+        hub.remote("room", message("e1", 6), 0, &mut out);
+        assert!(out.is_empty());
+        hub.synced(
+            "room",
+            snapshot("e1", 5, &[("b", "bob")]),
+            false,
+            0,
+            &mut out,
+        );
+        let delivered_now = delivered(&out);
+        let r = replies(&mut out);
+        assert_eq!(r.len(), 1);
+        let joined = &r[0].1;
+        assert_eq!(joined["type"], "joined");
+        assert_eq!(joined["epoch"], "e1");
+        assert_eq!(joined["seq"], 5);
+        assert_eq!(seqs_of(&joined["history"]), vec![1, 2, 3, 4, 5]);
+        let mut users: Vec<_> = joined["users"].as_array().unwrap().iter().collect();
+        users.sort_by_key(|v| v.as_str().map(str::to_string));
+        assert_eq!(users, ["ann", "bob"]);
+        let frames: Vec<_> = delivered_now
+            .iter()
+            .filter(|(_, v)| v["type"] == "message")
+            .collect();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].1["seq"], 6);
+        // A repeat is dropped; a gap syncs again from what members saw.
+        hub.remote("room", message("e1", 6), 0, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        hub.remote("room", message("e1", 8), 0, &mut out);
+        assert!(matches!(
+            commands(&out)[..],
+            [Command::Sync {
+                min_seq: 6,
+                diverged: false,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn presence_is_the_union_of_the_nodes() {
+        let mut hub = synced_room(&[]);
+        let mut out = Vec::new();
+        let remote = |node: &str, user: &str, came: bool| {
+            let (node, user) = (Arc::from(node), Arc::from(user));
+            if came {
+                Remote::Joined { node, user }
+            } else {
+                Remote::Left { node, user }
+            }
+        };
+        let mut events = |hub: &mut Hub, e: Remote| {
+            hub.remote("room", e, 0, &mut out);
+            let d = delivered(&out);
+            out.clear();
+            d.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            events(&mut hub, remote("b", "carl", true))[0]["joined"],
+            json!(["carl"])
+        );
+        assert!(
+            events(&mut hub, remote("c", "carl", true)).is_empty(),
+            "on two nodes: one user"
+        );
+        assert!(
+            events(&mut hub, remote("a", "zed", true)).is_empty(),
+            "this node's own event"
+        );
+        assert!(
+            events(&mut hub, remote("b", "ann", true)).is_empty(),
+            "ann is here already"
+        );
+        assert!(
+            events(&mut hub, remote("b", "carl", false)).is_empty(),
+            "still on c"
+        );
+        assert_eq!(
+            events(&mut hub, remote("c", "carl", false))[0]["left"],
+            json!(["carl"])
+        );
+        let mut users = hub.users("room");
+        users.sort();
+        assert_eq!(users, [Arc::from("ann")]);
+    }
+
+    #[test]
+    fn numbering_without_the_broker_marks_the_channel_and_the_next_sync_starts_a_new_epoch() {
+        let mut hub = synced_room(&[]);
+        let mut out = Vec::new();
+        assert_eq!(
+            hub.publish("room", "ann", "alone", None, 0, &mut out),
+            Ok(6)
+        );
+        // A channel with no members here is not made up while the broker is away.
+        let e = hub.publish("elsewhere", "ann", "x", None, 0, &mut out);
+        assert_eq!(e.map_err(|r| r.code), Err(ErrorCode::Unavailable));
+        out.clear();
+        hub.resync_all(&mut out);
+        assert!(matches!(
+            commands(&out)[..],
+            [Command::Sync { min_seq: 6, diverged: true, epoch: Some(e), .. }] if &**e == "e1"
+        ));
+        out.clear();
+        // Messages of the broker are held until the sync answers; the new epoch's seqs carry on
+        // from what this node's members saw.
+        hub.remote("room", message("e2", 7), 0, &mut out);
+        hub.synced("room", snapshot("e2", 6, &[]), false, 0, &mut out);
+        let seqs: Vec<_> = delivered(&out)
+            .into_iter()
+            .map(|(_, v)| v["seq"].clone())
+            .collect();
+        assert_eq!(seqs, [json!(7)]);
+        out.clear();
+        // A client recovering from seq 3 of the old epoch cannot be told it lost nothing.
+        let user = Arc::from("bob");
+        let joining = Joining {
+            user: &user,
+            since: Some(3),
+            rejoin: false,
+            epoch: Some("e1"),
+        };
+        hub.join("room", joining, ask(conn(0, 2)), 0, &mut out);
+        let r = replies(&mut out);
+        assert_eq!(r[0].1["recovered"], false);
+        assert_eq!(r[0].1["epoch"], "e2");
+    }
+
+    #[test]
+    fn the_last_member_leaving_unsubscribes_and_removes_the_users_entry() {
+        let mut hub = synced_room(&[]);
+        let mut out = Vec::new();
+        hub.leave("room", "ann", conn(0, 1), None, 0, &mut out);
+        assert!(matches!(
+            commands(&out)[..],
+            [Command::PresenceRemove { user, .. }, Command::Unsubscribe { channel }]
+                if &**user == "ann" && &**channel == "room"
+        ));
+        assert_eq!(
+            hub.figures(),
+            HubFigures::default(),
+            "nothing retained here"
+        );
+        // Events still in flight for it change nothing.
+        out.clear();
+        hub.remote("room", message("e1", 6), 0, &mut out);
+        assert!(out.is_empty());
     }
 }

@@ -16,9 +16,11 @@
 
 pub mod api;
 pub mod auth;
+pub mod broker;
 pub mod hub;
 pub mod members;
 pub mod protocol;
+pub mod redis;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +32,7 @@ use hioload_wsproto::handshake::{self, HttpRequest, Request as Upgrade};
 use hioload_wsproto::{CloseCode, Message};
 
 use crate::handler::{Context, Decision, Handler, PreparedFrame, WorkerContext};
+use broker::{BrokerLink, BrokerState, Command, PublishFrom, Remote};
 use hub::{Asker, Effect, Hub, HubLimits, Joining};
 use members::Members;
 use protocol::{ErrorCode, Refusal, Request, RequestId};
@@ -55,6 +58,8 @@ pub struct PubSubConfig {
     pub publish_rate: Option<u32>,
     /// With a verifier, sessions must present a token (`?token=JWT`) whose `sub` is their user.
     pub auth: Option<auth::Verifier>,
+    /// With a broker bridge, this node is one of several serving the same channels.
+    pub broker: Option<BrokerLink>,
 }
 
 impl Default for PubSubConfig {
@@ -65,6 +70,7 @@ impl Default for PubSubConfig {
             max_channels_per_connection: 128,
             publish_rate: None,
             auth: None,
+            broker: None,
         }
     }
 }
@@ -84,6 +90,8 @@ pub enum Note {
         id: Option<RequestId>,
         /// Recover from this seq.
         since: Option<u64>,
+        /// The epoch `since` counts in.
+        epoch: Option<Box<str>>,
         /// Already a member: answer without counting it again.
         rejoin: bool,
     },
@@ -151,6 +159,15 @@ pub enum Note {
         /// Set on `joined`: the session now gets the channel's frames.
         joined: Option<Arc<str>>,
     },
+    /// From the broker bridge to a channel's home.
+    Remote {
+        /// The channel.
+        channel: Arc<str>,
+        /// What happened.
+        event: Remote,
+    },
+    /// From the broker bridge to every worker: it reconnected; sync every channel again.
+    Reconnected,
 }
 
 impl Note {
@@ -160,8 +177,8 @@ impl Note {
             Note::Publish { channel, .. }
             | Note::History { channel, .. }
             | Note::Presence { channel, .. } => channel,
-            Note::Deliver { channel, .. } => channel,
-            Note::Reply { .. } | Note::Api(_) => "",
+            Note::Deliver { channel, .. } | Note::Remote { channel, .. } => channel,
+            Note::Reply { .. } | Note::Api(_) | Note::Reconnected => "",
         }
     }
 }
@@ -183,7 +200,7 @@ pub fn home_of(channel: &str, workers: usize) -> usize {
 /// One worker's pub/sub figures, read by the admin endpoint.
 #[derive(Debug, Default)]
 pub struct PubSubCounters {
-    /// Messages published (numbered at their home).
+    /// Messages published: numbered at their home, or with a broker, taken in from it.
     pub publishes: AtomicU64,
     /// Frames of messages and presence changes queued for members.
     pub deliveries: AtomicU64,
@@ -235,6 +252,8 @@ pub struct PubSub {
     effects: Vec<Effect>,
     /// Notes a full mailbox refused that must not be lost (leaves): tried again on a timer.
     retry: VecDeque<(usize, Note)>,
+    /// Broker commands a full bridge queue refused (syncs, presence): tried again likewise.
+    broker_retry: VecDeque<Command>,
     retry_armed: bool,
     /// The presence timer is set (changes are gathered: [`HubLimits::presence_interval_ms`]).
     presence_armed: bool,
@@ -248,8 +267,12 @@ impl PubSub {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let hub = match &config.broker {
+            Some(link) => Hub::replicated(config.hub, Arc::clone(link.node())),
+            None => Hub::new(config.hub),
+        };
         Self {
-            hub: Hub::new(config.hub),
+            hub,
             config,
             members: Members::default(),
             buckets: HashMap::new(),
@@ -257,6 +280,7 @@ impl PubSub {
             counters,
             effects: Vec::new(),
             retry: VecDeque::new(),
+            broker_retry: VecDeque::new(),
             retry_armed: false,
             presence_armed: false,
             epoch: (Instant::now(), wall),
@@ -324,6 +348,7 @@ impl PubSub {
                 channel,
                 user,
                 since,
+                epoch,
             } => {
                 let rejoin = joined.is_some();
                 let (channel, user) = match joined {
@@ -366,6 +391,7 @@ impl PubSub {
                     conn,
                     id,
                     since,
+                    epoch: epoch.map(|e| e.into()),
                     rejoin,
                 };
                 if let Err(Note::Join { channel, id, .. }) = self.send_home(note, cx) {
@@ -401,7 +427,23 @@ impl PubSub {
                     let r = Refusal::new(ErrorCode::RateLimited, "publishing too fast");
                     return self.refuse(conn, id.as_ref(), &r, cx);
                 }
-                if home_of(&channel, cx.workers()) == cx.worker() {
+                if let Some(link) = self.config.broker.as_ref().filter(|l| l.state().is_up()) {
+                    // The broker numbers it; it comes back to the home like any node's.
+                    let command = Command::Publish {
+                        channel: channel.into(),
+                        user: m.user,
+                        text: text.into(),
+                        ts_ms: self.now_ms(cx.now()),
+                        from: PublishFrom::Session { conn, id },
+                    };
+                    if let Err(Command::Publish {
+                        from: PublishFrom::Session { id, .. },
+                        ..
+                    }) = link.send(command)
+                    {
+                        self.unavailable(conn, id.as_ref(), cx);
+                    }
+                } else if home_of(&channel, cx.workers()) == cx.worker() {
                     // Homed here: no note, no copy of the text.
                     let now_ms = self.now_ms(cx.now());
                     let mut effects = std::mem::take(&mut self.effects);
@@ -524,6 +566,7 @@ impl PubSub {
                 conn,
                 id,
                 since,
+                epoch,
                 rejoin,
             } => self.hub.join(
                 &channel,
@@ -531,6 +574,7 @@ impl PubSub {
                     user: &user,
                     since,
                     rejoin,
+                    epoch: epoch.as_deref(),
                 },
                 Asker {
                     conn,
@@ -591,6 +635,19 @@ impl PubSub {
             Note::Deliver { channel, frame } => self.deliver(&channel, &frame, cx),
             Note::Reply { conn, text, joined } => self.reply(conn, &text, joined, cx),
             Note::Api(call) => self.api_call(call, now_ms, &mut effects),
+            Note::Remote { channel, event } => match event {
+                Remote::Synced(snap) => {
+                    let degraded = snap.degraded;
+                    self.hub
+                        .synced(&channel, *snap, degraded, now_ms, &mut effects)
+                }
+                event => {
+                    if self.hub.remote(&channel, event, now_ms, &mut effects) {
+                        PubSubCounters::add(&self.counters.publishes, 1);
+                    }
+                }
+            },
+            Note::Reconnected => self.hub.resync_all(&mut effects),
         }
         self.settle(effects, now_ms, cx);
     }
@@ -626,6 +683,9 @@ impl PubSub {
         let result = self.hub.publish(channel, user, text, from, now_ms, effects);
         if result.is_ok() {
             PubSubCounters::add(&self.counters.publishes, 1);
+            if let Some(link) = &self.config.broker {
+                BrokerState::add(&link.state().published_locally, 1);
+            }
         }
         result
     }
@@ -641,6 +701,25 @@ impl PubSub {
                 text,
                 answer,
             } => {
+                if let Some(link) = self.config.broker.as_ref().filter(|l| l.state().is_up()) {
+                    let command = Command::Publish {
+                        channel,
+                        user: user.into(),
+                        text,
+                        ts_ms: now_ms,
+                        from: PublishFrom::Api(answer),
+                    };
+                    if let Err(Command::Publish {
+                        from: PublishFrom::Api(answer),
+                        ..
+                    }) = link.send(command)
+                    {
+                        let busy =
+                            Refusal::new(ErrorCode::Unavailable, "the broker bridge is busy");
+                        let _ = answer.try_send(Err(busy));
+                    }
+                    return;
+                }
                 let result = self.publish(&channel, &user, &text, None, now_ms, effects);
                 let _ = answer.try_send(result);
             }
@@ -689,6 +768,17 @@ impl PubSub {
                     } else if let Err(e) = cx.post(worker, Note::Reply { conn, text, joined }) {
                         PubSubCounters::add(&self.counters.dropped_mailbox, 1);
                         tracing::warn!(%conn, error = %e, "answer to a session lost");
+                    }
+                }
+                Effect::Broker(command) => {
+                    // Syncs and presence must not be lost: a full queue is tried again.
+                    let queued = match &self.config.broker {
+                        Some(link) if self.broker_retry.is_empty() => link.send(command),
+                        _ => Err(command),
+                    };
+                    if let Err(command) = queued {
+                        self.broker_retry.push_back(command);
+                        self.arm_retry(cx);
                     }
                 }
             }
@@ -824,7 +914,15 @@ impl Handler for PubSub {
                 self.retry.push_back((home, e.into_message()));
             }
         }
-        if !self.retry.is_empty() {
+        if let Some(link) = &self.config.broker {
+            while let Some(command) = self.broker_retry.pop_front() {
+                if let Err(command) = link.send(command) {
+                    self.broker_retry.push_front(command);
+                    break;
+                }
+            }
+        }
+        if !self.retry.is_empty() || !self.broker_retry.is_empty() {
             self.arm_retry(cx);
         }
     }

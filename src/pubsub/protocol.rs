@@ -141,6 +141,9 @@ pub enum Request<'a> {
         user: Option<Cow<'a, str>>,
         /// Recover from this seq: every retained message after it.
         since: Option<u64>,
+        /// The epoch `since` belongs to (from an earlier `joined`; scale-out only): another
+        /// epoch means the history it counted in is gone.
+        epoch: Option<Cow<'a, str>>,
     },
     /// Leave a channel.
     Leave {
@@ -206,6 +209,8 @@ struct Fields<'a> {
     #[serde(borrow)]
     text: Option<Cow<'a, str>>,
     since: Option<u64>,
+    #[serde(borrow)]
+    epoch: Option<Cow<'a, str>>,
     limit: Option<u64>,
     before: Option<u64>,
 }
@@ -263,6 +268,7 @@ fn check(f: Fields<'_>) -> Result<Request<'_>, Refusal> {
             channel: channel?,
             user: f.user,
             since: f.since,
+            epoch: f.epoch,
         },
         "leave" => Request::Leave { channel: channel? },
         "message" => Request::Message {
@@ -475,7 +481,8 @@ mod tests {
             Ok(Request::Join {
                 channel: "a:b".into(),
                 user: Some("ann".into()),
-                since: Some(3)
+                since: Some(3),
+                epoch: None,
             })
         );
         assert_eq!(

@@ -296,7 +296,41 @@ pub fn metrics(sources: &Sources) -> String {
     );
     ws_families(&mut m, &sources.ws);
     pubsub_families(&mut m, &sources.pubsub);
+    if let Some(b) = &sources.broker {
+        broker_families(&mut m, b);
+    }
     m
+}
+
+/// The broker bridge's families (`pubsub --redis`).
+fn broker_families(m: &mut String, b: &hioload_ws::pubsub::broker::BrokerState) {
+    use hioload_ws::pubsub::broker::BrokerState;
+    use std::fmt::Write as _;
+    let name = "hioload_broker_up";
+    let _ = writeln!(
+        m,
+        "# HELP {name} 1 while the Redis bridge can publish and receive, else 0 (messages reach this node's members only).\n# TYPE {name} gauge\n{name} {}",
+        u8::from(b.is_up())
+    );
+    let counters = [
+        ("hioload_broker_published_total", "Messages numbered and published through Redis.", &b.published),
+        ("hioload_broker_published_locally_total", "Messages numbered by this node while Redis was unreachable (other nodes never see them).", &b.published_locally),
+        ("hioload_broker_received_total", "Messages and presence events received from Redis.", &b.received),
+        ("hioload_broker_syncs_total", "Channel syncs (subscribe, then read seq, epoch, history, presence).", &b.syncs),
+        ("hioload_broker_batches_total", "Pipelines sent to Redis.", &b.batches),
+        ("hioload_broker_calls_total", "Redis calls made (script runs and commands).", &b.calls),
+        ("hioload_broker_disconnects_total", "Times a connection to Redis was lost.", &b.disconnects),
+        ("hioload_broker_errors_total", "Redis calls that failed or answers that could not be read.", &b.errors),
+        ("hioload_broker_queue_full_total", "Commands refused because the bridge's queue was full.", &b.queue_full),
+        ("hioload_broker_dropped_events_total", "Events from Redis dropped because a worker's mailbox stayed full.", &b.dropped_events),
+    ];
+    for (name, help, c) in counters {
+        let _ = writeln!(
+            m,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            BrokerState::get(c)
+        );
+    }
 }
 
 /// The pub/sub families (the `pubsub` mode only).

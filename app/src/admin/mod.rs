@@ -7,7 +7,7 @@
 //! snapshot, encoded once, pushed to all of them twice a second.
 //!
 //! - `GET /metrics`: Prometheus text exposition (format 0.0.4), from [`metrics`].
-//! - `GET /healthz`: `ok`.
+//! - `GET /healthz`: `ok` (`degraded: ...` while a `pubsub --redis` node cannot reach Redis).
 //! - `GET /debug/probes`: named live probes as JSON ([`probes`]).
 //! - `GET /config`, `PUT /config`: the settings that change at run time, as TOML
 //!   ([`crate::live_config`]); a bad value gets 400 with the reason and changes nothing.
@@ -45,6 +45,8 @@ pub struct Sources {
     pub ws: Vec<Arc<WsMeter>>,
     /// Pub/sub figures per worker, in the `pubsub` mode.
     pub pubsub: Vec<Arc<PubSubCounters>>,
+    /// The broker bridge, in the `pubsub` mode with `--redis`.
+    pub broker: Option<Arc<hioload_ws::pubsub::broker::BrokerState>>,
     /// The transport is DPDK (packets, ARP, port and pool figures exist).
     pub dpdk: bool,
     /// When the appliance started serving.
@@ -79,6 +81,7 @@ impl Sources {
             sessions: Vec::new(),
             ws: Vec::new(),
             pubsub: Vec::new(),
+            broker: None,
             dpdk,
             started: std::time::Instant::now(),
             control: None,
@@ -112,6 +115,7 @@ pub fn start_for(
                 sessions: figures.sessions,
                 ws: figures.ws,
                 pubsub: figures.pubsub,
+                broker: figures.broker,
                 dpdk,
                 started: std::time::Instant::now(),
                 control: Some(Arc::clone(&live.control)),
@@ -272,7 +276,15 @@ fn answer(sources: &Sources, req: &HttpRequest<'_>, body: &[u8]) -> Option<Vec<u
             "text/plain; version=0.0.4; charset=utf-8",
             &metrics(sources),
         ),
-        ("GET", "/healthz") => text(200, "text/plain", "ok\n"),
+        ("GET", "/healthz") => match &sources.broker {
+            // Still serving: this node's members get this node's messages.
+            Some(b) if !b.is_up() => text(
+                200,
+                "text/plain",
+                "degraded: Redis is unreachable; messages reach this node's members only\n",
+            ),
+            _ => text(200, "text/plain", "ok\n"),
+        },
         ("GET", "/config") => match &sources.control {
             Some(c) => text(200, "application/toml", &c.to_toml()),
             None => no_settings(),

@@ -56,6 +56,19 @@ pub trait Mode: Send + Sync + 'static {
     /// The tail of the summary line ("sessions 3, messages echoed 12").
     fn summary(&self) -> String;
 
+    /// Start what runs beside the workers (the pub/sub mode's broker bridge), reaching them
+    /// through `posts`; called once the workers run, before the admin endpoint starts.
+    fn start_background(
+        &self,
+        posts: Postboxes<<Self::Service as Service>::Message>,
+    ) -> Result<(), String> {
+        let _ = posts;
+        Ok(())
+    }
+
+    /// Stop it, after the workers have stopped (they may have queued work for it).
+    fn stop_background(&self) {}
+
     /// Routes under `/api/` on the admin endpoint, reaching the workers through `posts`
     /// (none by default).
     fn api(
@@ -76,6 +89,8 @@ pub struct Figures {
     pub ws: Vec<Arc<WsMeter>>,
     /// Pub/sub figures per worker (the `pubsub` mode).
     pub pubsub: Vec<Arc<hioload_ws::pubsub::PubSubCounters>>,
+    /// The broker bridge's state and figures (the `pubsub` mode with `--redis`).
+    pub broker: Option<Arc<hioload_ws::pubsub::broker::BrokerState>>,
 }
 
 /// What one WebSocket worker counts for the admin endpoint and the summary line.
@@ -94,6 +109,7 @@ impl SessionFigures {
             sessions: per_worker.iter().map(|f| Arc::clone(&f.sessions)).collect(),
             ws: per_worker.iter().map(|f| Arc::clone(&f.ws)).collect(),
             pubsub: Vec::new(),
+            broker: None,
         }
     }
 
@@ -152,6 +168,55 @@ pub fn ws_config(ws: &WsArgs, common: &CommonArgs) -> Result<WsConfig, String> {
 }
 
 /// The pub/sub settings from the flags.
+/// The broker bridge of `pubsub --redis` (connected once: a bad URL or an unreachable Redis is
+/// an error here, before anything starts), with `config` linked to it.
+pub fn pubsub_bridge(
+    a: &crate::cli::PubSubArgs,
+    config: &mut hioload_ws::pubsub::PubSubConfig,
+) -> Result<Option<hioload_ws::pubsub::redis::Bridge>, String> {
+    use hioload_ws::pubsub::broker::check_node_name;
+    use hioload_ws::pubsub::redis::{Bridge, RedisConfig};
+    let Some(url) = &a.redis else {
+        return Ok(None);
+    };
+    let node = match &a.node_name {
+        Some(n) => n.clone(),
+        None => default_node_name(),
+    };
+    check_node_name(&node).map_err(|e| format!("--node-name: {e}"))?;
+    let bridge = Bridge::connect(RedisConfig {
+        url: url.clone(),
+        node: node.as_str().into(),
+        history_size: a.history_size as usize,
+        presence_ttl: a.presence_ttl,
+        queue: 16_384,
+    })
+    .map_err(|e| e.to_string())?;
+    tracing::info!(%url, node, "joining other nodes through Redis");
+    config.broker = Some(bridge.link());
+    Ok(Some(bridge))
+}
+
+/// `HOSTNAME-PID`, with characters a node name cannot hold replaced.
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.:-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{host}-{}", std::process::id())
+}
+
+/// The pub/sub settings from the command line.
 pub fn pubsub_config(
     a: &crate::cli::PubSubArgs,
 ) -> Result<hioload_ws::pubsub::PubSubConfig, String> {
@@ -176,5 +241,6 @@ pub fn pubsub_config(
             Some(s) => Some(hioload_ws::pubsub::auth::Verifier::new(s.as_bytes())),
             None => None,
         },
+        broker: None,
     })
 }

@@ -1,13 +1,16 @@
 //! `pubsub`: channels, presence and history over WebSocket (docs/PROTOCOL.md). Each channel has
 //! a home worker that numbers and retains its messages; a message is encoded once and written
-//! by reference to every member on every worker.
+//! by reference to every member on every worker. With `--redis` the node is one of several:
+//! a broker bridge (`hioload_ws::pubsub::redis`) runs beside the workers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use hioload_ws::live::LiveWs;
 use hioload_ws::middleware::{Logging, Metrics, Recover};
 use hioload_ws::pubsub::api::{Api, ApiError};
+use hioload_ws::pubsub::broker::BrokerState;
 use hioload_ws::pubsub::protocol::{push_str, ErrorCode, Out};
+use hioload_ws::pubsub::redis::{Bridge, Running};
 use hioload_ws::pubsub::{Note, PubSub, PubSubConfig, PubSubCounters};
 use hioload_ws::stack::Postboxes;
 use hioload_ws::{WsConfig, WsService};
@@ -21,16 +24,25 @@ pub struct PubSubMode {
     config: PubSubConfig,
     figures: Vec<SessionFigures>,
     pubsub: Vec<Arc<PubSubCounters>>,
+    /// The broker bridge, until it starts.
+    bridge: Mutex<Option<Bridge>>,
+    /// The running bridge, until it stops.
+    running: Mutex<Option<Running>>,
+    broker: Option<Arc<BrokerState>>,
 }
 
 impl PubSubMode {
-    /// Pub/sub with these WebSocket and pub/sub settings.
-    pub fn new(ws: WsConfig, config: PubSubConfig) -> Self {
+    /// Pub/sub with these WebSocket and pub/sub settings, joined to other nodes by `bridge`
+    /// (whose link `config` holds) if given.
+    pub fn new(ws: WsConfig, config: PubSubConfig, bridge: Option<Bridge>) -> Self {
         Self {
             ws,
             config,
             figures: Vec::new(),
             pubsub: Vec::new(),
+            broker: bridge.as_ref().map(Bridge::state),
+            bridge: Mutex::new(bridge),
+            running: Mutex::new(None),
         }
     }
 }
@@ -57,9 +69,27 @@ impl Mode for PubSubMode {
         super::ws_service(handler, &self.ws, f, live)
     }
 
+    fn start_background(&self, posts: Postboxes<Note>) -> Result<(), String> {
+        let bridge = self.bridge.lock().ok().and_then(|mut b| b.take());
+        if let Some(bridge) = bridge {
+            let running = bridge.start(posts)?;
+            if let Ok(mut r) = self.running.lock() {
+                *r = Some(running);
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_background(&self) {
+        if let Some(running) = self.running.lock().ok().and_then(|mut r| r.take()) {
+            running.stop();
+        }
+    }
+
     fn figures(&self) -> Figures {
         Figures {
             pubsub: self.pubsub.clone(),
+            broker: self.broker.clone(),
             ..SessionFigures::all(&self.figures)
         }
     }

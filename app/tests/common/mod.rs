@@ -3,6 +3,7 @@
 
 pub mod fanout;
 pub mod pubsub;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
