@@ -639,3 +639,27 @@ fn pubsub_a_member_that_never_reads_costs_bounded_memory_and_stops_nobody() {
         "hlp10", 110,
     ));
 }
+
+/// A DPDK node and a kernel node joined through one Redis (the bridge's own sockets are the
+/// kernel's, off the DPDK workers): one order across both, and presence spanning them.
+#[test]
+fn pubsub_a_dpdk_node_and_a_kernel_node_serve_one_channel_through_redis() {
+    let redis = common::redis::RedisServer::start("dpdk-node");
+    let url = redis.url();
+    let dpdk = Appliance::start_dpdk_on(
+        "pubsub",
+        "0-1",
+        "hlp13",
+        113,
+        &["--redis", &url, "--node-name", "dpdk"],
+    );
+    let kernel = Appliance::start("pubsub", &["--redis", &url, "--node-name", "kernel"]);
+    common::scaleout::one_gap_free_order_across_nodes(&[dpdk.addr, kernel.addr]);
+    let mut ann = scenario::Client::connect(dpdk.addr);
+    ann.join("lobby", "ann");
+    let mut bob = scenario::Client::connect(kernel.addr);
+    let joined = bob.join("lobby", "bob");
+    assert_eq!(scenario::users(&joined, "users"), ["ann", "bob"]);
+    let came = ann.next_of("presence", "lobby");
+    assert_eq!(scenario::users(&came, "joined"), ["bob"]);
+}

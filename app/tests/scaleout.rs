@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::pubsub::{self as scenario, seqs, users, Client};
 use common::redis::RedisServer;
+use common::scaleout::{self, messages, publish_acked};
 use common::{eventually, http_get, metric, Appliance};
 use serde_json::{json, Value};
 
@@ -83,86 +84,44 @@ fn protocol_auth() {
     on_redis("auth", scenario::auth_with_no_bad_expired_and_valid_tokens);
 }
 
-/// Publish `n` messages as `user` on `channel` from a client of `addr`, each acknowledged.
-fn publish_acked(addr: SocketAddr, channel: &str, user: &str, n: usize) -> Vec<u64> {
-    let mut c = Client::connect(addr);
-    c.join(channel, user);
-    (0..n)
-        .map(|i| {
-            let r = c.call(
-                json!({"type": "message", "channel": channel, "text": format!("{user}-{i}")}),
-            );
-            assert_eq!(r["type"], "ack", "{r}");
-            r["seq"].as_u64().expect("seq")
-        })
-        .collect()
-}
-
-/// The next `n` messages of `channel` a member receives, as (seq, text).
-fn messages(c: &mut Client, channel: &str, n: usize) -> Vec<(u64, String)> {
-    (0..n)
-        .map(|_| {
-            let m = c.next_of("message", channel);
-            (
-                m["seq"].as_u64().expect("seq"),
-                m["text"].as_str().expect("text").to_string(),
-            )
-        })
-        .collect()
+#[test]
+fn publishers_on_three_nodes_one_gap_free_order_everywhere() {
+    let redis = RedisServer::start("three-nodes-order");
+    let a = node(&redis, "a", 2, &[]);
+    let b = node(&redis, "b", 2, &[]);
+    let c = node(&redis, "c", 1, &[]);
+    scaleout::one_gap_free_order_across_nodes(&[a.addr, b.addr, c.addr]);
 }
 
 #[test]
-fn publishers_on_two_nodes_one_gap_free_order_everywhere() {
-    let redis = RedisServer::start("two-nodes-order");
+fn a_node_stopped_with_sigterm_takes_its_users_out_of_presence_at_once() {
+    let redis = RedisServer::start("sigterm");
     let a = node(&redis, "a", 2, &[]);
-    let b = node(&redis, "b", 2, &[]);
-    let mut members: Vec<Client> = [a.addr, b.addr, a.addr, b.addr]
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            let mut c = Client::connect(*addr);
-            c.join("room", &format!("m{i}"));
-            c
-        })
-        .collect();
-    const N: usize = 200;
-    let publishers: Vec<_> = [(a.addr, "pa"), (b.addr, "pb"), (b.addr, "pc")]
-        .into_iter()
-        .map(|(addr, user)| std::thread::spawn(move || publish_acked(addr, "room", user, N)))
-        .collect();
-    let mut acked: Vec<u64> = publishers
-        .into_iter()
-        .flat_map(|t| t.join().expect("publisher"))
-        .collect();
-    acked.sort_unstable();
-    let all = 3 * N;
+    let mut b = node(&redis, "b", 2, &[]);
+    let mut ann = Client::connect(a.addr);
+    ann.join("lobby", "ann");
+    let mut bob = Client::connect(b.addr);
+    bob.join("lobby", "bob");
+    assert_eq!(users(&ann.next_of("presence", "lobby"), "joined"), ["bob"]);
+    // Bob's client answers the server's close, as a browser does.
+    let reader = std::thread::spawn(move || while bob.ws.read().is_ok() {});
+    let stopped = Instant::now();
+    b.signal("TERM");
     assert_eq!(
-        acked,
-        (1..=all as u64).collect::<Vec<_>>(),
-        "one seq each, no gaps"
+        b.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        b.log_text()
     );
-    let first = messages(&mut members[0], "room", all);
-    assert_eq!(
-        first.iter().map(|m| m.0).collect::<Vec<_>>(),
-        (1..=all as u64).collect::<Vec<_>>()
+    let left = ann.next_of("presence", "lobby");
+    assert_eq!(users(&left, "left"), ["bob"]);
+    // Well before the 15 s TTL: the node said so on its way out.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed()
     );
-    for (i, m) in members.iter_mut().enumerate().skip(1) {
-        assert_eq!(
-            messages(m, "room", all),
-            first,
-            "member {i} saw another order"
-        );
-    }
-    // Each publisher's own messages in the order it sent them.
-    for user in ["pa", "pb", "pc"] {
-        let mine: Vec<String> = first
-            .iter()
-            .filter(|m| m.1.starts_with(&format!("{user}-")))
-            .map(|m| m.1.clone())
-            .collect();
-        let sent: Vec<String> = (0..N).map(|i| format!("{user}-{i}")).collect();
-        assert_eq!(mine, sent);
-    }
+    reader.join().expect("bob's reader");
 }
 
 #[test]

@@ -135,6 +135,8 @@ const REFRESH_CHUNK: usize = 500;
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnection backoff: first and longest wait.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+/// How long stopping waits for the bridge's threads.
+const STOP_PATIENCE: Duration = Duration::from_secs(3);
 /// How long an event for a worker is retried while its mailbox is full before it is dropped.
 const POST_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -279,11 +281,20 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stop the threads (after the command thread has sent what is queued) and wait for them.
+    /// Stop the threads, the command thread after it has sent what is queued (the leaves of
+    /// the sessions closed at shutdown among it), and wait for them, a bounded time.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + STOP_PATIENCE;
         for t in self.threads {
-            let _ = t.join();
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::warn!("the Redis bridge did not stop in time; leaving it");
+            }
         }
     }
 }
@@ -506,6 +517,18 @@ impl Commands {
                 }
             }
             if stopping && self.queue.is_empty() {
+                if let Some((c, scripts)) = con.as_mut() {
+                    // Every session here has closed: their users leave now, not a TTL later
+                    // (a leave a stopping worker could not pass on to its home included).
+                    if let Err(e) = self.leave_all(c, scripts) {
+                        tracing::warn!(error = %e, "this node's presence could not be removed; it expires");
+                    }
+                    // Wake the event thread so that it sees the stop.
+                    let _ = redis::cmd("PUBLISH")
+                        .arg(&self.wake)
+                        .arg("w")
+                        .query::<Value>(c);
+                }
                 return;
             }
         }
@@ -520,6 +543,23 @@ impl Commands {
                 .query::<Value>(con)?;
         }
         self.refresh(con, scripts)
+    }
+
+    /// Remove (announcing it) every presence entry of this node.
+    fn leave_all(&mut self, con: &mut Connection, scripts: &Scripts) -> Result<(), RedisError> {
+        let mut pipe = redis::pipe();
+        let mut calls = 0;
+        for (channel, users) in std::mem::take(&mut self.mirror) {
+            for user in users {
+                let mut cmd = evalsha(&scripts.remove, &[presence_key(&channel)]);
+                cmd.arg(topic(&channel))
+                    .arg(format!("{}\n{user}", self.config.node));
+                pipe.add_command(cmd).ignore();
+                calls += 1;
+            }
+        }
+        BrokerState::add(&self.state.calls, calls);
+        pipe.query::<()>(con)
     }
 
     /// A command while Redis is unreachable.

@@ -4,6 +4,7 @@
 pub mod fanout;
 pub mod pubsub;
 pub mod redis;
+pub mod scaleout;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
