@@ -196,6 +196,39 @@ else
   FAILED_STAGES+=("appliance start for the chat page")
 fi
 
+# Two nodes joined through a private Redis (free loopback port, data under target/), the chat
+# page's two people on different nodes.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+REDIS_DIR="$ROOT/target/test-redis"
+rm -rf "$REDIS_DIR" && mkdir -p "$REDIS_DIR"
+REDIS_PORT=$(free_port)
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$REDIS_DIR" \
+  >"$LOGS/redis.log" 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+for _ in $(seq 1 50); do
+  [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ] && break
+  sleep 0.1
+done
+if APP_MODE=pubsub start_appliance "$LOGS/chat-a.log" --workers 2 --redis "redis://127.0.0.1:$REDIS_PORT/0" --node-name a; then
+  NODE_A_PID=$APP_PID NODE_A_URL=$APP_URL
+  if APP_MODE=pubsub start_appliance "$LOGS/chat-b.log" --workers 2 --redis "redis://127.0.0.1:$REDIS_PORT/0" --node-name b; then
+    stage "Pub/sub chat page on two nodes joined through Redis (${NODE_A_URL/ws:/http:}, ${APP_URL/ws:/http:})" \
+      "$DEPS/py/bin/python" scripts/smoke/chat.py "${NODE_A_URL/ws:/http:}/" --bob-url "${APP_URL/ws:/http:}/"
+    stop_appliance
+  else
+    FAILED=$((FAILED + 1))
+    FAILED_STAGES+=("second node start for the two-node chat page")
+  fi
+  APP_PID=$NODE_A_PID
+  stop_appliance
+else
+  FAILED=$((FAILED + 1))
+  FAILED_STAGES+=("first node start for the two-node chat page")
+fi
+kill "$REDIS_PID" 2>/dev/null || true
+wait "$REDIS_PID" 2>/dev/null || true
+
 # ---------------------------------------------------------------------------------------------
 # 5. Conformance
 if [ "$HAVE_AUTOBAHN" = 1 ]; then

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Drive the pub/sub chat page in two headless Chromium pages and check that they talk.
 
-    chat.py APP_HTTP_URL [SCREENSHOT.png]
+    chat.py APP_HTTP_URL [SCREENSHOT.png] [--bob-url SECOND_NODE_HTTP_URL]
 
 APP_HTTP_URL is `hioload-ws pubsub`'s listener (http://HOST:PORT/, where `GET /` serves the
-page). Two pages in separate browser contexts (separate storage, like two people) choose names,
+page). With --bob-url the second page is served by another node (nodes joined through Redis:
+`pubsub --redis`), so every step crosses nodes. Two pages in separate browser contexts (separate storage, like two people) choose names,
 join one room, see each other in presence, exchange messages both ways, survive a dropped
 connection (the page reconnects and recovers what was sent meanwhile with `since`), see the other
 leave, and after a reload see the history. DevTools protocol over its own WebSocket, with the
@@ -109,14 +110,25 @@ def texts(v):
 async def main():
     if len(sys.argv) < 2:
         fail(__doc__)
-    url = sys.argv[1].rstrip("/") + "/"
-    shot = sys.argv[2] if len(sys.argv) > 2 else None
+    args = sys.argv[1:]
+    bob_url = None
+    if "--bob-url" in args:
+        i = args.index("--bob-url")
+        if i + 1 >= len(args):
+            fail("--bob-url needs a URL")
+        bob_url = args[i + 1].rstrip("/") + "/"
+        del args[i:i + 2]
+    url = args[0].rstrip("/") + "/"
+    bob_url = bob_url or url
+    shot = args[1] if len(args) > 1 else None
     profile = tempfile.mkdtemp(prefix="hioload-chat-")
     chromium, endpoint = chromium_start(profile, "1100,650", fail)
     try:
         async with websockets.connect(endpoint, max_size=None) as ws:
             b = Browser(ws)
-            ann, bob = await b.page(url), await b.page(url)
+            ann, bob = await b.page(url), await b.page(bob_url)
+            if bob_url != url:
+                print(f"chat.py: ann's page from {url}, bob's from {bob_url}")
             for _ in range(100):  # both pages have run their script
                 if await b.eval(ann, "typeof handle") == "function" and \
                         await b.eval(bob, "typeof handle") == "function":
