@@ -26,11 +26,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use hioload_stack::mailbox::{PostError, Postboxes};
 use redis::{Connection, RedisError, Value};
 
-use super::broker::{BrokerLink, BrokerState, Command, Numbered, PublishFrom, Remote, Snapshot};
+use super::broker::{
+    BrokerLink, BrokerState, Command, Numbered, Poller, PublishFrom, Remote, Snapshot,
+};
 use super::protocol::{self, ErrorCode, Out, Refusal};
 use super::{home_of, Note};
 
@@ -441,6 +443,7 @@ impl Commands {
         let mut con: Option<(Connection, Scripts)> = None;
         let mut next_tick = Instant::now() + tick;
         let mut batch = Vec::with_capacity(BATCH);
+        let mut poller = Poller::default();
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
             if con.is_none() {
@@ -463,8 +466,12 @@ impl Commands {
                         self.state.set_commands_up(false);
                         // Meanwhile: publish locally, answer syncs with the node's own state.
                         let until = Instant::now() + backoff;
-                        while let Ok(c) = self.queue.recv_deadline(until) {
-                            self.without_redis(c);
+                        while Instant::now() < until {
+                            let left = until.saturating_duration_since(Instant::now());
+                            let _ = poller.take(&self.queue, &mut batch, BATCH, left);
+                            for c in batch.drain(..) {
+                                self.without_redis(c);
+                            }
                         }
                         if stopping {
                             return;
@@ -478,21 +485,14 @@ impl Commands {
                 continue;
             };
             let wait = next_tick.saturating_duration_since(Instant::now());
-            match self
-                .queue
-                .recv_timeout(wait.min(Duration::from_millis(100)))
-            {
-                Ok(first) => {
-                    batch.push(first);
-                    while batch.len() < BATCH {
-                        match self.queue.try_recv() {
-                            Ok(c) => batch.push(c),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            let taken = poller.take(
+                &self.queue,
+                &mut batch,
+                BATCH,
+                wait.min(Duration::from_millis(100)),
+            );
+            if taken.is_err() {
+                return;
             }
             let result = if batch.is_empty() {
                 Ok(())
