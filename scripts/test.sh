@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian/Ubuntu machine:
 #   1. installs what the tests need when it is missing (apt: python3-venv, patch, nodejs, npm,
-#      libdpdk-dev, clang/libclang-dev, pkg-config, iproute2, iputils-ping, chromium, redis-server
-#      (the scale-out tests start private servers on free loopback ports, data under target/); pip:
+#      libdpdk-dev, clang/libclang-dev, pkg-config, iproute2, iputils-ping, chromium, redis-server,
+#      postgresql (the scale-out and archive tests start private servers on free loopback ports,
+#      data under target/, and stop them); pip:
 #      websockets; npm: ws; the Autobahn testsuite via ../shared/tools/autobahn/setup.sh);
 #   2. checks formatting and lints (cargo fmt, cargo clippy -D warnings);
 #   3. runs the Rust unit, property and integration tests (cargo nextest, else cargo test);
@@ -88,6 +89,8 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ping >/dev/null 2>&1 || need_apt+=(iputils-ping)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing packages: ${need_apt[*]}; install them (sudo apt-get install ${need_apt[*]}) or run as root." >&2

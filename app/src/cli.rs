@@ -304,15 +304,31 @@ pub struct PubSubArgs {
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
 
-    /// This node's name among the nodes (in presence entries; unique per node) [default:
-    /// HOSTNAME-PID].
-    #[arg(long, value_name = "NAME", requires = "redis")]
+    /// This node's name among the nodes (in presence entries and stored messages; unique per
+    /// node) [default: HOSTNAME-PID].
+    #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 
     /// With --redis: how long a node's users stay present after it stops refreshing them (it
     /// refreshes every third of this); a node killed has its users leave within this.
     #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = parse_presence_ttl, requires = "redis")]
     pub presence_ttl: Duration,
+
+    /// Store every message in PostgreSQL (`postgres://USER@HOST:PORT/DB`), written in batches
+    /// off the workers; `history` pages older than the retained messages come from there, and
+    /// without --redis a channel's seqs continue after the last stored one across restarts.
+    /// The schema is created (and its version checked) at start.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+
+    /// With --postgres: messages kept waiting while PostgreSQL is unreachable; past this the
+    /// oldest are dropped (counted in hioload_archive_dropped_total, logged).
+    #[arg(long, default_value_t = 100_000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000_000), requires = "postgres")]
+    pub pg_backlog: u32,
+
+    /// With --postgres: rows per INSERT at most.
+    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000), requires = "postgres")]
+    pub pg_batch: u32,
 
     #[command(flatten)]
     pub common: CommonArgs,

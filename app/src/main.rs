@@ -60,8 +60,9 @@ fn run(cli: Cli) -> Result<(), String> {
             logging::init(common.log_level.as_deref(), common.log_format)?;
             let ws = modes::ws_config(&args.ws, common)?;
             let mut config = modes::pubsub_config(&args)?;
+            let archive = modes::pubsub_archive(&args, &mut config)?;
             let bridge = modes::pubsub_bridge(&args, &mut config)?;
-            let mode = PubSubMode::new(ws, config, bridge);
+            let mode = PubSubMode::new(ws, config, bridge, archive);
             serve::serve(mode, args.listen, common, &args.dpdk)
         }
         Mode::TcpEcho(args) => {

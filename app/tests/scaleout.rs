@@ -324,3 +324,32 @@ fn an_unreachable_redis_at_start_is_one_clear_line_and_exit_1() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
 }
+
+#[test]
+fn with_postgres_each_message_of_every_node_is_stored_once_and_pages_back_anywhere() {
+    let redis = RedisServer::start("with-postgres");
+    let pg = common::postgres::PgServer::start("with-redis");
+    let url = pg.url();
+    let args = ["--postgres", url.as_str(), "--history-size", "5"];
+    let a = node(&redis, "a", 2, &args);
+    let b = node(&redis, "b", 1, &args);
+    let pa = std::thread::spawn(move || publish_acked(a.addr, "log", "pa", 20));
+    let b_addr = b.addr;
+    let pb = std::thread::spawn(move || publish_acked(b_addr, "log", "pb", 20));
+    pa.join().expect("publisher a");
+    pb.join().expect("publisher b");
+    let count = || {
+        pg.sql("SELECT count(*), count(DISTINCT seq), min(seq), max(seq), count(DISTINCT epoch) FROM hioload_messages WHERE channel = 'log' AND epoch <> ''")
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || count() == "40|40|1|40|1"),
+        "{}",
+        count()
+    );
+    let nodes = pg.sql("SELECT string_agg(DISTINCT node, ',' ORDER BY node) FROM hioload_messages");
+    assert_eq!(nodes, "a,b", "each stored by the node that published it");
+    let mut c = Client::connect(b.addr);
+    c.join("log", "reader");
+    let page = c.call(json!({"type": "history", "channel": "log", "before": 30, "limit": 10}));
+    assert_eq!(seqs(&page["messages"]), (20..=29).collect::<Vec<_>>());
+}

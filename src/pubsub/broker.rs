@@ -314,3 +314,66 @@ impl Poller {
         }
     }
 }
+
+/// How long stopping waits for a bridge's threads.
+const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a note for a worker is retried while its mailbox is full before it is dropped.
+const POST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A bridge's running threads (Redis, PostgreSQL).
+#[derive(Debug)]
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Threads that stop when `stop` is set.
+    pub fn new(stop: Arc<AtomicBool>, threads: Vec<std::thread::JoinHandle<()>>) -> Self {
+        Self { stop, threads }
+    }
+
+    /// Stop the threads, the command thread after it has sent what is queued (the leaves of
+    /// the sessions closed at shutdown among it), and wait for them, a bounded time.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + STOP_PATIENCE;
+        for t in self.threads {
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::warn!("a bridge thread did not stop in time; leaving it");
+            }
+        }
+    }
+}
+
+/// Post `note` to `worker` from a bridge thread, waiting while its mailbox is full (bounded);
+/// false if given up (counted in `dropped`).
+pub fn post_patiently(
+    posts: &hioload_stack::mailbox::Postboxes<super::Note>,
+    dropped: &AtomicU64,
+    worker: usize,
+    mut note: super::Note,
+) -> bool {
+    use hioload_stack::mailbox::PostError;
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + POST_PATIENCE;
+    loop {
+        match posts.post(worker, note) {
+            Ok(()) => return true,
+            Err(PostError::Full { message, .. }) if Instant::now() < deadline => {
+                note = message;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err(e) => {
+                BrokerState::add(dropped, 1);
+                tracing::warn!(worker, error = %e, "a bridge's note for a worker was dropped");
+                return false;
+            }
+        }
+    }
+}

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use hioload_stack::ConnId;
 
+use super::archive;
 use super::broker::{Command, Numbered, Remote, Snapshot};
 use super::protocol::{self, ErrorCode, Out, Refusal, RequestId, DEFAULT_HISTORY_LIMIT};
 use crate::handler::PreparedFrame;
@@ -78,8 +79,10 @@ pub enum Effect {
         /// Set on a `joined`: from now on `conn` gets `channel`'s messages.
         joined: Option<Arc<str>>,
     },
-    /// Queue `command` for the broker bridge (with a broker only).
+    /// Queue `command` for the broker bridge (a sync goes to the archive without a broker).
     Broker(Command),
+    /// Ask the archive (with one only).
+    Archive(archive::Request),
 }
 
 /// Who asked: the connection the answer goes to, and its request's id.
@@ -167,6 +170,8 @@ struct Channel {
     syncing: Option<Box<Syncing>>,
     /// With a broker: numbered here while the broker was unreachable.
     diverged: bool,
+    /// With a broker or an archive: its state has been read from there.
+    synced: bool,
 }
 
 /// A channel's net presence change since the last one sent: each user in at most one list,
@@ -211,6 +216,7 @@ impl Channel {
             remote: HashMap::new(),
             syncing: None,
             diverged: false,
+            synced: false,
         }
     }
 
@@ -335,6 +341,8 @@ pub struct Hub {
     presence_due: VecDeque<(u64, Arc<str>)>,
     /// With a broker: this node's name (its own presence events come back and are skipped).
     node: Option<Arc<str>>,
+    /// Older history is in an archive; without a broker, channels sync from it.
+    archive: bool,
 }
 
 impl Hub {
@@ -359,6 +367,19 @@ impl Hub {
     /// Whether a broker numbers the messages.
     pub fn is_replicated(&self) -> bool {
         self.node.is_some()
+    }
+
+    /// The same hub with an archive: `history` pages reaching past the retained messages are
+    /// asked of it, and without a broker a channel new here is synced from it (its seqs
+    /// continue after the last stored one, its history window is filled).
+    pub fn with_archive(mut self) -> Self {
+        self.archive = true;
+        self
+    }
+
+    /// Whether a channel new here is synced before it is used.
+    fn sync_first(&self) -> bool {
+        self.node.is_some() || self.archive
     }
 
     /// Channels and retained bytes.
@@ -393,6 +414,7 @@ impl Hub {
         let Asker { conn, id } = asker;
         let limits = self.limits;
         let replicated = self.node.is_some();
+        let sync_first = self.sync_first();
         let ch = match open(&mut self.channels, channel, limits.max_channels) {
             Ok(ch) => ch,
             Err(refusal) => {
@@ -403,14 +425,8 @@ impl Hub {
                 })
             }
         };
-        if replicated && ch.epoch.is_none() && ch.syncing.is_none() {
-            ch.syncing = Some(Box::default());
-            out.push(Effect::Broker(Command::Sync {
-                channel: Arc::clone(&ch.name),
-                min_seq: 0,
-                epoch: None,
-                diverged: false,
-            }));
+        if sync_first && !ch.synced && ch.syncing.is_none() {
+            resync(ch, out);
         }
         self.history_bytes -= expire(ch, &limits, now_ms);
         if !rejoin {
@@ -546,6 +562,21 @@ impl Hub {
         } else {
             open(&mut self.channels, channel, limits.max_channels)
         };
+        // Without a broker, a channel's seqs continue after the archive's: not numbered
+        // before it has been read from there.
+        let opened = opened.and_then(|ch| {
+            if self.node.is_none() && self.archive && !ch.synced {
+                if ch.syncing.is_none() {
+                    resync(ch, out);
+                }
+                Err(Refusal::new(
+                    ErrorCode::Unavailable,
+                    "the channel's history is loading from the archive; try again",
+                ))
+            } else {
+                Ok(ch)
+            }
+        });
         let ch = match opened {
             Ok(ch) => ch,
             Err(refusal) => {
@@ -593,6 +624,7 @@ impl Hub {
     ) {
         let limits = self.limits;
         let mut reply = Out::new("history", id).str("channel", channel);
+        let archive = self.archive;
         if let Some(ch) = self.channels.get_mut(channel) {
             self.history_bytes -= expire(ch, &limits, now_ms);
             let end = match before {
@@ -600,6 +632,26 @@ impl Hub {
                 None => ch.history.len(),
             };
             let start = end.saturating_sub(limit);
+            let found = end - start;
+            // Below the page's oldest (or the asked bound, if the window has none below it):
+            // with an archive, a page the window cannot fill continues there, unless it has
+            // reached seq 1.
+            let bound = match ch.history.get(start).filter(|_| found > 0) {
+                Some(r) => r.seq,
+                None => before.unwrap_or(u64::MAX).min(ch.seq + 1),
+            };
+            if archive && found < limit && bound > 1 {
+                let newer = ch.history.range(start..end);
+                out.push(Effect::Archive(archive::Request::History {
+                    channel: channel.into(),
+                    before: bound,
+                    limit: limit - found,
+                    conn,
+                    id: id.cloned(),
+                    newer: newer.map(|r| r.json().to_string()).collect(),
+                }));
+                return;
+            }
             reply = reply.raw_array("messages", ch.history.range(start..end).map(Retained::json));
         } else {
             reply = reply.raw_array("messages", []);
@@ -683,17 +735,20 @@ impl Hub {
         out: &mut Vec<Effect>,
     ) {
         let limits = self.limits;
-        let Some(node) = self.node.clone() else {
+        if !self.sync_first() {
             return;
-        };
+        }
+        let node = self.node.clone();
         let Some(ch) = self.channels.get_mut(channel) else {
             return; // everyone here left meanwhile
         };
         let Some(sync) = ch.syncing.take() else {
             return; // an answer to a sync already answered
         };
-        let first = ch.epoch.is_none();
-        let same_epoch = ch.epoch.as_deref() == Some(&*snap.epoch);
+        let first = !ch.synced;
+        ch.synced = true;
+        // Without a broker there are no epochs: the archive continues this node's numbering.
+        let same_epoch = node.is_none() || ch.epoch.as_deref() == Some(&*snap.epoch);
         let mut freed = 0;
         if !same_epoch {
             // Another epoch: the broker's history replaces this node's.
@@ -719,15 +774,17 @@ impl Hub {
         self.history_bytes += added;
         self.history_bytes -= freed + trim(ch, &limits) + expire(ch, &limits, now_ms);
         ch.seq = ch.seq.max(snap.seq);
-        ch.epoch = Some(snap.epoch);
+        if node.is_some() {
+            ch.epoch = Some(snap.epoch);
+        }
         // Numbering done here is settled by a new epoch; if the epoch is the same, this node
         // numbered after asking, and the next sync settles it.
-        ch.diverged = degraded || (ch.diverged && same_epoch);
+        ch.diverged = node.is_some() && (degraded || (ch.diverged && same_epoch));
         // The other nodes' users, and what changed for this node's members since the sync
         // began (this node's own arrivals meanwhile included).
         ch.remote.clear();
         for (n, user) in snap.presence {
-            if n != node {
+            if Some(&n) != node.as_ref() {
                 let nodes = ch.remote.entry(user).or_default();
                 if !nodes.contains(&n) {
                     nodes.push(n);
@@ -1068,7 +1125,7 @@ mod tests {
         out.drain(..)
             .filter_map(|e| match e {
                 Effect::Reply { conn, text, .. } => Some((conn, json(&text))),
-                Effect::Deliver { .. } | Effect::Broker(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -1079,7 +1136,7 @@ mod tests {
                 Effect::Deliver { worker, frame, .. } => {
                     Some((*worker, json(frame.as_text().expect("text"))))
                 }
-                Effect::Reply { .. } | Effect::Broker(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -1772,5 +1829,72 @@ mod tests {
         out.clear();
         hub.remote("room", message("e1", 6), 0, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn with_an_archive_a_channel_syncs_first_and_pages_past_the_window_are_asked_of_it() {
+        let limits = HubLimits {
+            history_size: 3,
+            ..HubLimits::default()
+        };
+        let mut hub = Hub::new(limits).with_archive();
+        // Not numbered before the archive says where the channel's seqs are.
+        let mut out = Vec::new();
+        let early = hub.publish("room", "api", "x", None, 0, &mut out);
+        assert_eq!(early.map_err(|r| r.code), Err(ErrorCode::Unavailable));
+        assert!(matches!(
+            commands(&out)[..],
+            [Command::Sync { min_seq: 0, .. }]
+        ));
+        out.clear();
+        let mut out = join(&mut hub, conn(0, 1), "ann", None);
+        assert!(commands(&out).is_empty(), "the sync is under way already");
+        assert!(replies(&mut out).is_empty());
+        let mut snap = snapshot("", 10, &[]);
+        snap.history.drain(..7);
+        hub.synced("room", snap, false, 0, &mut out);
+        let r = replies(&mut out);
+        assert_eq!(r[0].1["seq"], 10);
+        assert!(r[0].1.get("epoch").is_none(), "no epochs without a broker");
+        assert_eq!(seqs_of(&r[0].1["history"]), vec![8, 9, 10]);
+        assert_eq!(hub.publish("room", "ann", "y", None, 0, &mut out), Ok(11));
+        out.clear();
+        let mut page = |limit: usize, before: Option<u64>| {
+            let mut out = Vec::new();
+            hub.history("room", (limit, before), ask(conn(0, 1)), 0, &mut out);
+            out.pop().expect("an answer")
+        };
+        match page(5, None) {
+            Effect::Archive(archive::Request::History {
+                before,
+                limit,
+                newer,
+                ..
+            }) => {
+                assert_eq!((before, limit), (9, 2));
+                let newer: Vec<u64> = newer
+                    .iter()
+                    .map(|j| json(j)["seq"].as_u64().unwrap())
+                    .collect();
+                assert_eq!(newer, vec![9, 10, 11]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(page(2, None), Effect::Reply { .. }),
+            "the window has it all"
+        );
+        assert!(matches!(
+            page(5, Some(4)),
+            Effect::Archive(archive::Request::History {
+                before: 4,
+                limit: 5,
+                ..
+            })
+        ));
+        assert!(
+            matches!(page(5, Some(1)), Effect::Reply { .. }),
+            "nothing before seq 1"
+        );
     }
 }

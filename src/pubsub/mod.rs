@@ -15,10 +15,12 @@
 //! transport's slow-consumer policy says; both are counted.
 
 pub mod api;
+pub mod archive;
 pub mod auth;
 pub mod broker;
 pub mod hub;
 pub mod members;
+pub mod postgres;
 pub mod protocol;
 pub mod redis;
 
@@ -32,6 +34,7 @@ use hioload_wsproto::handshake::{self, HttpRequest, Request as Upgrade};
 use hioload_wsproto::{CloseCode, Message};
 
 use crate::handler::{Context, Decision, Handler, PreparedFrame, WorkerContext};
+use archive::ArchiveLink;
 use broker::{BrokerLink, BrokerState, Command, PublishFrom, Remote};
 use hub::{Asker, Effect, Hub, HubLimits, Joining};
 use members::Members;
@@ -60,6 +63,8 @@ pub struct PubSubConfig {
     pub auth: Option<auth::Verifier>,
     /// With a broker bridge, this node is one of several serving the same channels.
     pub broker: Option<BrokerLink>,
+    /// With an archive, every message is stored and older history read from there.
+    pub archive: Option<ArchiveLink>,
 }
 
 impl Default for PubSubConfig {
@@ -71,6 +76,7 @@ impl Default for PubSubConfig {
             publish_rate: None,
             auth: None,
             broker: None,
+            archive: None,
         }
     }
 }
@@ -254,6 +260,8 @@ pub struct PubSub {
     retry: VecDeque<(usize, Note)>,
     /// Broker commands a full bridge queue refused (syncs, presence): tried again likewise.
     broker_retry: VecDeque<Command>,
+    /// Archive syncs a full queue refused: tried again likewise.
+    archive_retry: VecDeque<archive::Request>,
     retry_armed: bool,
     /// The presence timer is set (changes are gathered: [`HubLimits::presence_interval_ms`]).
     presence_armed: bool,
@@ -271,6 +279,11 @@ impl PubSub {
             Some(link) => Hub::replicated(config.hub, Arc::clone(link.node())),
             None => Hub::new(config.hub),
         };
+        let hub = if config.archive.is_some() {
+            hub.with_archive()
+        } else {
+            hub
+        };
         Self {
             hub,
             config,
@@ -281,6 +294,7 @@ impl PubSub {
             effects: Vec::new(),
             retry: VecDeque::new(),
             broker_retry: VecDeque::new(),
+            archive_retry: VecDeque::new(),
             retry_armed: false,
             presence_armed: false,
             epoch: (Instant::now(), wall),
@@ -681,10 +695,21 @@ impl PubSub {
         effects: &mut Vec<Effect>,
     ) -> Result<u64, Refusal> {
         let result = self.hub.publish(channel, user, text, from, now_ms, effects);
-        if result.is_ok() {
+        if let Ok(seq) = result {
             PubSubCounters::add(&self.counters.publishes, 1);
             if let Some(link) = &self.config.broker {
                 BrokerState::add(&link.state().published_locally, 1);
+            }
+            if let Some(archive) = &self.config.archive {
+                // Counted by the link if its queue is full.
+                let _ = archive.send(archive::Request::Store(archive::Row {
+                    channel: channel.into(),
+                    seq,
+                    user: user.into(),
+                    text: text.into(),
+                    ts_ms: now_ms,
+                    epoch: Arc::from(""),
+                }));
             }
         }
         result
@@ -770,6 +795,16 @@ impl PubSub {
                         tracing::warn!(%conn, error = %e, "answer to a session lost");
                     }
                 }
+                Effect::Broker(Command::Sync { channel, .. }) if self.config.broker.is_none() => {
+                    // No broker: the archive has the channel's state.
+                    let sync = archive::Request::Sync { channel };
+                    if let Some(archive) = &self.config.archive {
+                        if let Err(sync) = archive.send(sync) {
+                            self.archive_retry.push_back(sync);
+                            self.arm_retry(cx);
+                        }
+                    }
+                }
                 Effect::Broker(command) => {
                     // Syncs and presence must not be lost: a full queue is tried again.
                     let queued = match &self.config.broker {
@@ -779,6 +814,24 @@ impl PubSub {
                     if let Err(command) = queued {
                         self.broker_retry.push_back(command);
                         self.arm_retry(cx);
+                    }
+                }
+                Effect::Archive(request) => {
+                    let Some(archive) = &self.config.archive else {
+                        continue;
+                    };
+                    if let Err(request) = archive.send(request) {
+                        match request {
+                            archive::Request::History { conn, id, .. } => {
+                                self.unavailable(conn, id.as_ref(), cx)
+                            }
+                            // A sync must not be lost; a row is counted by the link.
+                            sync @ archive::Request::Sync { .. } => {
+                                self.archive_retry.push_back(sync);
+                                self.arm_retry(cx);
+                            }
+                            archive::Request::Store(_) => {}
+                        }
                     }
                 }
             }
@@ -922,7 +975,16 @@ impl Handler for PubSub {
                 }
             }
         }
-        if !self.retry.is_empty() || !self.broker_retry.is_empty() {
+        if let Some(archive) = &self.config.archive {
+            while let Some(request) = self.archive_retry.pop_front() {
+                if let Err(request) = archive.send(request) {
+                    self.archive_retry.push_front(request);
+                    break;
+                }
+            }
+        }
+        if !self.retry.is_empty() || !self.broker_retry.is_empty() || !self.archive_retry.is_empty()
+        {
             self.arm_retry(cx);
         }
     }

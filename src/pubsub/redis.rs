@@ -23,15 +23,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use hioload_stack::mailbox::{PostError, Postboxes};
+use hioload_stack::mailbox::Postboxes;
 use redis::{Connection, RedisError, Value};
 
+use super::archive::{self, ArchiveLink};
 use super::broker::{
-    BrokerLink, BrokerState, Command, Numbered, Poller, PublishFrom, Remote, Snapshot,
+    post_patiently, Background, BrokerLink, BrokerState, Command, Numbered, Poller, PublishFrom,
+    Remote, Snapshot,
 };
 use super::protocol::{self, ErrorCode, Out, Refusal};
 use super::{home_of, Note};
@@ -137,10 +138,6 @@ const REFRESH_CHUNK: usize = 500;
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnection backoff: first and longest wait.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
-/// How long stopping waits for the bridge's threads.
-const STOP_PATIENCE: Duration = Duration::from_secs(3);
-/// How long an event for a worker is retried while its mailbox is full before it is dropped.
-const POST_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The settings of the Redis bridge.
 #[derive(Debug, Clone)]
@@ -155,6 +152,8 @@ pub struct RedisConfig {
     pub presence_ttl: Duration,
     /// Commands the workers may queue for the bridge.
     pub queue: usize,
+    /// Where the messages this node publishes are stored, if anywhere.
+    pub archive: Option<ArchiveLink>,
 }
 
 /// Why the bridge could not start.
@@ -236,7 +235,7 @@ impl Bridge {
     }
 
     /// Start the bridge's threads, posting to the workers through `posts`.
-    pub fn start(self, posts: Postboxes<Note>) -> Result<Running, String> {
+    pub fn start(self, posts: Postboxes<Note>) -> Result<Background, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let (sub_tx, sub_rx) = bounded(self.config.queue.max(1));
         let wake = format!("hioload:node:{}", self.config.node);
@@ -268,36 +267,7 @@ impl Bridge {
         let b = spawn("hioload-redis-events")
             .spawn(move || events.run())
             .map_err(|e| format!("cannot start the Redis bridge thread: {e}"))?;
-        Ok(Running {
-            stop,
-            threads: vec![a, b],
-        })
-    }
-}
-
-/// The running bridge.
-#[derive(Debug)]
-pub struct Running {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Running {
-    /// Stop the threads, the command thread after it has sent what is queued (the leaves of
-    /// the sessions closed at shutdown among it), and wait for them, a bounded time.
-    pub fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let deadline = Instant::now() + STOP_PATIENCE;
-        for t in self.threads {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
-                tracing::warn!("the Redis bridge did not stop in time; leaving it");
-            }
-        }
+        Ok(Background::new(stop, vec![a, b]))
     }
 }
 
@@ -370,22 +340,8 @@ fn topic(channel: &str) -> String {
 }
 
 /// Post `note` to `worker`, waiting while its mailbox is full (bounded); false if given up.
-fn post(posts: &Postboxes<Note>, state: &BrokerState, worker: usize, mut note: Note) -> bool {
-    let deadline = Instant::now() + POST_PATIENCE;
-    loop {
-        match posts.post(worker, note) {
-            Ok(()) => return true,
-            Err(PostError::Full { message, .. }) if Instant::now() < deadline => {
-                note = message;
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Err(e) => {
-                BrokerState::add(&state.dropped_events, 1);
-                tracing::warn!(worker, error = %e, "broker event for a worker dropped");
-                return false;
-            }
-        }
-    }
+fn post(posts: &Postboxes<Note>, state: &BrokerState, worker: usize, note: Note) -> bool {
+    post_patiently(posts, &state.dropped_events, worker, note)
 }
 
 /// Tell every worker that the bridge is up again (when both connections are).
@@ -696,12 +652,29 @@ impl Commands {
         for c in batch.drain(..) {
             let reply = replies.next();
             match c {
-                Command::Publish { from, .. } => {
-                    let seq = reply.as_ref().and_then(published_seq);
-                    if seq.is_some() {
+                Command::Publish {
+                    channel,
+                    user,
+                    text,
+                    ts_ms,
+                    from,
+                } => {
+                    let numbered = reply.as_ref().and_then(published);
+                    if let Some((seq, epoch)) = &numbered {
                         BrokerState::add(&self.state.published, 1);
+                        if let Some(archive) = &self.config.archive {
+                            // Counted by the link if its queue is full.
+                            let _ = archive.send(archive::Request::Store(archive::Row {
+                                channel: (*channel).into(),
+                                seq: *seq,
+                                user,
+                                text,
+                                ts_ms,
+                                epoch: epoch.as_str().into(),
+                            }));
+                        }
                     }
-                    self.answer(from, seq);
+                    self.answer(from, numbered.map(|(seq, _)| seq));
                 }
                 Command::PresenceAdd { channel, user } => {
                     self.removed
@@ -770,10 +743,13 @@ impl Commands {
     }
 }
 
-/// The seq in a publish script's answer.
-fn published_seq(v: &Value) -> Option<u64> {
+/// The seq and epoch in a publish script's answer.
+fn published(v: &Value) -> Option<(u64, String)> {
     match v {
-        Value::Array(items) => items.first().and_then(int),
+        Value::Array(items) => match items.as_slice() {
+            [seq, epoch] => Some((int(seq)?, text(epoch)?.to_string())),
+            _ => None,
+        },
         _ => None,
     }
 }

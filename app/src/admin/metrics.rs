@@ -299,7 +299,47 @@ pub fn metrics(sources: &Sources) -> String {
     if let Some(b) = &sources.broker {
         broker_families(&mut m, b);
     }
+    if let Some(a) = &sources.archive {
+        archive_families(&mut m, a);
+    }
     m
+}
+
+/// The archive's families (`pubsub --postgres`).
+fn archive_families(m: &mut String, a: &hioload_ws::pubsub::archive::ArchiveState) {
+    use hioload_ws::pubsub::broker::BrokerState;
+    use std::fmt::Write as _;
+    let gauges = [
+        (
+            "hioload_archive_up",
+            "1 while the PostgreSQL archive is connected, else 0.",
+            u64::from(a.is_up()),
+        ),
+        (
+            "hioload_archive_backlog",
+            "Messages waiting to be stored.",
+            BrokerState::get(&a.backlog),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    let counters = [
+        ("hioload_archive_stored_total", "Messages stored (written, or found stored already).", &a.stored),
+        ("hioload_archive_dropped_total", "Messages dropped, oldest first, because the backlog was full while PostgreSQL was away.", &a.dropped),
+        ("hioload_archive_queue_full_total", "Requests refused because the archive's queue was full.", &a.queue_full),
+        ("hioload_archive_batches_total", "Batches written.", &a.batches),
+        ("hioload_archive_reads_total", "History pages read from the archive.", &a.reads),
+        ("hioload_archive_disconnects_total", "Times the connection to PostgreSQL was lost.", &a.disconnects),
+        ("hioload_archive_errors_total", "Notes for workers dropped, or statements that failed.", &a.errors),
+    ];
+    for (name, help, c) in counters {
+        let _ = writeln!(
+            m,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            BrokerState::get(c)
+        );
+    }
 }
 
 /// The broker bridge's families (`pubsub --redis`).

@@ -47,6 +47,8 @@ pub struct Sources {
     pub pubsub: Vec<Arc<PubSubCounters>>,
     /// The broker bridge, in the `pubsub` mode with `--redis`.
     pub broker: Option<Arc<hioload_ws::pubsub::broker::BrokerState>>,
+    /// The message archive, in the `pubsub` mode with `--postgres`.
+    pub archive: Option<Arc<hioload_ws::pubsub::archive::ArchiveState>>,
     /// The transport is DPDK (packets, ARP, port and pool figures exist).
     pub dpdk: bool,
     /// When the appliance started serving.
@@ -82,6 +84,7 @@ impl Sources {
             ws: Vec::new(),
             pubsub: Vec::new(),
             broker: None,
+            archive: None,
             dpdk,
             started: std::time::Instant::now(),
             control: None,
@@ -116,6 +119,7 @@ pub fn start_for(
                 ws: figures.ws,
                 pubsub: figures.pubsub,
                 broker: figures.broker,
+                archive: figures.archive,
                 dpdk,
                 started: std::time::Instant::now(),
                 control: Some(Arc::clone(&live.control)),
@@ -276,15 +280,25 @@ fn answer(sources: &Sources, req: &HttpRequest<'_>, body: &[u8]) -> Option<Vec<u
             "text/plain; version=0.0.4; charset=utf-8",
             &metrics(sources),
         ),
-        ("GET", "/healthz") => match &sources.broker {
-            // Still serving: this node's members get this node's messages.
-            Some(b) if !b.is_up() => text(
-                200,
-                "text/plain",
-                "degraded: Redis is unreachable; messages reach this node's members only\n",
-            ),
-            _ => text(200, "text/plain", "ok\n"),
-        },
+        ("GET", "/healthz") => {
+            // Still serving when degraded: this node's members get this node's messages.
+            let mut degraded = Vec::new();
+            if sources.broker.as_ref().is_some_and(|b| !b.is_up()) {
+                degraded.push("Redis is unreachable; messages reach this node's members only");
+            }
+            if sources.archive.as_ref().is_some_and(|a| !a.is_up()) {
+                degraded.push("PostgreSQL is unreachable; messages wait in the backlog");
+            }
+            if degraded.is_empty() {
+                text(200, "text/plain", "ok\n")
+            } else {
+                text(
+                    200,
+                    "text/plain",
+                    &format!("degraded: {}\n", degraded.join("; ")),
+                )
+            }
+        }
         ("GET", "/config") => match &sources.control {
             Some(c) => text(200, "application/toml", &c.to_toml()),
             None => no_settings(),

@@ -91,6 +91,8 @@ pub struct Figures {
     pub pubsub: Vec<Arc<hioload_ws::pubsub::PubSubCounters>>,
     /// The broker bridge's state and figures (the `pubsub` mode with `--redis`).
     pub broker: Option<Arc<hioload_ws::pubsub::broker::BrokerState>>,
+    /// The archive's state and figures (the `pubsub` mode with `--postgres`).
+    pub archive: Option<Arc<hioload_ws::pubsub::archive::ArchiveState>>,
 }
 
 /// What one WebSocket worker counts for the admin endpoint and the summary line.
@@ -110,6 +112,7 @@ impl SessionFigures {
             ws: per_worker.iter().map(|f| Arc::clone(&f.ws)).collect(),
             pubsub: Vec::new(),
             broker: None,
+            archive: None,
         }
     }
 
@@ -174,27 +177,58 @@ pub fn pubsub_bridge(
     a: &crate::cli::PubSubArgs,
     config: &mut hioload_ws::pubsub::PubSubConfig,
 ) -> Result<Option<hioload_ws::pubsub::redis::Bridge>, String> {
-    use hioload_ws::pubsub::broker::check_node_name;
     use hioload_ws::pubsub::redis::{Bridge, RedisConfig};
     let Some(url) = &a.redis else {
         return Ok(None);
     };
-    let node = match &a.node_name {
-        Some(n) => n.clone(),
-        None => default_node_name(),
-    };
-    check_node_name(&node).map_err(|e| format!("--node-name: {e}"))?;
+    let node = node_name(a)?;
     let bridge = Bridge::connect(RedisConfig {
         url: url.clone(),
         node: node.as_str().into(),
         history_size: a.history_size as usize,
         presence_ttl: a.presence_ttl,
         queue: 16_384,
+        archive: config.archive.clone(),
     })
     .map_err(|e| e.to_string())?;
     tracing::info!(%url, node, "joining other nodes through Redis");
     config.broker = Some(bridge.link());
     Ok(Some(bridge))
+}
+
+/// `--node-name`, or `HOSTNAME-PID`.
+fn node_name(a: &crate::cli::PubSubArgs) -> Result<String, String> {
+    let node = match &a.node_name {
+        Some(n) => n.clone(),
+        None => default_node_name(),
+    };
+    hioload_ws::pubsub::broker::check_node_name(&node).map_err(|e| format!("--node-name: {e}"))?;
+    Ok(node)
+}
+
+/// The message archive of `pubsub --postgres` (connected and its schema checked once: a bad
+/// URL, an unreachable server or a schema from a newer build is an error here), with `config`
+/// linked to it. Made before the broker bridge, which stores what it publishes.
+pub fn pubsub_archive(
+    a: &crate::cli::PubSubArgs,
+    config: &mut hioload_ws::pubsub::PubSubConfig,
+) -> Result<Option<hioload_ws::pubsub::postgres::Archive>, String> {
+    use hioload_ws::pubsub::postgres::{Archive, PgConfig};
+    let Some(url) = &a.postgres else {
+        return Ok(None);
+    };
+    let archive = Archive::connect(PgConfig {
+        url: url.clone(),
+        node: node_name(a)?.into(),
+        backlog: a.pg_backlog as usize,
+        batch: a.pg_batch as usize,
+        history_size: a.history_size as usize,
+        queue: 65_536,
+    })
+    .map_err(|e| e.to_string())?;
+    tracing::info!("storing messages in PostgreSQL");
+    config.archive = Some(archive.link());
+    Ok(Some(archive))
 }
 
 /// `HOSTNAME-PID`, with characters a node name cannot hold replaced.
@@ -242,5 +276,6 @@ pub fn pubsub_config(
             None => None,
         },
         broker: None,
+        archive: None,
     })
 }

@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex};
 use hioload_ws::live::LiveWs;
 use hioload_ws::middleware::{Logging, Metrics, Recover};
 use hioload_ws::pubsub::api::{Api, ApiError};
+use hioload_ws::pubsub::archive::ArchiveState;
+use hioload_ws::pubsub::broker::Background;
 use hioload_ws::pubsub::broker::BrokerState;
+use hioload_ws::pubsub::postgres::Archive;
 use hioload_ws::pubsub::protocol::{push_str, ErrorCode, Out};
-use hioload_ws::pubsub::redis::{Bridge, Running};
+use hioload_ws::pubsub::redis::Bridge;
 use hioload_ws::pubsub::{Note, PubSub, PubSubConfig, PubSubCounters};
 use hioload_ws::stack::Postboxes;
 use hioload_ws::{WsConfig, WsService};
@@ -26,23 +29,34 @@ pub struct PubSubMode {
     pubsub: Vec<Arc<PubSubCounters>>,
     /// The broker bridge, until it starts.
     bridge: Mutex<Option<Bridge>>,
-    /// The running bridge, until it stops.
-    running: Mutex<Option<Running>>,
+    /// The archive, until it starts.
+    archive: Mutex<Option<Archive>>,
+    /// The running bridge and archive, until they stop (in that order: the bridge stores what
+    /// it publishes).
+    running: Mutex<Vec<Background>>,
     broker: Option<Arc<BrokerState>>,
+    archived: Option<Arc<ArchiveState>>,
 }
 
 impl PubSubMode {
     /// Pub/sub with these WebSocket and pub/sub settings, joined to other nodes by `bridge`
-    /// (whose link `config` holds) if given.
-    pub fn new(ws: WsConfig, config: PubSubConfig, bridge: Option<Bridge>) -> Self {
+    /// and storing messages in `archive` (whose links `config` holds) if given.
+    pub fn new(
+        ws: WsConfig,
+        config: PubSubConfig,
+        bridge: Option<Bridge>,
+        archive: Option<Archive>,
+    ) -> Self {
         Self {
             ws,
             config,
             figures: Vec::new(),
             pubsub: Vec::new(),
             broker: bridge.as_ref().map(Bridge::state),
+            archived: archive.as_ref().map(Archive::state),
             bridge: Mutex::new(bridge),
-            running: Mutex::new(None),
+            archive: Mutex::new(archive),
+            running: Mutex::new(Vec::new()),
         }
     }
 }
@@ -70,19 +84,27 @@ impl Mode for PubSubMode {
     }
 
     fn start_background(&self, posts: Postboxes<Note>) -> Result<(), String> {
-        let bridge = self.bridge.lock().ok().and_then(|mut b| b.take());
-        if let Some(bridge) = bridge {
-            let running = bridge.start(posts)?;
-            if let Ok(mut r) = self.running.lock() {
-                *r = Some(running);
-            }
+        let mut started = Vec::new();
+        if let Some(archive) = self.archive.lock().ok().and_then(|mut a| a.take()) {
+            started.push(archive.start(posts.clone())?);
+        }
+        if let Some(bridge) = self.bridge.lock().ok().and_then(|mut b| b.take()) {
+            started.push(bridge.start(posts)?);
+        }
+        if let Ok(mut r) = self.running.lock() {
+            *r = started;
         }
         Ok(())
     }
 
     fn stop_background(&self) {
-        if let Some(running) = self.running.lock().ok().and_then(|mut r| r.take()) {
-            running.stop();
+        let running = self
+            .running
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        for background in running.into_iter().rev() {
+            background.stop();
         }
     }
 
@@ -90,6 +112,7 @@ impl Mode for PubSubMode {
         Figures {
             pubsub: self.pubsub.clone(),
             broker: self.broker.clone(),
+            archive: self.archived.clone(),
             ..SessionFigures::all(&self.figures)
         }
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod fanout;
+pub mod postgres;
 pub mod pubsub;
 pub mod redis;
 pub mod scaleout;
