@@ -62,13 +62,16 @@ pub enum BenchKind {
 /// Flags of `bench pubsub`.
 #[derive(Debug, Args)]
 pub struct BenchPubSubArgs {
-    /// The pub/sub server's URL.
+    /// The pub/sub server's URL; give it again for more nodes of one service (`--redis`):
+    /// generator worker W connects to URL W mod N, so with --workers N every node gets an
+    /// equal share of the members and publishers (kernel sockets).
     #[arg(
         long,
         default_value = "ws://127.0.0.1:8080/",
-        value_name = "ws://HOST:PORT/PATH"
+        value_name = "ws://HOST:PORT/PATH",
+        action = clap::ArgAction::Append
     )]
-    pub url: String,
+    pub url: Vec<String>,
 
     /// Channels (`bench-0`, `bench-1`, ...); members and publishers are spread over them.
     #[arg(long, default_value_t = 1, value_name = "C", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -303,6 +306,10 @@ pub struct PubSubArgs {
     /// (`--history-size` messages) and shares presence. The URL is checked at start.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+
+    /// With --redis: commands sent to Redis as one pipeline, at most (1: a round trip each).
+    #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536), requires = "redis")]
+    pub redis_batch: u32,
 
     /// This node's name among the nodes (in presence entries and stored messages; unique per
     /// node) [default: HOSTNAME-PID].

@@ -130,8 +130,6 @@ end
 return #gone
 "#;
 
-/// Commands taken from the queue into one pipeline, at most.
-const BATCH: usize = 256;
 /// Presence entries refreshed per script call, at most.
 const REFRESH_CHUNK: usize = 500;
 /// How long a Redis call may take before the connection is given up.
@@ -154,6 +152,8 @@ pub struct RedisConfig {
     pub queue: usize,
     /// Where the messages this node publishes are stored, if anywhere.
     pub archive: Option<ArchiveLink>,
+    /// Commands sent as one pipeline, at most (1: one round trip each).
+    pub batch: usize,
 }
 
 /// Why the bridge could not start.
@@ -398,7 +398,8 @@ impl Commands {
         let mut backoff = BACKOFF.0;
         let mut con: Option<(Connection, Scripts)> = None;
         let mut next_tick = Instant::now() + tick;
-        let mut batch = Vec::with_capacity(BATCH);
+        let max_batch = self.config.batch.max(1);
+        let mut batch = Vec::with_capacity(max_batch);
         let mut poller = Poller::default();
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
@@ -424,7 +425,7 @@ impl Commands {
                         let until = Instant::now() + backoff;
                         while Instant::now() < until {
                             let left = until.saturating_duration_since(Instant::now());
-                            let _ = poller.take(&self.queue, &mut batch, BATCH, left);
+                            let _ = poller.take(&self.queue, &mut batch, max_batch, left);
                             for c in batch.drain(..) {
                                 self.without_redis(c);
                             }
@@ -444,7 +445,7 @@ impl Commands {
             let taken = poller.take(
                 &self.queue,
                 &mut batch,
-                BATCH,
+                max_batch,
                 wait.min(Duration::from_millis(100)),
             );
             if taken.is_err() {
@@ -728,7 +729,7 @@ impl Commands {
                 pipe.add_command(cmd);
                 calls += 1;
             }
-            if calls >= BATCH {
+            if calls >= 256 {
                 BrokerState::add(&self.state.calls, calls as u64);
                 pipe.query::<Value>(con)?;
                 pipe = redis::pipe();

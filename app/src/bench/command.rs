@@ -49,7 +49,25 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
             (run, a.gen, "conns")
         }
         BenchKind::Pubsub(a) => {
-            let (remote, host, path) = super::parse_url(&a.url)?;
+            let first = a.url.first().map_or("ws://127.0.0.1:8080/", String::as_str);
+            let (remote, host, path) = super::parse_url(first)?;
+            let mut more = Vec::new();
+            for url in a.url.iter().skip(1) {
+                let (other, _, other_path) = super::parse_url(url)?;
+                if other_path != path {
+                    return Err(format!(
+                        "--url {url}: every node must be asked for the same path ({path})"
+                    ));
+                }
+                more.push(other);
+            }
+            if !more.is_empty() && usize::from(a.gen.workers) < a.url.len() {
+                return Err(format!(
+                    "{} --url given: use --workers {} or more (each worker connects to one node)",
+                    a.url.len(),
+                    a.url.len()
+                ));
+            }
             if !(a.rate >= 0.0 && a.rate.is_finite()) {
                 return Err(format!(
                     "--rate {}: must be 0 or more publishes per second",
@@ -72,7 +90,11 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
                 churn_rate: a.churn_rate,
             });
             let extra = a.publishers as usize + a.churners as usize;
-            let run = load_run(remote, protocol, &a.load, &a.gen, extra)?;
+            let mut run = load_run(remote, protocol, &a.load, &a.gen, extra)?;
+            if !more.is_empty() && !matches!(run.transport, Transport::Kernel { .. }) {
+                return Err("several --url need the kernel-socket generator (drop --eal)".into());
+            }
+            run.more_remotes = more;
             (run, a.gen, "pubsub")
         }
     };
@@ -113,6 +135,7 @@ fn load_run(
     let now = std::time::Instant::now();
     Ok(Run {
         remote,
+        more_remotes: Vec::new(),
         connections,
         plan: Plan {
             protocol,

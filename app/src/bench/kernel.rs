@@ -30,8 +30,13 @@ pub fn drive(
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
+                let remotes = run.more_remotes.len() + 1;
+                let remote = match w % remotes {
+                    0 => run.remote,
+                    i => run.more_remotes[i - 1],
+                };
                 let cfg = DialConfig {
-                    remote: run.remote,
+                    remote,
                     connections: run.connections / workers
                         + usize::from(w < run.connections % workers),
                     // Each worker starts at its own address of the range.

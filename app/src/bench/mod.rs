@@ -52,6 +52,8 @@ pub enum Transport {
 pub struct Run {
     /// The server.
     pub remote: SocketAddr,
+    /// More nodes of the same service: kernel worker W dials `[remote, more_remotes..][W % n]`.
+    pub more_remotes: Vec<SocketAddr>,
     /// Connections.
     pub connections: usize,
     /// What each connection does; its window is set when the run starts.

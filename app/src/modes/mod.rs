@@ -189,6 +189,7 @@ pub fn pubsub_bridge(
         presence_ttl: a.presence_ttl,
         queue: 16_384,
         archive: config.archive.clone(),
+        batch: a.redis_batch as usize,
     })
     .map_err(|e| e.to_string())?;
     tracing::info!(%url, node, "joining other nodes through Redis");
