@@ -215,36 +215,14 @@ fn past_the_backlog_the_oldest_messages_are_dropped_and_counted() {
 fn a_bad_postgres_url_or_a_newer_schema_is_one_clear_line_and_exit_1() {
     let pg = PgServer::start("badconfig");
     pg.sql("CREATE TABLE hioload_schema (version integer NOT NULL); INSERT INTO hioload_schema VALUES (99)");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    for (url, expect) in [
-        (
-            format!("postgres://hioload@127.0.0.1:{port}/postgres"),
-            "cannot reach PostgreSQL at",
-        ),
-        (
-            "postgres://[nope".to_string(),
-            "--postgres postgres://[nope",
-        ),
-        (pg.url(), "schema is version 99"),
-    ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hioload-ws"))
-            .args([
-                "pubsub",
-                "--no-dpdk",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "off",
-            ])
-            .args(["--postgres", &url])
-            .output()
-            .expect("run hioload-ws");
-        assert_eq!(out.status.code(), Some(1), "{out:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(expect), "{err}");
-        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    }
+    let unreachable = format!(
+        "postgres://hioload@127.0.0.1:{}/postgres",
+        common::free_port()
+    );
+    common::pubsub_refuses_to_start(&["--postgres", &unreachable], "cannot reach PostgreSQL at");
+    common::pubsub_refuses_to_start(
+        &["--postgres", "postgres://[nope"],
+        "--postgres postgres://[nope",
+    );
+    common::pubsub_refuses_to_start(&["--postgres", &pg.url()], "schema is version 99");
 }

@@ -174,6 +174,11 @@ fn presence_spans_nodes_and_a_killed_node_leaves_within_the_ttl() {
     assert_eq!(users(&j, "users"), ["ann", "bob"]);
     let p = ann.call(json!({"type": "presence", "channel": "lobby"}));
     assert_eq!(users(&p, "users"), ["ann", "bob"]);
+    // A reader on B has seen seq 1 of `news` when B dies.
+    let mut reader = Client::connect(b.addr);
+    let epoch = reader.join("news", "reader")["epoch"].clone();
+    assert_eq!(publish_acked(b.addr, "news", "pub", 3), vec![1, 2, 3]);
+    assert_eq!(messages(&mut reader, "news", 1)[0].0, 1);
     // kill -9 node B: bob is gone from A's view within the TTL (plus a refresh period).
     b.child.kill().expect("kill node b");
     let _ = b.child.wait();
@@ -185,6 +190,13 @@ fn presence_spans_nodes_and_a_killed_node_leaves_within_the_ttl() {
     // ann is still present (her connection on A), bob is not.
     let p = ann.call(json!({"type": "presence", "channel": "lobby"}));
     assert_eq!(users(&p, "users"), ["ann"]);
+    // The reader reconnects to A and recovers what it missed.
+    let mut again = Client::connect(a.addr);
+    let r = again.call(
+        json!({"type": "join", "channel": "news", "user": "reader", "since": 1, "epoch": epoch}),
+    );
+    assert_eq!(r["recovered"], true, "{r}");
+    assert_eq!(seqs(&r["history"]), vec![2, 3]);
 }
 
 #[test]
@@ -295,34 +307,9 @@ fn redis_restarting_degrades_to_local_delivery_then_resyncs_in_a_new_epoch() {
 
 #[test]
 fn an_unreachable_redis_at_start_is_one_clear_line_and_exit_1() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    for (url, expect) in [
-        (
-            format!("redis://127.0.0.1:{port}/0"),
-            "cannot reach Redis at",
-        ),
-        ("http://nope".to_string(), "--redis http://nope"),
-    ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hioload-ws"))
-            .args([
-                "pubsub",
-                "--no-dpdk",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "off",
-            ])
-            .args(["--redis", &url])
-            .output()
-            .expect("run hioload-ws");
-        assert_eq!(out.status.code(), Some(1), "{out:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(expect), "{err}");
-        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    }
+    let url = format!("redis://127.0.0.1:{}/0", common::free_port());
+    common::pubsub_refuses_to_start(&["--redis", &url], "cannot reach Redis at");
+    common::pubsub_refuses_to_start(&["--redis", "http://nope"], "--redis http://nope");
 }
 
 #[test]

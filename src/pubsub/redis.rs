@@ -470,7 +470,14 @@ impl Commands {
                 self.state.set_commands_up(false);
                 con = None;
                 for c in batch.drain(..) {
-                    self.without_redis(c);
+                    match c {
+                        // Sent, unconfirmed: Redis may have published it. Numbering it here
+                        // too could deliver it twice, so its publisher is told instead.
+                        Command::Publish { from, .. } => {
+                            self.answer(from, Err("the broker connection failed before it confirmed the message; it may have been published"));
+                        }
+                        other => self.without_redis(other),
+                    }
                 }
             }
             if stopping && self.queue.is_empty() {
@@ -675,7 +682,8 @@ impl Commands {
                             }));
                         }
                     }
-                    self.answer(from, numbered.map(|(seq, _)| seq));
+                    let seq = numbered.map(|(seq, _)| seq);
+                    self.answer(from, seq.ok_or("the broker refused the message"));
                 }
                 Command::PresenceAdd { channel, user } => {
                     self.removed
@@ -690,14 +698,14 @@ impl Commands {
     }
 
     /// Tell a publisher its seq (or that the broker refused).
-    fn answer(&self, from: PublishFrom, seq: Option<u64>) {
-        let refusal = || Refusal::new(ErrorCode::Unavailable, "the broker refused the message");
+    fn answer(&self, from: PublishFrom, seq: Result<u64, &'static str>) {
+        let seq = seq.map_err(|why| Refusal::new(ErrorCode::Unavailable, why));
         match from {
             PublishFrom::Session { conn, id } => {
                 let text = match seq {
-                    Some(_) if id.is_none() => return,
-                    Some(seq) => Out::new("ack", id.as_ref()).num("seq", seq).finish(),
-                    None => protocol::error(id.as_ref(), &refusal()),
+                    Ok(_) if id.is_none() => return,
+                    Ok(seq) => Out::new("ack", id.as_ref()).num("seq", seq).finish(),
+                    Err(refusal) => protocol::error(id.as_ref(), &refusal),
                 };
                 let note = Note::Reply {
                     conn,
@@ -707,7 +715,7 @@ impl Commands {
                 post(&self.posts, &self.state, usize::from(conn.worker), note);
             }
             PublishFrom::Api(answer) => {
-                let _ = answer.try_send(seq.ok_or_else(refusal));
+                let _ = answer.try_send(seq);
             }
         }
     }

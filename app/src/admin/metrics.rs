@@ -305,10 +305,18 @@ pub fn metrics(sources: &Sources) -> String {
     m
 }
 
+/// A family of one sample without labels.
+fn unlabelled(m: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        m,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
 /// The archive's families (`pubsub --postgres`).
 fn archive_families(m: &mut String, a: &hioload_ws::pubsub::archive::ArchiveState) {
     use hioload_ws::pubsub::broker::BrokerState;
-    use std::fmt::Write as _;
     let gauges = [
         (
             "hioload_archive_up",
@@ -322,7 +330,7 @@ fn archive_families(m: &mut String, a: &hioload_ws::pubsub::archive::ArchiveStat
         ),
     ];
     for (name, help, v) in gauges {
-        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        unlabelled(m, name, "gauge", help, v);
     }
     let counters = [
         ("hioload_archive_stored_total", "Messages stored (written, or found stored already).", &a.stored),
@@ -334,23 +342,19 @@ fn archive_families(m: &mut String, a: &hioload_ws::pubsub::archive::ArchiveStat
         ("hioload_archive_errors_total", "Notes for workers dropped, or statements that failed.", &a.errors),
     ];
     for (name, help, c) in counters {
-        let _ = writeln!(
-            m,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            BrokerState::get(c)
-        );
+        unlabelled(m, name, "counter", help, BrokerState::get(c));
     }
 }
 
 /// The broker bridge's families (`pubsub --redis`).
 fn broker_families(m: &mut String, b: &hioload_ws::pubsub::broker::BrokerState) {
     use hioload_ws::pubsub::broker::BrokerState;
-    use std::fmt::Write as _;
-    let name = "hioload_broker_up";
-    let _ = writeln!(
+    unlabelled(
         m,
-        "# HELP {name} 1 while the Redis bridge can publish and receive, else 0 (messages reach this node's members only).\n# TYPE {name} gauge\n{name} {}",
-        u8::from(b.is_up())
+        "hioload_broker_up",
+        "gauge",
+        "1 while the Redis bridge can publish and receive, else 0 (messages reach this node's members only).",
+        u64::from(b.is_up()),
     );
     let counters = [
         ("hioload_broker_published_total", "Messages numbered and published through Redis.", &b.published),
@@ -365,11 +369,7 @@ fn broker_families(m: &mut String, b: &hioload_ws::pubsub::broker::BrokerState) 
         ("hioload_broker_dropped_events_total", "Events from Redis dropped because a worker's mailbox stayed full.", &b.dropped_events),
     ];
     for (name, help, c) in counters {
-        let _ = writeln!(
-            m,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            BrokerState::get(c)
-        );
+        unlabelled(m, name, "counter", help, BrokerState::get(c));
     }
 }
 

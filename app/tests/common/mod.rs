@@ -430,3 +430,32 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A loopback port free right now (for a server a test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `hioload-ws pubsub --no-dpdk --listen 127.0.0.1:0 --admin off ARGS...` must refuse to start:
+/// exit status 1 and one line on standard error, containing `expect`.
+pub fn pubsub_refuses_to_start(args: &[&str], expect: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hioload-ws"))
+        .args([
+            "pubsub",
+            "--no-dpdk",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+        ])
+        .args(args)
+        .output()
+        .expect("run hioload-ws");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(expect), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}

@@ -3,7 +3,6 @@
 //! target directory, stopped when the test ends. As root, its programs run as the `postgres`
 //! user (PostgreSQL refuses to run as root). Never a mock.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
@@ -42,10 +41,7 @@ impl PgServer {
                  PostgreSQL. scripts/test.sh installs it; or: apt-get install postgresql"
             )
         });
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = super::free_port();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("pg")
             .join(format!("{name}-{}", std::process::id()));

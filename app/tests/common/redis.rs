@@ -2,7 +2,7 @@
 //! data under cargo's target directory, killed (by its PID) when the test ends. Never a mock.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,10 +19,7 @@ impl RedisServer {
     /// Start one for the test `name` (no persistence: a restart loses everything, as a
     /// Redis without AOF/RDB does).
     pub fn start(name: &str) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = super::free_port();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("redis")
             .join(format!("{name}-{}", std::process::id()));
