@@ -124,6 +124,16 @@ pub enum Remote {
         /// The message.
         message: Numbered,
     },
+    /// This node's session published message `seq`: its `ack` goes out once the home has
+    /// taken that message in (so a join after the ack sees it, as on a node alone).
+    Published {
+        /// The seq Redis gave it.
+        seq: u64,
+        /// The publishing session.
+        conn: ConnId,
+        /// Its request's id.
+        id: RequestId,
+    },
     /// `user` is present on `node`.
     Joined {
         /// The node.

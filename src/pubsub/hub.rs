@@ -172,6 +172,8 @@ struct Channel {
     diverged: bool,
     /// With a broker or an archive: its state has been read from there.
     synced: bool,
+    /// With a broker: acks of this node's publishes waiting for their message, by seq.
+    acks: Vec<(u64, ConnId, RequestId)>,
 }
 
 /// A channel's net presence change since the last one sent: each user in at most one list,
@@ -217,7 +219,24 @@ impl Channel {
             syncing: None,
             diverged: false,
             synced: false,
+            acks: Vec::new(),
         }
+    }
+
+    /// Send the acks whose message has been taken in.
+    fn release_acks(&mut self, out: &mut Vec<Effect>) {
+        let seq = self.seq;
+        self.acks.retain(|(s, conn, id)| {
+            if *s > seq {
+                return true;
+            }
+            out.push(Effect::Reply {
+                conn: *conn,
+                text: Out::new("ack", Some(id)).num("seq", *s).finish(),
+                joined: None,
+            });
+            false
+        });
     }
 
     /// Whether `user` is present on this node or another.
@@ -803,6 +822,7 @@ impl Hub {
                 }
             }
         }
+        ch.release_acks(out);
         for j in &sync.joins {
             let asker = Asker {
                 conn: j.conn,
@@ -836,6 +856,14 @@ impl Hub {
             return false;
         };
         let Some(ch) = self.channels.get_mut(channel) else {
+            if let Remote::Published { seq, conn, id } = event {
+                // The publisher left the channel meanwhile: acked all the same.
+                out.push(Effect::Reply {
+                    conn,
+                    text: Out::new("ack", Some(&id)).num("seq", seq).finish(),
+                    joined: None,
+                });
+            }
             return false; // no members here (any more): not this node's concern
         };
         if let Some(sync) = ch.syncing.as_mut() {
@@ -875,7 +903,24 @@ impl Hub {
                 let freed = expire(ch, &limits, now_ms);
                 self.history_bytes += keep(ch, &limits, seq, ts_ms, frame);
                 self.history_bytes -= freed + trim(ch, &limits);
+                ch.release_acks(out);
                 true
+            }
+            Remote::Published { seq, conn, id } => {
+                // Bounded by the publishes in flight; past a generous cap, acked at once.
+                ch.acks.push((seq, conn, id));
+                if ch.acks.len() > MAX_EARLY_EVENTS {
+                    let all = std::mem::take(&mut ch.acks);
+                    for (s, conn, id) in all {
+                        out.push(Effect::Reply {
+                            conn,
+                            text: Out::new("ack", Some(&id)).num("seq", s).finish(),
+                            joined: None,
+                        });
+                    }
+                }
+                ch.release_acks(out);
+                false
             }
             Remote::Joined { node: n, user } => {
                 if n == node {
@@ -1710,11 +1755,28 @@ mod tests {
         // A repeat is dropped; a gap syncs again from what members saw.
         hub.remote("room", message("e1", 6), 0, &mut out);
         assert!(out.is_empty(), "{out:?}");
-        hub.remote("room", message("e1", 8), 0, &mut out);
+        // This node's publish of seq 7 is acked only once the home has message 7: a join
+        // after the ack sees it.
+        let parsed = protocol::parse(r#"{"type":"leave","channel":"room","id":9}"#);
+        let id = parsed.id.expect("an id");
+        let published = Remote::Published {
+            seq: 7,
+            conn: conn(0, 1),
+            id,
+        };
+        hub.remote("room", published, 0, &mut out);
+        assert!(replies(&mut out).is_empty(), "no ack before the message");
+        hub.remote("room", message("e1", 7), 0, &mut out);
+        let acks: Vec<_> = replies(&mut out)
+            .into_iter()
+            .map(|(_, v)| (v["type"].clone(), v["seq"].clone(), v["id"].clone()))
+            .collect();
+        assert_eq!(acks, [(json!("ack"), json!(7), json!(9))]);
+        hub.remote("room", message("e1", 9), 0, &mut out);
         assert!(matches!(
             commands(&out)[..],
             [Command::Sync {
-                min_seq: 6,
+                min_seq: 7,
                 diverged: false,
                 ..
             }]

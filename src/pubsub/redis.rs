@@ -683,7 +683,21 @@ impl Commands {
                         }
                     }
                     let seq = numbered.map(|(seq, _)| seq);
-                    self.answer(from, seq.ok_or("the broker refused the message"));
+                    match (seq, from) {
+                        // Acked by the channel's home once it has the message.
+                        (Some(seq), PublishFrom::Session { conn, id: Some(id) }) => {
+                            let home = home_of(&channel, self.posts.len());
+                            let event = Remote::Published { seq, conn, id };
+                            let note = Note::Remote {
+                                channel: (*channel).into(),
+                                event,
+                            };
+                            post(&self.posts, &self.state, home, note);
+                        }
+                        (seq, from) => {
+                            self.answer(from, seq.ok_or("the broker refused the message"))
+                        }
+                    }
                 }
                 Command::PresenceAdd { channel, user } => {
                     self.removed
