@@ -230,11 +230,7 @@ impl Channel {
             if *s > seq {
                 return true;
             }
-            out.push(Effect::Reply {
-                conn: *conn,
-                text: Out::new("ack", Some(id)).num("seq", *s).finish(),
-                joined: None,
-            });
+            out.push(ack(*conn, id, *s));
             false
         });
     }
@@ -618,11 +614,7 @@ impl Hub {
         self.history_bytes += keep(ch, &limits, seq, now_ms, frame);
         self.history_bytes -= freed + trim(ch, &limits);
         if let Some(Asker { conn, id: Some(id) }) = from {
-            out.push(Effect::Reply {
-                conn,
-                text: Out::new("ack", Some(id)).num("seq", seq).finish(),
-                joined: None,
-            });
+            out.push(ack(conn, id, seq));
         }
         // A channel published to through the API without members keeps its history; without
         // history it is gone again.
@@ -743,16 +735,9 @@ impl Hub {
     /// The broker's state of `channel` (after its sync): take its seq, epoch, history and the
     /// other nodes' users, answer the joins that waited, then the events that came meanwhile.
     /// Messages this node's members have not seen are delivered; presence changes a resync
-    /// finds are announced. `degraded` (the broker was unreachable: the snapshot is this
+    /// finds are announced. A degraded snapshot (the broker was unreachable: it is this
     /// node's own) keeps the channel marked diverged.
-    pub fn synced(
-        &mut self,
-        channel: &str,
-        snap: Snapshot,
-        degraded: bool,
-        now_ms: u64,
-        out: &mut Vec<Effect>,
-    ) {
+    pub fn synced(&mut self, channel: &str, snap: Snapshot, now_ms: u64, out: &mut Vec<Effect>) {
         let limits = self.limits;
         if !self.sync_first() {
             return;
@@ -798,7 +783,7 @@ impl Hub {
         }
         // Numbering done here is settled by a new epoch; if the epoch is the same, this node
         // numbered after asking, and the next sync settles it.
-        ch.diverged = node.is_some() && (degraded || (ch.diverged && same_epoch));
+        ch.diverged = node.is_some() && (snap.degraded || (ch.diverged && same_epoch));
         // The other nodes' users, and what changed for this node's members since the sync
         // began (this node's own arrivals meanwhile included).
         ch.remote.clear();
@@ -852,17 +837,13 @@ impl Hub {
         out: &mut Vec<Effect>,
     ) -> bool {
         let limits = self.limits;
-        let Some(node) = self.node.clone() else {
+        let Some(node) = self.node.as_ref() else {
             return false;
         };
         let Some(ch) = self.channels.get_mut(channel) else {
             if let Remote::Published { seq, conn, id } = event {
                 // The publisher left the channel meanwhile: acked all the same.
-                out.push(Effect::Reply {
-                    conn,
-                    text: Out::new("ack", Some(&id)).num("seq", seq).finish(),
-                    joined: None,
-                });
+                out.push(ack(conn, &id, seq));
             }
             return false; // no members here (any more): not this node's concern
         };
@@ -910,20 +891,15 @@ impl Hub {
                 // Bounded by the publishes in flight; past a generous cap, acked at once.
                 ch.acks.push((seq, conn, id));
                 if ch.acks.len() > MAX_EARLY_EVENTS {
-                    let all = std::mem::take(&mut ch.acks);
-                    for (s, conn, id) in all {
-                        out.push(Effect::Reply {
-                            conn,
-                            text: Out::new("ack", Some(&id)).num("seq", s).finish(),
-                            joined: None,
-                        });
+                    for (s, conn, id) in ch.acks.drain(..) {
+                        out.push(ack(conn, &id, s));
                     }
                 }
                 ch.release_acks(out);
                 false
             }
             Remote::Joined { node: n, user } => {
-                if n == node {
+                if n == *node {
                     return false; // this node's own, applied already
                 }
                 let was = ch.present(&user);
@@ -938,7 +914,7 @@ impl Hub {
                 false
             }
             Remote::Left { node: n, user } => {
-                if n == node {
+                if n == *node {
                     return false;
                 }
                 let Some(nodes) = ch.remote.get_mut(&user) else {
@@ -970,6 +946,15 @@ impl Hub {
     /// Every channel homed here with its member count.
     pub fn channel_list(&self) -> impl Iterator<Item = (&str, u32)> {
         self.channels.values().map(|c| (&*c.name, c.members))
+    }
+}
+
+/// The `ack` of message `seq` to `conn`'s request `id`.
+fn ack(conn: ConnId, id: &RequestId, seq: u64) -> Effect {
+    Effect::Reply {
+        conn,
+        text: Out::new("ack", Some(id)).num("seq", seq).finish(),
+        joined: None,
     }
 }
 
@@ -1710,7 +1695,7 @@ mod tests {
         let mut hub = replicated();
         let _ = join(&mut hub, conn(0, 1), "ann", None);
         let mut out = Vec::new();
-        hub.synced("room", snapshot("e1", 5, presence), false, 0, &mut out);
+        hub.synced("room", snapshot("e1", 5, presence), 0, &mut out);
         hub
     }
 
@@ -1728,13 +1713,7 @@ mod tests {
         // A message published meanwhile waits for the snapshot, then follows it.
         hub.remote("room", message("e1", 6), 0, &mut out);
         assert!(out.is_empty());
-        hub.synced(
-            "room",
-            snapshot("e1", 5, &[("b", "bob")]),
-            false,
-            0,
-            &mut out,
-        );
+        hub.synced("room", snapshot("e1", 5, &[("b", "bob")]), 0, &mut out);
         let delivered_now = delivered(&out);
         let r = replies(&mut out);
         assert_eq!(r.len(), 1);
@@ -1851,7 +1830,7 @@ mod tests {
         // Messages of the broker are held until the sync answers; the new epoch's seqs carry on
         // from what this node's members saw.
         hub.remote("room", message("e2", 7), 0, &mut out);
-        hub.synced("room", snapshot("e2", 6, &[]), false, 0, &mut out);
+        hub.synced("room", snapshot("e2", 6, &[]), 0, &mut out);
         let seqs: Vec<_> = delivered(&out)
             .into_iter()
             .map(|(_, v)| v["seq"].clone())
@@ -1914,7 +1893,7 @@ mod tests {
         assert!(replies(&mut out).is_empty());
         let mut snap = snapshot("", 10, &[]);
         snap.history.drain(..7);
-        hub.synced("room", snap, false, 0, &mut out);
+        hub.synced("room", snap, 0, &mut out);
         let r = replies(&mut out);
         assert_eq!(r[0].1["seq"], 10);
         assert!(r[0].1.get("epoch").is_none(), "no epochs without a broker");

@@ -267,6 +267,8 @@ pub struct PubSub {
     presence_armed: bool,
     /// The wall clock at a known instant: message times follow the transport's clock.
     epoch: (Instant, u64),
+    /// The (empty) epoch of the rows this worker stores: made once, shared by every row.
+    no_epoch: Arc<str>,
 }
 
 impl PubSub {
@@ -298,6 +300,7 @@ impl PubSub {
             retry_armed: false,
             presence_armed: false,
             epoch: (Instant::now(), wall),
+            no_epoch: Arc::from(""),
         }
     }
 
@@ -650,11 +653,7 @@ impl PubSub {
             Note::Reply { conn, text, joined } => self.reply(conn, &text, joined, cx),
             Note::Api(call) => self.api_call(call, now_ms, &mut effects),
             Note::Remote { channel, event } => match event {
-                Remote::Synced(snap) => {
-                    let degraded = snap.degraded;
-                    self.hub
-                        .synced(&channel, *snap, degraded, now_ms, &mut effects)
-                }
+                Remote::Synced(snap) => self.hub.synced(&channel, *snap, now_ms, &mut effects),
                 event => {
                     if self.hub.remote(&channel, event, now_ms, &mut effects) {
                         PubSubCounters::add(&self.counters.publishes, 1);
@@ -708,7 +707,7 @@ impl PubSub {
                     user: user.into(),
                     text: text.into(),
                     ts_ms: now_ms,
-                    epoch: Arc::from(""),
+                    epoch: Arc::clone(&self.no_epoch),
                 }));
             }
         }
