@@ -4,7 +4,8 @@
 //! any of its callbacks:
 //! - send to any other session of its worker, by [`ConnId`] ([`WorkerContext::send`]);
 //! - send one [`PreparedFrame`] (encoded once, shared by reference) to many sessions
-//!   ([`WorkerContext::broadcast`]);
+//!   ([`WorkerContext::broadcast`]); with permessage-deflate a [`Preparer`] also compresses it
+//!   once, and each session takes the encoding it negotiated;
 //! - post a message to another worker's handler ([`WorkerContext::post`], arriving in
 //!   [`Handler::on_post`]);
 //! - set timers of its own ([`WorkerContext::set_timer`], arriving in [`Handler::on_timer`]).
@@ -15,9 +16,11 @@
 use std::time::Instant;
 
 use hioload_stack::{ConnId, Ctx, Fanout, PostError, Prepared, PushError};
+use hioload_wsproto::deflate::Compressors;
 use hioload_wsproto::frame::{FrameHeader, FrameTally, MAX_HEADER_LEN};
 use hioload_wsproto::handshake::{HttpRequest, Request};
-use hioload_wsproto::{CloseCode, Message, OpCode};
+use hioload_wsproto::session::RSV1;
+use hioload_wsproto::{CloseCode, DeflateConfig, Message, OpCode};
 
 pub use hioload_stack::timer::TimersFull;
 
@@ -105,11 +108,23 @@ pub trait Handler {
 }
 
 /// A WebSocket message encoded once as a server frame (unmasked, final), to be sent to any
-/// number of sessions on any worker without being encoded or copied again.
+/// number of sessions on any worker without being encoded or copied again. A frame from a
+/// [`Preparer`] with deflate on also holds the message compressed once (RFC 7692, without
+/// context): sessions that negotiated a window at least as large take that encoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedFrame {
     bytes: Prepared,
     opcode: OpCode,
+    payload: u64,
+    deflated: Option<Deflated>,
+}
+
+/// The compressed encoding of a [`PreparedFrame`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Deflated {
+    bytes: Prepared,
+    /// The compressor's window: sessions whose tag is at least this take it.
+    window_bits: u8,
     payload: u64,
 }
 
@@ -133,20 +148,40 @@ impl PreparedFrame {
     }
 
     fn encode(opcode: OpCode, payload: &[u8]) -> Self {
-        let (hdr, n) = header(opcode, payload.len());
-        let mut frame = Vec::with_capacity(n + payload.len());
-        frame.extend_from_slice(&hdr[..n]);
-        frame.extend_from_slice(payload);
         Self {
-            bytes: Prepared::from(frame),
+            bytes: Prepared::from(frame_bytes(opcode, 0, payload)),
             opcode,
             payload: payload.len() as u64,
+            deflated: None,
         }
     }
 
-    /// The encoded frame.
+    /// The encoded frame, uncompressed.
     pub fn bytes(&self) -> &Prepared {
         &self.bytes
+    }
+
+    /// The encoding a session with push tag `tag` takes (the window of the compressed frames it
+    /// can take, 0 for none; see `DeflateParams::shared_window_bits`), and its payload length.
+    pub fn for_tag(&self, tag: u8) -> (&Prepared, u64) {
+        match &self.deflated {
+            Some(d) if tag >= d.window_bits => (&d.bytes, d.payload),
+            _ => (&self.bytes, self.payload),
+        }
+    }
+
+    /// Whether the frame also holds a compressed encoding.
+    pub fn is_deflated(&self) -> bool {
+        self.deflated.is_some()
+    }
+
+    /// The same frame without its compressed encoding (to keep it, say in a history, without
+    /// the extra bytes).
+    pub fn uncompressed(&self) -> Self {
+        Self {
+            deflated: None,
+            ..self.clone()
+        }
     }
 
     /// The payload's length in bytes.
@@ -175,11 +210,11 @@ impl PreparedFrame {
 }
 
 /// An unmasked, final server frame header for a payload of `len` bytes.
-fn header(opcode: OpCode, len: usize) -> ([u8; MAX_HEADER_LEN], usize) {
+fn header(opcode: OpCode, rsv: u8, len: usize) -> ([u8; MAX_HEADER_LEN], usize) {
     let mut hdr = [0u8; MAX_HEADER_LEN];
     let n = FrameHeader {
         fin: true,
-        rsv: 0,
+        rsv,
         opcode,
         mask: None,
         len: len as u64,
@@ -188,17 +223,80 @@ fn header(opcode: OpCode, len: usize) -> ([u8; MAX_HEADER_LEN], usize) {
     (hdr, n)
 }
 
+/// A whole unmasked, final server frame.
+fn frame_bytes(opcode: OpCode, rsv: u8, payload: &[u8]) -> Vec<u8> {
+    let (hdr, n) = header(opcode, rsv, payload.len());
+    let mut frame = Vec::with_capacity(n + payload.len());
+    frame.extend_from_slice(&hdr[..n]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Makes [`PreparedFrame`]s for broadcasts. With permessage-deflate on, each message is also
+/// compressed once, without context, with the server's window: every session that negotiated
+/// that window (and no server context takeover) takes those bytes, so a fan-out to many costs
+/// one compression. One per worker (or per hub); its compressor is made at first use.
+#[derive(Debug, Default)]
+pub struct Preparer {
+    deflate: Option<(Compressors, u8)>,
+}
+
+impl Preparer {
+    /// A preparer that compresses as `deflate` says (`None`: never).
+    pub fn new(deflate: Option<&DeflateConfig>) -> Self {
+        Self {
+            deflate: deflate.map(|c| (Compressors::new(c.level, c.min_size), c.server_window_bits)),
+        }
+    }
+
+    /// A text message.
+    pub fn text(&mut self, text: &str) -> PreparedFrame {
+        self.prepare(OpCode::Text, text.as_bytes())
+    }
+
+    /// A message of the same type as `message`.
+    pub fn message(&mut self, message: Message<'_>) -> PreparedFrame {
+        match message {
+            Message::Text(t) => self.prepare(OpCode::Text, t.as_bytes()),
+            Message::Binary(b) => self.prepare(OpCode::Binary, b),
+        }
+    }
+
+    fn prepare(&mut self, opcode: OpCode, payload: &[u8]) -> PreparedFrame {
+        let mut frame = PreparedFrame::encode(opcode, payload);
+        if let Some((z, window_bits)) = &mut self.deflate {
+            frame.deflated = z.compress(*window_bits, payload).map(|c| Deflated {
+                bytes: Prepared::from(frame_bytes(opcode, RSV1, c)),
+                window_bits: *window_bits,
+                payload: c.len() as u64,
+            });
+        }
+        frame
+    }
+
+    /// What was compressed so far.
+    pub fn stats(&self) -> Option<hioload_wsproto::deflate::DeflateStats> {
+        self.deflate.as_ref().map(|(z, _)| z.stats())
+    }
+}
+
 /// What a handler can reach from any callback: the sessions of its worker, the other workers'
 /// handlers, its timers.
 pub struct WorkerContext<'a, M> {
     cx: Ctx<'a, M>,
     /// Where frames sent are counted (the worker's WebSocket figures).
     sent: Option<&'a mut FrameTally>,
+    /// The worker's compressors, for messages to sessions that take compressed frames.
+    compress: Option<&'a mut Compressors>,
 }
 
 impl<'a, M> WorkerContext<'a, M> {
-    pub(crate) fn new(cx: Ctx<'a, M>, sent: Option<&'a mut FrameTally>) -> Self {
-        Self { cx, sent }
+    pub(crate) fn new(
+        cx: Ctx<'a, M>,
+        sent: Option<&'a mut FrameTally>,
+        compress: Option<&'a mut Compressors>,
+    ) -> Self {
+        Self { cx, sent, compress }
     }
 
     /// The transport's "now" for this call.
@@ -216,13 +314,23 @@ impl<'a, M> WorkerContext<'a, M> {
         self.cx.workers()
     }
 
-    /// Send `message` to session `to` of this worker (encoded for it, one copy into its output).
+    /// Send `message` to session `to` of this worker (encoded for it, compressed if it takes
+    /// compressed frames and it pays; one copy into its output).
     pub fn send(&mut self, to: ConnId, message: Message<'_>) -> Result<(), PushError> {
         let (opcode, payload) = match message {
             Message::Text(t) => (OpCode::Text, t.as_bytes()),
             Message::Binary(b) => (OpCode::Binary, b),
         };
-        let (hdr, n) = header(opcode, payload.len());
+        let window_bits = self.cx.tag(to).unwrap_or(0);
+        let compressed = match self.compress.as_deref_mut() {
+            Some(z) if window_bits > 0 => z.compress(window_bits, payload),
+            _ => None,
+        };
+        let (rsv, payload) = match compressed {
+            Some(c) => (RSV1, c),
+            None => (0, payload),
+        };
+        let (hdr, n) = header(opcode, rsv, payload.len());
         let out = self.cx.push_with(to, n + payload.len())?;
         out.put(&hdr[..n]);
         out.put(payload);
@@ -232,21 +340,33 @@ impl<'a, M> WorkerContext<'a, M> {
         Ok(())
     }
 
-    /// Send a prepared frame to session `to` of this worker, by reference.
+    /// Send a prepared frame to session `to` of this worker, by reference, in the encoding it
+    /// takes.
     pub fn send_prepared(&mut self, to: ConnId, frame: &PreparedFrame) -> Result<(), PushError> {
-        self.cx.push(to, &frame.bytes)?;
+        let (bytes, payload) = frame.for_tag(self.cx.tag(to).unwrap_or(0));
+        self.cx.push(to, bytes)?;
         if let Some(t) = self.sent.as_deref_mut() {
-            t.add(frame.opcode, frame.payload);
+            t.add(frame.opcode, payload);
         }
         Ok(())
     }
 
-    /// Send a prepared frame to each of `to` (sessions of this worker; others are refused).
+    /// Send a prepared frame to each of `to` (sessions of this worker; others are refused),
+    /// each in the encoding it takes.
     pub fn broadcast(&mut self, to: &[ConnId], frame: &PreparedFrame) -> Fanout {
-        let f = self.cx.push_all(to, &frame.bytes);
-        if let Some(t) = self.sent.as_deref_mut() {
-            for _ in 0..f.queued {
-                t.add(frame.opcode, frame.payload);
+        if !frame.is_deflated() {
+            let f = self.cx.push_all(to, &frame.bytes);
+            if let Some(t) = self.sent.as_deref_mut() {
+                t.add_many(frame.opcode, frame.payload, f.queued as u64);
+            }
+            return f;
+        }
+        let mut f = Fanout::default();
+        for &id in to {
+            match self.send_prepared(id, frame) {
+                Ok(()) => f.queued += 1,
+                Err(PushError::Full(_)) => f.dropped += 1,
+                Err(_) => f.refused += 1,
             }
         }
         f

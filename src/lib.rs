@@ -27,7 +27,7 @@ pub mod tcp_echo;
 pub mod websocket;
 pub mod ws_metrics;
 
-pub use handler::{Context, Decision, Handler, PreparedFrame, WorkerContext};
+pub use handler::{Context, Decision, Handler, PreparedFrame, Preparer, WorkerContext};
 pub use websocket::{WsConfig, WsService};
 
 /// Version, git revision and build profile, e.g. `0.1.0 (rev 1a2b3c4d5e6f, release)`.

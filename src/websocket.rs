@@ -9,6 +9,10 @@
 //! Frames are encoded straight into the connection's output ([`ConnOut`]). A large payload that
 //! lies in the bytes just read (an echo) is queued by reference where the transport allows it,
 //! so the kernel path writes it from the read buffer without copying it first.
+//!
+//! permessage-deflate ([`WsConfig::deflate`]) is negotiated in the handshake. The worker's
+//! [`Codecs`] serve every session without context takeover; a session's push tag is the window
+//! of the shared compressed frames it takes, so a broadcast picks its encoding per session.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +21,8 @@ use std::time::{Duration, Instant};
 use hioload_stack::{CloseCause, ConnCtx, ConnId, Ctx, Service, Verdict};
 use hioload_wsproto::handshake::{self, HandshakeError};
 use hioload_wsproto::{
-    CloseCode, Event, Limits, Message, Role, Sender, Session, SessionState, Transmit,
+    deflate, CloseCode, Codecs, DeflateConfig, Event, Limits, Message, Role, Sender, Session,
+    SessionState, Transmit,
 };
 
 use crate::handler::{Context, Decision, Handler, SessionOps, WorkerContext};
@@ -98,8 +103,8 @@ impl<M> SessionOps<M> for Served<'_, '_, '_, '_, M> {
     }
 
     fn worker(&mut self) -> WorkerContext<'_, M> {
-        let (sink, sent) = self.sender.sink_and_tally();
-        WorkerContext::new(Ctx::reborrow(&mut **sink.cx), sent)
+        let (sink, sent, compress) = self.sender.parts();
+        WorkerContext::new(Ctx::reborrow(&mut **sink.cx), sent, compress)
     }
 }
 
@@ -134,6 +139,9 @@ pub struct WsConfig {
     /// Largest body of a plain HTTP request the handler may answer ([`Handler::on_http`]);
     /// larger ones get 413.
     pub max_http_body: usize,
+    /// permessage-deflate policy (`None`: never negotiated). Inflated messages are bounded by
+    /// [`Limits::max_message`].
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for WsConfig {
@@ -146,6 +154,7 @@ impl Default for WsConfig {
             ping_interval: None,
             close_timeout: Duration::from_secs(5),
             max_http_body: 64 << 10,
+            deflate: Some(DeflateConfig::default()),
         }
     }
 }
@@ -165,6 +174,8 @@ pub struct WsService<H> {
     dirty: bool,
     /// Settings that may change while serving, and the generation last applied.
     live: Option<(Arc<crate::live::LiveWs>, u64)>,
+    /// The deflate state lent to sessions without context takeover (with deflate on).
+    codecs: Option<Codecs>,
 }
 
 impl<H: Handler> WsService<H> {
@@ -172,6 +183,10 @@ impl<H: Handler> WsService<H> {
     pub fn new(handler: H, config: WsConfig) -> Self {
         Self {
             handler,
+            codecs: config
+                .deflate
+                .as_ref()
+                .map(|d| Codecs::new(d.level, d.min_size)),
             config,
             epoch: Instant::now(),
             tally: WsTally::default(),
@@ -294,9 +309,25 @@ impl<H: Handler> WsService<H> {
                         return Err(Verdict::Close);
                     }
                 }
-                cx.out()
-                    .put(&handshake::accept_response(&req, protocol.as_deref()));
-                conn.phase = Phase::Open(Session::new(Role::Server, self.config.limits));
+                let agreed = self
+                    .config
+                    .deflate
+                    .as_ref()
+                    .and_then(|d| deflate::negotiate(&req.extensions, d));
+                let extensions = agreed.as_ref().map(|a| a.response.as_str());
+                cx.out().put(&handshake::accept_response(
+                    &req,
+                    protocol.as_deref(),
+                    extensions,
+                ));
+                let mut session = Session::new(Role::Server, self.config.limits);
+                if let Some(a) = agreed {
+                    tracing::trace!(conn = %id, extension = %a.response, "permessage-deflate");
+                    session = session.with_deflate(a.params);
+                    cx.set_tag(a.params.shared_window_bits());
+                    self.tally.deflate_sessions += 1;
+                }
+                conn.phase = Phase::Open(session);
                 let now = self.ms(cx.now());
                 conn.last_rx = now;
                 conn.timer = self
@@ -307,7 +338,9 @@ impl<H: Handler> WsService<H> {
                 if let Phase::Open(session) = &mut conn.phase {
                     let handler = &mut self.handler;
                     let mut out = ConnOut::new(cx, None);
-                    let mut sender = session.sender_tallied(&mut out, &mut self.tally.frames.sent);
+                    let compress = self.codecs.as_mut().map(|c| &mut c.compress);
+                    let mut sender =
+                        session.sender_with(&mut out, Some(&mut self.tally.frames.sent), compress);
                     with_context(id, &mut sender, |c| handler.on_ready(id, c));
                 }
                 Ok(Some(head_len))
@@ -382,22 +415,25 @@ impl<H: Handler> WsService<H> {
         let mut peer_closed = false;
         let closes = self.tally.closes_sent();
         let mut out = ConnOut::new(cx, from_transport.then_some(&*input));
-        let result =
-            session.feed_tallied(
-                input,
-                &mut out,
-                &mut self.tally.frames,
-                |ev, sender| match ev {
-                    Event::Message(m) => with_context(id, sender, |c| handler.on_message(id, m, c)),
-                    Event::Close(frame) => {
-                        peer_closed = true;
-                        peer_code = frame.map(|f| f.code);
-                    }
-                    Event::Ping(_) | Event::Pong(_) => {}
-                },
-            );
+        let result = session.feed_with(
+            input,
+            &mut out,
+            &mut self.tally.frames,
+            self.codecs.as_mut(),
+            |ev, sender| match ev {
+                Event::Message(m) => with_context(id, sender, |c| handler.on_message(id, m, c)),
+                Event::Close(frame) => {
+                    peer_closed = true;
+                    peer_code = frame.map(|f| f.code);
+                }
+                Event::Ping(_) | Event::Pong(_) => {}
+            },
+        );
         if peer_closed {
             self.tally.close_received[ws_metrics::close_slot(peer_code)] += 1;
+        }
+        if let Some(c) = &self.codecs {
+            self.tally.deflate = c.stats();
         }
         self.tally
             .count_close_sent(closes, session.close_code_sent());
@@ -468,7 +504,11 @@ impl<H: Handler> WsService<H> {
     ) -> (&'c mut H, WorkerContext<'c, H::Message>) {
         (
             &mut self.handler,
-            WorkerContext::new(cx.reborrow(), Some(&mut self.tally.frames.sent)),
+            WorkerContext::new(
+                cx.reborrow(),
+                Some(&mut self.tally.frames.sent),
+                self.codecs.as_mut().map(|c| &mut c.compress),
+            ),
         )
     }
 }
@@ -656,6 +696,10 @@ impl<H: Handler> Service for WsService<H> {
     fn on_tick(&mut self, _cx: &mut Ctx<'_, H::Message>) -> bool {
         if self.dirty {
             self.dirty = false;
+            if let Some(c) = &mut self.codecs {
+                self.tally.deflate = c.stats();
+                c.compress.trim();
+            }
             if let Some(m) = &self.meter {
                 m.publish(&self.tally);
             }

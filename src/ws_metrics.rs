@@ -1,5 +1,6 @@
 //! WebSocket figures a worker publishes for the admin endpoint: frames and payload bytes by
-//! opcode each way, close codes sent and received, and handshake failures by cause.
+//! opcode each way, close codes sent and received, handshake failures by cause, and what
+//! permessage-deflate negotiated, compressed and inflated.
 //!
 //! A [`crate::WsService`] counts in a plain [`WsTally`] and copies it into its worker's
 //! [`WsMeter`] (relaxed stores, one writer) once per transport loop iteration that changed it
@@ -7,6 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hioload_wsproto::deflate::DeflateStats;
 use hioload_wsproto::{CloseCode, FrameTallies, OpCode};
 
 /// Close codes counted one by one; others go to "other". 1005 means "no code".
@@ -54,7 +56,36 @@ pub struct WsTally {
     pub close_sent: [u64; CLOSE_SLOTS],
     /// Handshakes that failed, by [`HANDSHAKE_FAILURES`] index.
     pub handshake_failures: [u64; HANDSHAKE_FAILURES.len()],
+    /// Sessions that negotiated permessage-deflate.
+    pub deflate_sessions: u64,
+    /// What the worker's codecs compressed and inflated (replies and sends; broadcasts are
+    /// compressed by their [`crate::handler::Preparer`]).
+    pub deflate: DeflateStats,
 }
+
+/// [`DeflateStats`] as an array, in the order of [`DEFLATE_FIGURES`].
+pub fn deflate_figures(d: &DeflateStats) -> [u64; 7] {
+    [
+        d.compressed,
+        d.compressed_in,
+        d.compressed_out,
+        d.sent_plain,
+        d.inflated,
+        d.inflated_in,
+        d.inflated_out,
+    ]
+}
+
+/// Names of [`deflate_figures`]' entries.
+pub const DEFLATE_FIGURES: [&str; 7] = [
+    "compressed_messages",
+    "compressed_in_bytes",
+    "compressed_out_bytes",
+    "uncompressed_messages",
+    "inflated_messages",
+    "inflated_in_bytes",
+    "inflated_out_bytes",
+];
 
 impl WsTally {
     /// A session may just have sent a close frame: if the count of close frames sent has grown
@@ -84,6 +115,8 @@ pub struct WsMeter {
     close_received: [AtomicU64; CLOSE_SLOTS],
     close_sent: [AtomicU64; CLOSE_SLOTS],
     handshake_failures: [AtomicU64; HANDSHAKE_FAILURES.len()],
+    deflate_sessions: AtomicU64,
+    deflate: [AtomicU64; 7],
 }
 
 fn store(to: &[AtomicU64], from: &[u64]) {
@@ -108,6 +141,9 @@ impl WsMeter {
         store(&self.close_received, &t.close_received);
         store(&self.close_sent, &t.close_sent);
         store(&self.handshake_failures, &t.handshake_failures);
+        self.deflate_sessions
+            .store(t.deflate_sessions, Ordering::Relaxed);
+        store(&self.deflate, &deflate_figures(&t.deflate));
     }
 
     /// What was last published.
@@ -120,6 +156,20 @@ impl WsMeter {
         load(&self.close_received, &mut t.close_received);
         load(&self.close_sent, &mut t.close_sent);
         load(&self.handshake_failures, &mut t.handshake_failures);
+        t.deflate_sessions = self.deflate_sessions.load(Ordering::Relaxed);
+        let mut d = [0; 7];
+        load(&self.deflate, &mut d);
+        let [compressed, compressed_in, compressed_out, sent_plain, inflated, inflated_in, inflated_out] =
+            d;
+        t.deflate = DeflateStats {
+            compressed,
+            compressed_in,
+            compressed_out,
+            sent_plain,
+            inflated,
+            inflated_in,
+            inflated_out,
+        };
         t
     }
 }

@@ -3,13 +3,15 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use hioload_ws::broadcast::Broadcast;
 use hioload_ws::echo::Echo;
 use hioload_ws::handler::{Context, Decision, Handler, WorkerContext};
 use hioload_ws::middleware::Recover;
 use hioload_ws::stack::driver::{Driver, DriverConfig, Phase};
 use hioload_ws::stack::mailbox::{self, Mailbox};
 use hioload_ws::stack::{CloseCause, ConnId};
-use hioload_ws::ws::frame::write_frame;
+use hioload_ws::ws::deflate::{self, DeflateConfig, DeflateParams};
+use hioload_ws::ws::frame::{write_frame, FrameHeader};
 use hioload_ws::ws::handshake::Request;
 use hioload_ws::ws::{Event, Limits, Message, OpCode, Role, Session};
 use hioload_ws::{PreparedFrame, WsConfig, WsService};
@@ -384,5 +386,178 @@ fn a_prepared_frame_written_to_10000_sessions_is_encoded_once() {
         h.d.stats().pushes.stale,
         0,
         "the handler forgot the closed one"
+    );
+}
+
+/// An upgrade request offering `extensions`.
+fn request_offering(extensions: &str) -> Vec<u8> {
+    let plain = String::from_utf8_lossy(REQUEST);
+    plain
+        .replace(
+            "\r\n\r\n",
+            &format!("\r\nSec-WebSocket-Extensions: {extensions}\r\n\r\n"),
+        )
+        .into_bytes()
+}
+
+/// The frames a server wrote (after its head, if any): each one's first byte, and the messages
+/// as a client with `params` decodes them.
+fn decode_as_client(out: &[u8], params: Option<DeflateParams>) -> (Vec<u8>, Vec<String>) {
+    let head = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |p| p + 4);
+    let mut firsts = Vec::new();
+    let mut rest = &out[head..];
+    while let Ok(Some((h, n))) = FrameHeader::parse(rest) {
+        firsts.push(rest[0]);
+        rest = &rest[n + h.len as usize..];
+    }
+    let mut client = Session::new(Role::Client { mask_seed: 5 }, Limits::default());
+    if let Some(p) = params {
+        client.set_deflate(p);
+    }
+    let mut texts = Vec::new();
+    let mut buf = out[head..].to_vec();
+    client
+        .feed(&mut buf, &mut Vec::new(), |ev, _| {
+            if let Event::Message(m) = ev {
+                texts.push(String::from_utf8_lossy(m.as_bytes()).into_owned());
+            }
+        })
+        .expect("server output decodes");
+    (firsts, texts)
+}
+
+fn chat(n: usize) -> String {
+    let mut s = String::new();
+    let mut i = 0u32;
+    while s.len() < n {
+        i += 1;
+        s.push_str(&format!(
+            "{{\"type\":\"message\",\"user\":\"u{}\",\"text\":\"hello number {i}\"}}",
+            i % 9
+        ));
+    }
+    s.truncate(n);
+    s
+}
+
+#[test]
+fn each_session_takes_its_own_encoding_of_a_deflated_broadcast() {
+    let config = DeflateConfig::default();
+    let mut h = Harness::new(Broadcast::new(Some(&config)), WsConfig::default());
+    let t0 = Instant::now();
+    let offers = [
+        Some("permessage-deflate; client_max_window_bits"),
+        Some("permessage-deflate; server_max_window_bits=10"),
+        None,
+    ];
+    let mut sessions = Vec::new();
+    for offer in offers {
+        let request = offer.map_or(REQUEST.to_vec(), request_offering);
+        let slot = h.connect(&request, t0);
+        let head = String::from_utf8(h.d.take_output(slot)).expect("ASCII head");
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        let answer = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Extensions: "))
+            .map(str::to_owned);
+        assert_eq!(answer.is_some(), offer.is_some(), "{head}");
+        let params = answer.map(|a| {
+            deflate::accept(
+                &a,
+                &DeflateConfig {
+                    server_window_bits: if offer.is_some_and(|o| o.contains("=10")) {
+                        10
+                    } else {
+                        15
+                    },
+                    ..DeflateConfig::default()
+                },
+            )
+            .expect("a valid answer")
+        });
+        sessions.push((slot, params));
+    }
+    assert_eq!(h.d.service().tally().deflate_sessions, 2);
+    // The plain session sends; then the deflate one sends a compressed message.
+    let text = chat(1_000);
+    h.feed(sessions[2].0, &masked(OpCode::Text, text.as_bytes()), t0);
+    let mut compressed = Vec::new();
+    Session::new(Role::Client { mask_seed: 7 }, Limits::default())
+        .with_deflate(sessions[0].1.expect("negotiated"))
+        .sender(&mut compressed)
+        .text(&text);
+    assert_eq!(compressed[0], 0xc1, "the client compressed it");
+    h.feed(sessions[0].0, &compressed, t0);
+    for (i, (slot, params)) in sessions.iter().enumerate() {
+        let (firsts, texts) = decode_as_client(&h.d.take_output(*slot), *params);
+        assert_eq!(texts, [text.clone(), text.clone()], "session {i}");
+        // Only the session with the server's full window takes the shared compressed bytes.
+        let expected = if i == 0 { 0xc1 } else { 0x81 };
+        assert_eq!(firsts, [expected, expected], "session {i}");
+    }
+    let d = h.d.service().tally().deflate;
+    assert_eq!(d.inflated, 1, "{d:?}");
+    assert_eq!(d.inflated_out, 1_000, "{d:?}");
+}
+
+#[test]
+fn echo_compresses_per_session_and_deflate_off_declines_every_offer() {
+    let offer = request_offering("permessage-deflate; client_max_window_bits");
+    let text = chat(2_000);
+    for takeover in [false, true] {
+        let cfg = WsConfig {
+            deflate: Some(DeflateConfig {
+                server_takeover: takeover,
+                ..DeflateConfig::default()
+            }),
+            ..WsConfig::default()
+        };
+        let mut h = Harness::new(Echo, cfg);
+        let t0 = Instant::now();
+        let s = h.connect(&offer, t0);
+        let head = String::from_utf8(h.d.take_output(s)).expect("ASCII head");
+        let answer = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Extensions: "))
+            .expect("deflate accepted");
+        assert_eq!(answer.contains("server_no_context_takeover"), !takeover);
+        let params = deflate::accept(
+            answer,
+            &DeflateConfig {
+                server_takeover: true,
+                ..DeflateConfig::default()
+            },
+        )
+        .expect("valid answer");
+        for _ in 0..3 {
+            h.feed(s, &masked(OpCode::Text, text.as_bytes()), t0);
+        }
+        let out = h.d.take_output(s);
+        let (firsts, texts) = decode_as_client(&out, Some(params));
+        assert_eq!(firsts, [0xc1; 3]);
+        assert_eq!(texts, [text.clone(), text.clone(), text.clone()]);
+        if takeover {
+            // With context, the second and third echoes refer to the first.
+            assert!(out.len() < 1_000, "{} bytes for 3 echoes", out.len());
+        }
+    }
+    let cfg = WsConfig {
+        deflate: None,
+        ..WsConfig::default()
+    };
+    let mut h = Harness::new(Echo, cfg);
+    let t0 = Instant::now();
+    let s = h.connect(&offer, t0);
+    let head = String::from_utf8(h.d.take_output(s)).expect("ASCII head");
+    assert!(!head.contains("Sec-WebSocket-Extensions"), "{head}");
+    let mut rsv1 = masked(OpCode::Text, b"x");
+    rsv1[0] |= 0x40;
+    h.feed(s, &rsv1, t0);
+    assert_eq!(
+        frames_after_head(&h.d.take_output(s)),
+        [(OpCode::Close, 1002u16.to_be_bytes().to_vec())]
     );
 }

@@ -182,6 +182,25 @@ pub struct LoadArgs {
     /// Time to run before measuring (connections are opened during it).
     #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
     pub warmup: Duration,
+
+    /// Offer permessage-deflate (no context takeover either way, as browsers are usually
+    /// answered) and compress what is sent when the server accepts (WebSocket loads only).
+    #[arg(long)]
+    pub deflate: bool,
+
+    /// What payloads look like: `letters` (a repeated alphabet, which deflate squeezes to
+    /// almost nothing) or `json` (chat-like JSON records, which compress like real traffic).
+    #[arg(long, default_value = "letters", value_enum)]
+    pub payload: PayloadKind,
+}
+
+/// What the generator's payloads look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PayloadKind {
+    /// The alphabet repeated.
+    Letters,
+    /// Pseudo-random chat-like JSON records.
+    Json,
 }
 
 /// Flags every generator has: how many connections, from where, what to read from the server.
@@ -501,6 +520,51 @@ pub struct WsArgs {
     /// After sending a close frame, how long to wait for the peer's before closing TCP.
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     pub close_timeout: Duration,
+
+    /// permessage-deflate (RFC 7692): `on` compresses with every client that offers it
+    /// (browsers do), `off` never negotiates it.
+    #[arg(long, default_value = "on", value_name = "on|off", value_parser = parse_switch)]
+    pub deflate: Switch,
+
+    /// Largest LZ77 window the server compresses with, in bits (9-15; 15 is 32 KiB).
+    #[arg(long, default_value_t = 15, value_name = "BITS", value_parser = clap::value_parser!(u8).range(9..=15))]
+    pub deflate_window_bits: u8,
+
+    /// Largest window asked of clients that let the server limit theirs, in bits (9-15).
+    #[arg(long, default_value_t = 15, value_name = "BITS", value_parser = clap::value_parser!(u8).range(9..=15))]
+    pub deflate_client_window_bits: u8,
+
+    /// Keep the server's compression context from message to message: smaller messages, but a
+    /// compressor per session (about 300 KiB once it has sent one) and broadcasts sent to it
+    /// uncompressed. Off, one compressor per worker serves every session.
+    #[arg(long)]
+    pub deflate_server_takeover: bool,
+
+    /// Let clients keep their compression context from message to message: smaller messages
+    /// from them, but an inflate window per session (about 40 KiB once it has sent one).
+    #[arg(long)]
+    pub deflate_client_takeover: bool,
+
+    /// Compression level, 0 (store) to 9 (smallest, slowest).
+    #[arg(long, default_value_t = 1, value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub deflate_level: u8,
+
+    /// Messages shorter than this are sent uncompressed.
+    #[arg(long, default_value = "64", value_name = "SIZE", value_parser = parse_size)]
+    pub deflate_min_size: u64,
+}
+
+/// An `on|off` flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switch(pub bool);
+
+/// Parse `on|off` (also `true|false`, `yes|no`, `1|0`).
+pub fn parse_switch(s: &str) -> Result<Switch, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(Switch(true)),
+        "off" | "false" | "no" | "0" => Ok(Switch(false)),
+        _ => Err(format!("{s:?} is neither `on` nor `off`")),
+    }
 }
 
 /// Options of the DPDK transport (builds with the `dpdk` feature; elsewhere giving one is an error).

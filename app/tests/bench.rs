@@ -514,3 +514,102 @@ fn pubsub_load_counts_deliveries_in_order_at_a_rate_and_as_fast_as_acks() {
         "{fast}"
     );
 }
+
+#[test]
+fn deflate_loads_are_verified_and_shrink_what_goes_on_the_wire() {
+    // Echo: JSON-like text, compressed both ways; every echo is checked byte for byte.
+    let app = Appliance::start("echo", &["--workers", "1"]);
+    let admin = app.admin().expect("admin endpoint announced");
+    let url = format!("ws://{}/", app.addr);
+    let out = bench(&[
+        "echo",
+        "--url",
+        &url,
+        "--connections",
+        "4",
+        "--depth",
+        "2",
+        "--size",
+        "1KiB",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "200ms",
+        "--text",
+        "--payload",
+        "json",
+        "--deflate",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.trim();
+    assert!(num(line, "messages") > 100.0, "{line}");
+    assert_eq!(
+        (num(line, "mismatches"), num(line, "failed_sessions")),
+        (0.0, 0.0)
+    );
+    let figure = |f: &str| format!("hioload_ws_deflate_total{{worker=\"0\",figure=\"{f}\"}} ");
+    assert_eq!(
+        sample(
+            admin,
+            "hioload_ws_deflate_sessions_total{worker=\"0\",extension=\"permessage-deflate\"} ",
+            4.0
+        ),
+        4.0
+    );
+    let inflated = sample(admin, &figure("inflated_messages"), 100.0);
+    let compressed = sample(admin, &figure("compressed_messages"), 100.0);
+    assert!(
+        inflated >= 100.0 && compressed >= 100.0,
+        "{inflated} {compressed}"
+    );
+    let (before, after) = (
+        sample(admin, &figure("compressed_in_bytes"), 0.0),
+        sample(admin, &figure("compressed_out_bytes"), 0.0),
+    );
+    assert!(after * 2.0 < before, "JSON shrinks: {before} -> {after}");
+    drop(app);
+
+    // Pub/sub: members with deflate get each message compressed once for all of them.
+    let app = Appliance::start("pubsub", &["--workers", "1"]);
+    let url = format!("ws://{}/", app.addr);
+    let out = bench(&[
+        "pubsub",
+        "--url",
+        &url,
+        "--connections",
+        "30",
+        "--channels",
+        "2",
+        "--publishers",
+        "2",
+        "--size",
+        "1KiB",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "300ms",
+        "--payload",
+        "json",
+        "--deflate",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.trim();
+    assert!(num(line, "messages") > 100.0, "{line}");
+    assert_eq!(
+        (num(line, "mismatches"), num(line, "gaps")),
+        (0.0, 0.0),
+        "{line}"
+    );
+}

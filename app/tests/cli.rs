@@ -34,6 +34,13 @@ fn help_explains_every_flag_with_its_default() {
         "--log-level",
         "--log-format",
         "--backpressure-limit",
+        "--deflate",
+        "--deflate-window-bits",
+        "--deflate-client-window-bits",
+        "--deflate-server-takeover",
+        "--deflate-client-takeover",
+        "--deflate-level",
+        "--deflate-min-size",
     ] {
         assert!(out.contains(flag), "{flag} missing from help:\n{out}");
     }
@@ -74,6 +81,15 @@ fn bad_values_are_rejected_with_one_clear_line() {
             &["pubsub", "--presence-interval", "often"],
             "invalid duration",
         ),
+        (&["echo", "--deflate", "maybe"], "neither `on` nor `off`"),
+        (&["echo", "--deflate-window-bits", "8"], "9..=15"),
+        (
+            &["broadcast", "--deflate-client-window-bits", "16"],
+            "9..=15",
+        ),
+        (&["pubsub", "--deflate-level", "10"], "0..=9"),
+        (&["echo", "--deflate-min-size", "lots"], "invalid size"),
+        (&["bench", "echo", "--payload", "xml"], "--payload"),
     ];
     for (args, needle) in cases {
         let (code, _, err) = run(args);
@@ -104,6 +120,10 @@ fn runtime_configuration_errors_are_one_line_and_exit_1() {
         (
             &["bench", "pubsub", "--churners", "10", "--churn-rate", "0"],
             "--churn-rate 0: must be more than 0",
+        ),
+        (
+            &["bench", "tcp", "--deflate"],
+            "--deflate: raw TCP has no WebSocket compression",
         ),
         (
             &["echo", "--max-frame", "2MiB", "--max-message", "1MiB"],

@@ -26,7 +26,7 @@ use hioload_stack::ConnId;
 use super::archive;
 use super::broker::{Command, Numbered, Remote, Snapshot};
 use super::protocol::{self, ErrorCode, Out, Refusal, RequestId, DEFAULT_HISTORY_LIMIT};
-use crate::handler::PreparedFrame;
+use crate::handler::{PreparedFrame, Preparer};
 
 /// What bounds a hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,7 +314,9 @@ impl Channel {
         } else {
             (&[][..], one)
         };
-        deliver(self, &presence_frame(&self.name, came, went), out);
+        // One user's change is too short to be worth compressing.
+        let json = presence_json(&self.name, came, went);
+        deliver(self, &PreparedFrame::text(&json), out);
         true
     }
 
@@ -358,6 +360,8 @@ pub struct Hub {
     node: Option<Arc<str>>,
     /// Older history is in an archive; without a broker, channels sync from it.
     archive: bool,
+    /// Makes the message frames (compressed once, with permessage-deflate).
+    preparer: Preparer,
 }
 
 impl Hub {
@@ -389,6 +393,12 @@ impl Hub {
     /// continue after the last stored one, its history window is filled).
     pub fn with_archive(mut self) -> Self {
         self.archive = true;
+        self
+    }
+
+    /// The same hub compressing each message once as `deflate` says.
+    pub fn with_deflate(mut self, deflate: Option<&hioload_wsproto::DeflateConfig>) -> Self {
+        self.preparer = Preparer::new(deflate);
         self
     }
 
@@ -609,7 +619,9 @@ impl Hub {
         ch.seq += 1;
         ch.diverged = self.node.is_some();
         let seq = ch.seq;
-        let frame = PreparedFrame::text(&protocol::message(&ch.name, user, text, seq, now_ms));
+        let frame = self
+            .preparer
+            .text(&protocol::message(&ch.name, user, text, seq, now_ms));
         deliver(ch, &frame, out);
         self.history_bytes += keep(ch, &limits, seq, now_ms, frame);
         self.history_bytes -= freed + trim(ch, &limits);
@@ -724,11 +736,9 @@ impl Hub {
             }
             self.presence_events += 1;
             members += ch.members;
-            deliver(
-                ch,
-                &presence_frame(&ch.name, &change.joined, &change.left),
-                out,
-            );
+            // A gathered change can list many users: compressed like a message.
+            let json = presence_json(&ch.name, &change.joined, &change.left);
+            deliver(ch, &self.preparer.text(&json), out);
         }
     }
 
@@ -769,7 +779,7 @@ impl Hub {
                 continue;
             }
             let json = protocol::message(&ch.name, &m.user, &m.text, m.seq, m.ts_ms);
-            let frame = PreparedFrame::text(&json);
+            let frame = self.preparer.text(&json);
             if m.seq > seen && !first {
                 deliver(ch, &frame, out);
             }
@@ -879,7 +889,7 @@ impl Hub {
                 } = message;
                 ch.seq = seq;
                 let json = protocol::message(&ch.name, &user, &text, seq, ts_ms);
-                let frame = PreparedFrame::text(&json);
+                let frame = self.preparer.text(&json);
                 deliver(ch, &frame, out);
                 let freed = expire(ch, &limits, now_ms);
                 self.history_bytes += keep(ch, &limits, seq, ts_ms, frame);
@@ -1029,6 +1039,8 @@ fn keep(ch: &mut Channel, limits: &HubLimits, seq: u64, ts_ms: u64, frame: Prepa
         return 0;
     }
     let added = frame.payload_len();
+    // Replies quote retained messages as text: their compressed encoding is not kept.
+    let frame = frame.uncompressed();
     ch.history.push_back(Retained { seq, ts_ms, frame });
     added
 }
@@ -1090,15 +1102,15 @@ fn open<'a>(
         .ok_or(Refusal::new(ErrorCode::Unavailable, "channel vanished"))
 }
 
-/// A `presence` frame for `channel` with the lists that are not empty.
-fn presence_frame(channel: &str, joined: &[Arc<str>], left: &[Arc<str>]) -> PreparedFrame {
+/// The JSON of a `presence` frame for `channel` with the lists that are not empty.
+fn presence_json(channel: &str, joined: &[Arc<str>], left: &[Arc<str>]) -> String {
     let mut frame = Out::new("presence", None).str("channel", channel);
     for (key, users) in [("joined", joined), ("left", left)] {
         if !users.is_empty() {
             frame = frame.strs(key, users.iter().map(|u| &**u));
         }
     }
-    PreparedFrame::text(&frame.finish())
+    frame.finish()
 }
 
 /// Frames for every worker with members of `ch`.
@@ -1190,6 +1202,51 @@ mod tests {
             hub.publish("room", "ann", &format!("m{i}"), None, now_ms, &mut out)
                 .expect("published");
         }
+    }
+
+    #[test]
+    fn with_deflate_a_message_is_compressed_once_for_every_worker() {
+        let config = hioload_wsproto::DeflateConfig::default();
+        let mut hub = Hub::new(HubLimits::default()).with_deflate(Some(&config));
+        for w in 0..3 {
+            join(&mut hub, conn(w, 1), &format!("u{w}"), None);
+        }
+        let text = "a chat message long enough to be worth compressing, ".repeat(4);
+        let mut out = Vec::new();
+        hub.publish("room", "ann", &text, None, 5, &mut out)
+            .expect("published");
+        let frames: Vec<&PreparedFrame> = out
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Deliver { frame, .. } => Some(frame),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(frames.len(), 3, "one delivery per worker");
+        let deflated = frames[0].for_tag(15).0;
+        assert_ne!(deflated, frames[0].bytes(), "a compressed encoding exists");
+        assert!(deflated.len() < frames[0].len());
+        for f in &frames {
+            assert_eq!(
+                f.for_tag(15).0.as_bytes().as_ptr(),
+                deflated.as_bytes().as_ptr()
+            );
+            assert_eq!(
+                f.for_tag(0).0,
+                f.bytes(),
+                "sessions without deflate take the plain one"
+            );
+            assert_eq!(
+                f.for_tag(12).0,
+                f.bytes(),
+                "nor do those with a smaller window"
+            );
+        }
+        let stats = hub.preparer.stats().expect("deflate on");
+        assert_eq!((stats.compressed, stats.sent_plain), (1, 0));
+        // The history keeps the text only.
+        let kept = &hub.channels["room"].history[0].frame;
+        assert!(!kept.is_deflated());
     }
 
     #[test]

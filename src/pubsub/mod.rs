@@ -65,6 +65,9 @@ pub struct PubSubConfig {
     pub broker: Option<BrokerLink>,
     /// With an archive, every message is stored and older history read from there.
     pub archive: Option<ArchiveLink>,
+    /// With permessage-deflate, each message and presence change is also compressed once for
+    /// every member that takes compressed frames.
+    pub deflate: Option<hioload_wsproto::DeflateConfig>,
 }
 
 impl Default for PubSubConfig {
@@ -77,6 +80,7 @@ impl Default for PubSubConfig {
             auth: None,
             broker: None,
             archive: None,
+            deflate: None,
         }
     }
 }
@@ -285,7 +289,8 @@ impl PubSub {
             hub.with_archive()
         } else {
             hub
-        };
+        }
+        .with_deflate(config.deflate.as_ref());
         Self {
             hub,
             config,

@@ -189,8 +189,20 @@ impl<'a, M> Ctx<'a, M> {
 
     /// Queue `frame` for each of `to` (ids of other workers are refused).
     pub fn push_all(&mut self, to: &[ConnId], frame: &Prepared) -> Fanout {
+        self.push_all_tagged(to, |_| frame)
+    }
+
+    /// Queue for each of `to` the frame `pick` chooses by the connection's tag
+    /// ([`ConnCtx::set_tag`]): one message prepared in several encodings, each connection
+    /// taking the one it negotiated.
+    pub fn push_all_tagged<'f>(
+        &mut self,
+        to: &[ConnId],
+        pick: impl Fn(u8) -> &'f Prepared,
+    ) -> Fanout {
         let mut f = Fanout::default();
         for &id in to {
+            let frame = pick(self.tag(id).unwrap_or(0));
             match self.push(id, frame) {
                 Ok(()) => f.queued += 1,
                 Err(PushError::Full(_)) => f.dropped += 1,
@@ -198,6 +210,13 @@ impl<'a, M> Ctx<'a, M> {
             }
         }
         f
+    }
+
+    /// The tag of connection `to` ([`ConnCtx::set_tag`]), if it is a live connection of this
+    /// worker.
+    #[inline]
+    pub fn tag(&self, to: ConnId) -> Option<u8> {
+        self.lines.live(to).map(|l| l.tag)
     }
 
     /// Room for `len` more bytes on connection `to`'s output, within its limit, for an encoder
@@ -270,6 +289,13 @@ impl<'a, M> ConnCtx<'a, M> {
         }
         line.out.put_input(start, len);
         true
+    }
+
+    /// Keep a small number with this connection that pushes from other connections' turns can
+    /// read ([`Ctx::tag`], [`Ctx::push_all_tagged`]): say, which encoding of a broadcast it
+    /// takes. 0 until set.
+    pub fn set_tag(&mut self, tag: u8) {
+        self.cx.lines.lines[self.slot as usize].tag = tag;
     }
 
     /// Open (or close) this connection to pushes from [`Ctx::push`]; closed until opened. A

@@ -13,7 +13,8 @@ pub enum ProtocolError {
     /// A server frame with the mask bit set (§5.1).
     #[error("server frame is masked")]
     MaskedFrame,
-    /// RSV1-3 set without an extension that defines them (§5.2).
+    /// RSV1-3 set without an extension that defines them (§5.2), or RSV1 where permessage-deflate
+    /// does not allow it (a control frame, a continuation frame).
     #[error("reserved bits {0:#05b} set without a negotiated extension")]
     ReservedBits(u8),
     /// Opcode 3-7 or 11-15 (§5.2).
@@ -62,13 +63,16 @@ pub enum ProtocolError {
     /// A close code a peer may not send (§7.4).
     #[error("invalid close code {0}")]
     InvalidCloseCode(u16),
+    /// A compressed message (RFC 7692) whose payload is not a valid deflate stream.
+    #[error("compressed message is not valid deflate data")]
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
     /// The close code to fail the connection with.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }

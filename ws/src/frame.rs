@@ -53,6 +53,13 @@ impl FrameTally {
         self.bytes[i] += len;
     }
 
+    /// Count `count` frames of `opcode`, each with `len` payload bytes (one frame sent to many).
+    pub fn add_many(&mut self, opcode: OpCode, len: u64, count: u64) {
+        let i = opcode.index();
+        self.frames[i] += count;
+        self.bytes[i] += len * count;
+    }
+
     /// Count every frame in `bytes`, which holds whole frames back to back (what a server has
     /// just written); stops at anything that is not one.
     pub fn add_written(&mut self, mut bytes: &[u8]) {

@@ -27,7 +27,8 @@ pub struct Request<'a> {
     pub key: &'a str,
     /// Subprotocols the client offers, in its order of preference.
     pub protocols: Vec<&'a str>,
-    /// Extensions the client offers (raw header values; none is negotiated yet).
+    /// Extensions the client offers, one per entry with its parameters, in its order of
+    /// preference (see [`crate::deflate::negotiate()`]).
     pub extensions: Vec<&'a str>,
 }
 
@@ -322,8 +323,13 @@ fn parse_error_text(e: httparse::Error) -> &'static str {
     }
 }
 
-/// The 101 response accepting `req`, with the chosen subprotocol if any.
-pub fn accept_response(req: &Request<'_>, protocol: Option<&str>) -> Vec<u8> {
+/// The 101 response accepting `req`, with the chosen subprotocol and the accepted extensions
+/// (a `Sec-WebSocket-Extensions` value), if any.
+pub fn accept_response(
+    req: &Request<'_>,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         accept_key(req.key)
@@ -331,6 +337,11 @@ pub fn accept_response(req: &Request<'_>, protocol: Option<&str>) -> Vec<u8> {
     if let Some(p) = protocol {
         out.push_str("Sec-WebSocket-Protocol: ");
         out.push_str(p);
+        out.push_str("\r\n");
+    }
+    if let Some(e) = extensions {
+        out.push_str("Sec-WebSocket-Extensions: ");
+        out.push_str(e);
         out.push_str("\r\n");
     }
     out.push_str("\r\n");
@@ -342,13 +353,15 @@ pub fn client_key(nonce: [u8; 16]) -> String {
     BASE64.encode(nonce)
 }
 
-/// Append a client upgrade request to `out`.
+/// Append a client upgrade request to `out`, offering `protocols` and `extensions` (a
+/// `Sec-WebSocket-Extensions` value such as [`crate::deflate::offer()`]'s).
 pub fn write_client_request(
     out: &mut Vec<u8>,
     host: &str,
     path: &str,
     key: &str,
     protocols: &[&str],
+    extensions: Option<&str>,
 ) {
     out.extend_from_slice(
         format!(
@@ -362,17 +375,30 @@ pub fn write_client_request(
             format!("Sec-WebSocket-Protocol: {}\r\n", protocols.join(", ")).as_bytes(),
         );
     }
+    if let Some(e) = extensions {
+        out.extend_from_slice(format!("Sec-WebSocket-Extensions: {e}\r\n").as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
+}
+
+/// A server's 101 answer, as the client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted<'a> {
+    /// Length of the response head; bytes after it are frames.
+    pub head_len: usize,
+    /// The subprotocol the server chose.
+    pub protocol: Option<&'a str>,
+    /// The extensions the server accepted (`Sec-WebSocket-Extensions`).
+    pub extensions: Option<&'a str>,
 }
 
 /// Client side: check the server's answer to a request sent with `key`.
 ///
-/// Returns `Ok(None)` while the head is incomplete, else the length of the head and the
-/// subprotocol the server chose.
+/// Returns `Ok(None)` while the head is incomplete.
 pub fn parse_response<'a>(
     buf: &'a [u8],
     key: &str,
-) -> Result<Option<(usize, Option<&'a str>)>, HandshakeError> {
+) -> Result<Option<Accepted<'a>>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
@@ -397,10 +423,11 @@ pub fn parse_response<'a>(
     if header("sec-websocket-accept").map(str::trim) != Some(expected.as_str()) {
         return Err(HandshakeError::BadAccept);
     }
-    Ok(Some((
+    Ok(Some(Accepted {
         head_len,
-        header("sec-websocket-protocol").map(str::trim),
-    )))
+        protocol: header("sec-websocket-protocol").map(str::trim),
+        extensions: header("sec-websocket-extensions").map(str::trim),
+    }))
 }
 
 #[cfg(test)]
@@ -437,7 +464,7 @@ mod tests {
         assert_eq!(req.host, "server.example.com");
         assert_eq!(req.origin, Some("http://example.com"));
         assert_eq!(req.protocols, ["chat", "superchat"]);
-        let resp = String::from_utf8(accept_response(&req, Some("chat"))).unwrap();
+        let resp = String::from_utf8(accept_response(&req, Some("chat"), None)).unwrap();
         assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(resp.contains("Sec-WebSocket-Protocol: chat\r\n"));
@@ -546,15 +573,29 @@ mod tests {
     fn client_roundtrip() {
         let key = client_key([7; 16]);
         let mut req = Vec::new();
-        write_client_request(&mut req, "h:1", "/p", &key, &["a", "b"]);
+        let offer = "permessage-deflate; client_max_window_bits, x-other";
+        write_client_request(&mut req, "h:1", "/p", &key, &["a", "b"], Some(offer));
         let (parsed, n) = parse_request(&req, DEFAULT_MAX_HEADER_BYTES)
             .unwrap()
             .unwrap();
         assert_eq!((n, parsed.protocols.clone()), (req.len(), vec!["a", "b"]));
-        let resp = accept_response(&parsed, Some("b"));
+        assert_eq!(
+            parsed.extensions,
+            ["permessage-deflate; client_max_window_bits", "x-other"]
+        );
+        let resp = accept_response(&parsed, Some("b"), Some("permessage-deflate"));
         assert_eq!(
             parse_response(&resp, &key),
-            Ok(Some((resp.len(), Some("b"))))
+            Ok(Some(Accepted {
+                head_len: resp.len(),
+                protocol: Some("b"),
+                extensions: Some("permessage-deflate"),
+            }))
+        );
+        let plain = accept_response(&parsed, None, None);
+        assert_eq!(
+            parse_response(&plain, &key).unwrap().unwrap().extensions,
+            None
         );
         assert_eq!(
             parse_response(&resp, &client_key([8; 16])),

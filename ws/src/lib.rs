@@ -1,4 +1,4 @@
-//! RFC 6455 WebSocket protocol as a sans-IO library.
+//! RFC 6455 WebSocket protocol (with RFC 7692 compression) as a sans-IO library.
 //!
 //! Nothing here touches a socket, a thread or a clock of its own: a transport hands in the bytes it
 //! read (mutably, so payloads are unmasked in place) and gets back events plus bytes to write. The
@@ -9,6 +9,8 @@
 //! - [`mask`]: word-wide in-place (un)masking.
 //! - [`utf8`]: incremental UTF-8 validation that fails at the first invalid byte.
 //! - [`close`]: close codes and close-frame payloads.
+//! - [`deflate`]: permessage-deflate (RFC 7692): negotiation, compressing and inflating
+//!   messages, the per-worker codecs that sessions without context takeover borrow.
 //! - [`session`]: the per-connection state machine: decoding, message assembly, control frames,
 //!   the close handshake, and the [`Sender`] that encodes outgoing frames.
 //! - [`transmit`]: the [`Transmit`] sink those frames go to (a `Vec<u8>`, or a transport's own
@@ -17,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod close;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
@@ -26,6 +29,7 @@ pub mod transmit;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
+pub use deflate::{Codecs, DeflateConfig, DeflateParams};
 pub use error::ProtocolError;
 pub use frame::{FrameHeader, FrameTallies, FrameTally, OpCode};
 pub use session::{Event, Limits, Message, Role, Sender, Session, SessionState};

@@ -8,8 +8,17 @@
 //! Copies: a message whose frame lies whole in the input is unmasked in place and handed out as a
 //! slice of the input. Only a message that is fragmented or spans reads is assembled in the
 //! session's own buffer, and only a header cut by a read boundary (at most 14 bytes) is kept.
+//!
+//! With permessage-deflate ([`Session::with_deflate`]), a compressed message (RSV1 on its first
+//! frame) is inflated once it is complete, into the worker's [`Codecs`] buffer when the caller
+//! passes them ([`Session::feed_with`]), with output bounded by the message limit. A sender
+//! given the worker's [`Compressors`] compresses text and binary messages; control frames and
+//! raw [`Sender::frame`]s never are.
 
 use crate::close::{CloseCode, CloseFrame};
+use crate::deflate::{
+    Codecs, Compressor, Compressors, DeflateParams, InflateError, Inflater, Inflaters,
+};
 use crate::error::ProtocolError;
 use crate::frame::{FrameHeader, FrameTallies, FrameTally, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
@@ -18,6 +27,9 @@ use crate::utf8::Utf8Validator;
 
 /// Assembly buffers larger than this are released after their message instead of kept.
 const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// RSV1 in [`FrameHeader::rsv`]: the message is compressed (RFC 7692 §6).
+pub const RSV1: u8 = 0b100;
 
 /// Which end of the connection this session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,14 +111,115 @@ pub struct Sender<'a, O: Transmit + ?Sized = Vec<u8>> {
     tx: &'a mut TxState,
     /// Where written frames are counted, if anywhere.
     sent: Option<&'a mut FrameTally>,
+    /// The worker's compressors, if the caller lent them.
+    compress: Option<&'a mut Compressors>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct TxState {
     role: Role,
     close_sent: bool,
     /// The code of the close frame sent (1005: it carried none).
     close_code: u16,
+    /// permessage-deflate's sending side, when negotiated.
+    deflate: Option<TxDeflate>,
+}
+
+/// The sending side of permessage-deflate in one session.
+#[derive(Debug)]
+struct TxDeflate {
+    params: DeflateParams,
+    /// The session's own compressor: with context takeover, or when no worker compressors are
+    /// lent. Made at the first message that is compressed.
+    own: Option<Box<Compressor>>,
+}
+
+impl TxDeflate {
+    /// `data` compressed for this session, or `None` to send it as it is. The result lies in
+    /// `pool`'s buffer, or in `local` without a pool.
+    fn compress<'b>(
+        &mut self,
+        data: &[u8],
+        pool: Option<&'b mut Compressors>,
+        local: &'b mut Vec<u8>,
+    ) -> Option<&'b [u8]> {
+        let p = self.params;
+        if p.send_window_bits < crate::deflate::negotiate::MIN_WINDOW_BITS {
+            return None;
+        }
+        match pool {
+            Some(pool) if !p.send_takeover => pool.compress(p.send_window_bits, data),
+            Some(pool) => {
+                let own = self.own(p);
+                pool.compress_own(own, data)
+            }
+            None => {
+                if data.len() < p.min_size as usize {
+                    return None;
+                }
+                let own = self.own(p);
+                let ok = own.message(data, local);
+                if !p.send_takeover || !ok || local.len() >= data.len() {
+                    own.reset();
+                }
+                (ok && local.len() < data.len()).then_some(&local[..])
+            }
+        }
+    }
+
+    fn own(&mut self, p: DeflateParams) -> &mut Compressor {
+        self.own
+            .get_or_insert_with(|| Box::new(Compressor::new(p.level, p.send_window_bits)))
+    }
+}
+
+/// The receiving side of permessage-deflate in one session.
+#[derive(Debug)]
+struct RxDeflate {
+    params: DeflateParams,
+    /// The session's own decompressor: with context takeover, or when no worker decompressor
+    /// is lent. Made at the first compressed message.
+    own: Option<Box<Inflater>>,
+    /// Where messages inflate when no worker buffer is lent.
+    out: Vec<u8>,
+}
+
+/// Inflate one complete compressed message's payload for `rx`'s session, with the worker's
+/// inflaters if lent.
+fn inflate<'b>(
+    rx: &'b mut RxDeflate,
+    pool: Option<&'b mut Inflaters>,
+    data: &[u8],
+    limit: u64,
+) -> Result<&'b [u8], ProtocolError> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let p = rx.params;
+    let result = match pool {
+        Some(pool) if !p.recv_takeover => pool.inflate(None, data, limit),
+        Some(pool) => {
+            let own = rx
+                .own
+                .get_or_insert_with(|| Box::new(Inflater::new(p.recv_window_bits)));
+            pool.inflate(Some(own), data, limit)
+        }
+        None => {
+            let own = rx
+                .own
+                .get_or_insert_with(|| Box::new(Inflater::new(p.recv_window_bits)));
+            let result = own.message(data, &mut rx.out, limit);
+            if !p.recv_takeover {
+                own.reset();
+            }
+            result.map(|()| &rx.out[..])
+        }
+    };
+    result.map_err(|e| match e {
+        InflateError::TooLarge { max } => ProtocolError::MessageTooLarge {
+            len: max as u64 + 1,
+            max: max as u64,
+        },
+        InflateError::Corrupt => ProtocolError::InvalidCompressedData,
+    })
 }
 
 impl TxState {
@@ -126,14 +239,37 @@ impl TxState {
 }
 
 impl<O: Transmit + ?Sized> Sender<'_, O> {
-    /// Send a text message. Ignored once a close frame was sent (RFC 6455 §5.5.1).
+    /// Send a text message, compressed when permessage-deflate was negotiated and it pays.
+    /// Ignored once a close frame was sent (RFC 6455 §5.5.1).
     pub fn text(&mut self, text: &str) {
-        self.frame(true, OpCode::Text, text.as_bytes());
+        self.data(OpCode::Text, text.as_bytes());
     }
 
-    /// Send a binary message. Ignored once a close frame was sent.
+    /// Send a binary message (compressed as [`Sender::text`] is). Ignored once a close frame
+    /// was sent.
     pub fn binary(&mut self, data: &[u8]) {
-        self.frame(true, OpCode::Binary, data);
+        self.data(OpCode::Binary, data);
+    }
+
+    fn data(&mut self, opcode: OpCode, payload: &[u8]) {
+        if self.tx.close_sent {
+            return;
+        }
+        let mut local = Vec::new();
+        let compressed = match self.tx.deflate.as_mut() {
+            Some(z) => z.compress(payload, self.compress.as_deref_mut(), &mut local),
+            None => None,
+        };
+        match compressed {
+            Some(c) => write_frame(
+                self.out,
+                self.tx,
+                self.sent.as_deref_mut(),
+                (opcode, true, RSV1),
+                c,
+            ),
+            None => self.write(opcode, true, payload),
+        }
     }
 
     /// Send a message of the same type as `msg`.
@@ -188,24 +324,13 @@ impl<O: Transmit + ?Sized> Sender<'_, O> {
     }
 
     fn write(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
-        let mask = self.tx.next_mask();
-        let header = FrameHeader {
-            fin,
-            rsv: 0,
-            opcode,
-            mask,
-            len: payload.len() as u64,
-        };
-        let mut hdr = [0u8; MAX_HEADER_LEN];
-        let n = header.encode(&mut hdr);
-        self.out.put(&hdr[..n]);
-        match mask {
-            Some(key) => self.out.put_masked(payload, key),
-            None => self.out.put_payload(payload),
-        }
-        if let Some(t) = self.sent.as_deref_mut() {
-            t.add(opcode, payload.len() as u64);
-        }
+        write_frame(
+            self.out,
+            self.tx,
+            self.sent.as_deref_mut(),
+            (opcode, fin, 0),
+            payload,
+        );
     }
 
     /// Whether a close frame has been sent.
@@ -227,6 +352,45 @@ impl<O: Transmit + ?Sized> Sender<'_, O> {
     /// them alike).
     pub fn sink_and_tally(&mut self) -> (&mut O, Option<&mut FrameTally>) {
         (self.out, self.sent.as_deref_mut())
+    }
+
+    /// The sink, the tally and the worker's compressors at once (for a caller that compresses
+    /// frames for other sessions).
+    pub fn parts(&mut self) -> (&mut O, Option<&mut FrameTally>, Option<&mut Compressors>) {
+        (
+            self.out,
+            self.sent.as_deref_mut(),
+            self.compress.as_deref_mut(),
+        )
+    }
+}
+
+/// Encode one frame into `out`: `(opcode, fin, rsv)` and the payload, masked if `tx` is a
+/// client's.
+fn write_frame<O: Transmit + ?Sized>(
+    out: &mut O,
+    tx: &mut TxState,
+    sent: Option<&mut FrameTally>,
+    (opcode, fin, rsv): (OpCode, bool, u8),
+    payload: &[u8],
+) {
+    let mask = tx.next_mask();
+    let header = FrameHeader {
+        fin,
+        rsv,
+        opcode,
+        mask,
+        len: payload.len() as u64,
+    };
+    let mut hdr = [0u8; MAX_HEADER_LEN];
+    let n = header.encode(&mut hdr);
+    out.put(&hdr[..n]);
+    match mask {
+        Some(key) => out.put_masked(payload, key),
+        None => out.put_payload(payload),
+    }
+    if let Some(t) = sent {
+        t.add(opcode, payload.len() as u64);
     }
 }
 
@@ -257,6 +421,10 @@ pub struct Session {
     hdr_len: u8,
     /// Type of the data message in progress, if any.
     msg_type: Option<OpCode>,
+    /// The message in progress is compressed (its first frame had RSV1).
+    msg_compressed: bool,
+    /// permessage-deflate's receiving side, when negotiated.
+    rx_deflate: Option<RxDeflate>,
     /// The message in progress, when it is fragmented or spans reads.
     msg: Vec<u8>,
     /// A control frame's payload that spans reads (rare: allocated only then).
@@ -273,16 +441,40 @@ impl Session {
                 role,
                 close_sent: false,
                 close_code: 1005,
+                deflate: None,
             },
             rx: Rx::Header,
             finished: false,
             hdr: [0; MAX_HEADER_LEN],
             hdr_len: 0,
             msg_type: None,
+            msg_compressed: false,
+            rx_deflate: None,
             msg: Vec::new(),
             ctrl: None,
             utf8: Utf8Validator::new(),
         }
+    }
+
+    /// The session with permessage-deflate as negotiated (`params` as seen from this end).
+    pub fn with_deflate(mut self, params: DeflateParams) -> Self {
+        self.set_deflate(params);
+        self
+    }
+
+    /// Apply permessage-deflate as negotiated, before the first frame either way.
+    pub fn set_deflate(&mut self, params: DeflateParams) {
+        self.tx.deflate = Some(TxDeflate { params, own: None });
+        self.rx_deflate = Some(RxDeflate {
+            params,
+            own: None,
+            out: Vec::new(),
+        });
+    }
+
+    /// The negotiated permessage-deflate parameters, if any.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.tx.deflate.as_ref().map(|d| &d.params)
     }
 
     /// Where the closing handshake stands.
@@ -307,6 +499,23 @@ impl Session {
             out,
             tx: &mut self.tx,
             sent: None,
+            compress: None,
+        }
+    }
+
+    /// A sender counting into `sent` (if given) and compressing with the worker's `compress`
+    /// where the session sends without context takeover.
+    pub fn sender_with<'a, O: Transmit + ?Sized>(
+        &'a mut self,
+        out: &'a mut O,
+        sent: Option<&'a mut FrameTally>,
+        compress: Option<&'a mut Compressors>,
+    ) -> Sender<'a, O> {
+        Sender {
+            out,
+            tx: &mut self.tx,
+            sent,
+            compress,
         }
     }
 
@@ -320,6 +529,7 @@ impl Session {
             out,
             tx: &mut self.tx,
             sent: Some(sent),
+            compress: None,
         }
     }
 
@@ -365,6 +575,24 @@ impl Session {
         input: &mut [u8],
         out: &mut O,
         tally: &mut FrameTallies,
+        on_event: F,
+    ) -> Result<(), ProtocolError>
+    where
+        O: Transmit + ?Sized,
+        F: FnMut(Event<'_>, &mut Sender<'_, O>),
+    {
+        self.feed_with(input, out, tally, None, on_event)
+    }
+
+    /// [`Session::feed_tallied`] with the worker's deflate [`Codecs`] lent: compressed messages
+    /// inflate into their buffer, and the senders handed to `on_event` compress with them.
+    /// Without them a session with deflate uses state of its own.
+    pub fn feed_with<O, F>(
+        &mut self,
+        input: &mut [u8],
+        out: &mut O,
+        tally: &mut FrameTallies,
+        codecs: Option<&mut Codecs>,
         mut on_event: F,
     ) -> Result<(), ProtocolError>
     where
@@ -374,7 +602,7 @@ impl Session {
         if self.finished {
             return Ok(());
         }
-        let result = self.decode(input, out, tally, &mut on_event);
+        let result = self.decode(input, out, tally, codecs, &mut on_event);
         if let Err(e) = &result {
             self.sender_tallied(out, &mut tally.sent)
                 .close(e.close_code(), "");
@@ -388,6 +616,7 @@ impl Session {
         input: &mut [u8],
         out: &mut O,
         tally: &mut FrameTallies,
+        mut codecs: Option<&mut Codecs>,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
@@ -403,12 +632,15 @@ impl Session {
                     };
                     self.check_header(&header)?;
                     tally.received.add(header.opcode, header.len);
-                    if !header.opcode.is_control() {
-                        self.msg_type.get_or_insert(header.opcode);
+                    if matches!(header.opcode, OpCode::Text | OpCode::Binary) {
+                        self.msg_type = Some(header.opcode);
+                        self.msg_compressed = header.rsv & RSV1 != 0;
                     }
                     self.rx = Rx::Payload { header, done: 0 };
                     if header.len == 0 {
-                        self.on_payload(header, 0, &mut [], out, &mut tally.sent, on_event)?;
+                        let sent = &mut tally.sent;
+                        let z = codecs.as_deref_mut();
+                        self.on_payload(header, 0, &mut [], out, sent, z, on_event)?;
                     }
                 }
                 Rx::Payload { header, done } => {
@@ -416,7 +648,9 @@ impl Session {
                     let take = (header.len - done).min(avail as u64) as usize;
                     let chunk = &mut input[pos..pos + take];
                     pos += take;
-                    self.on_payload(header, done, chunk, out, &mut tally.sent, on_event)?;
+                    let sent = &mut tally.sent;
+                    let z = codecs.as_deref_mut();
+                    self.on_payload(header, done, chunk, out, sent, z, on_event)?;
                 }
             }
         }
@@ -464,7 +698,10 @@ impl Session {
             (Role::Client { .. }, true) => return Err(ProtocolError::MaskedFrame),
             _ => {}
         }
-        if h.rsv != 0 {
+        // RSV1 marks a compressed message: allowed on the first frame of a data message only,
+        // and only with permessage-deflate (RFC 7692 §6).
+        let first_data = matches!(h.opcode, OpCode::Text | OpCode::Binary);
+        if h.rsv != 0 && !(h.rsv == RSV1 && first_data && self.rx_deflate.is_some()) {
             return Err(ProtocolError::ReservedBits(h.rsv));
         }
         if h.opcode.is_control() {
@@ -508,6 +745,7 @@ impl Session {
         chunk: &mut [u8],
         out: &mut O,
         sent: &mut FrameTally,
+        codecs: Option<&mut Codecs>,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
@@ -557,6 +795,46 @@ impl Session {
 
         let text = self.msg_type == Some(OpCode::Text);
         let whole = complete && done == 0 && header.fin && header.opcode != OpCode::Continuation;
+        let (compress, inflaters) = match codecs {
+            Some(c) => (Some(&mut c.compress), Some(&mut c.inflate)),
+            None => (None, None),
+        };
+        if self.msg_compressed {
+            // Compressed bytes are kept until the message is complete and inflated at once, so
+            // that a shared decompressor is never held across reads.
+            if !whole {
+                self.msg.extend_from_slice(chunk);
+                if !(complete && header.fin) {
+                    return Ok(());
+                }
+            }
+            let data: &[u8] = if whole { chunk } else { &self.msg };
+            let Some(rx) = self.rx_deflate.as_mut() else {
+                return Err(ProtocolError::ReservedBits(RSV1));
+            };
+            let plain = inflate(rx, inflaters, data, self.limits.max_message)?;
+            self.msg_type = None;
+            self.msg_compressed = false;
+            let msg = if text {
+                Message::Text(std::str::from_utf8(plain).map_err(|_| ProtocolError::InvalidUtf8)?)
+            } else {
+                Message::Binary(plain)
+            };
+            on_event(
+                Event::Message(msg),
+                &mut Sender {
+                    out,
+                    tx: &mut self.tx,
+                    sent: Some(sent),
+                    compress,
+                },
+            );
+            self.msg.clear();
+            if self.msg.capacity() > KEEP_CAPACITY {
+                self.msg = Vec::new();
+            }
+            return Ok(());
+        }
         if whole {
             // Zero-copy: the whole message is in the caller's buffer.
             self.msg_type = None;
@@ -571,6 +849,7 @@ impl Session {
                     out,
                     tx: &mut self.tx,
                     sent: Some(sent),
+                    compress,
                 },
             );
             return Ok(());
@@ -598,6 +877,7 @@ impl Session {
                     out,
                     tx: &mut self.tx,
                     sent: Some(sent),
+                    compress,
                 },
             );
             self.msg.clear();
@@ -624,6 +904,7 @@ impl Session {
             out,
             tx: &mut self.tx,
             sent: Some(sent),
+            compress: None,
         };
         match op {
             OpCode::Ping => {

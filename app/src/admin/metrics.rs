@@ -461,7 +461,7 @@ fn pubsub_families(m: &mut String, workers: &[Arc<PubSubCounters>]) {
 }
 
 /// The WebSocket families: messages, frames and payload bytes by opcode each way, close codes
-/// each way, handshake failures by cause.
+/// each way, handshake failures by cause, permessage-deflate.
 fn ws_families(m: &mut String, meters: &[Arc<WsMeter>]) {
     use std::fmt::Write as _;
     if meters.is_empty() {
@@ -560,6 +560,28 @@ fn ws_families(m: &mut String, meters: &[Arc<WsMeter>]) {
         "reason",
         &reasons,
         &|t, i| t.handshake_failures[i],
+    );
+    family(
+        "hioload_ws_deflate_sessions_total",
+        "Sessions that negotiated permessage-deflate.",
+        "extension",
+        &[(0, "permessage-deflate".to_string())],
+        &|t, _| t.deflate_sessions,
+    );
+    let figures: Vec<(usize, String)> = ws_metrics::DEFLATE_FIGURES
+        .iter()
+        .map(|f| f.to_string())
+        .enumerate()
+        .collect();
+    family(
+        "hioload_ws_deflate_total",
+        "permessage-deflate work of the worker's codecs (replies and sends; broadcasts are \
+         compressed once by their handler): messages compressed and their bytes before and \
+         after, messages sent uncompressed (short, or not made smaller), messages inflated and \
+         their bytes before and after.",
+        "figure",
+        &figures,
+        &|t, i| ws_metrics::deflate_figures(&t.deflate)[i],
     );
 }
 

@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use hioload_ws::stack::{CloseCause, ConnCtx, ConnId, Ctx, Service, Verdict};
 use hioload_ws::ws::handshake;
-use hioload_ws::ws::{CloseCode, Event, Limits, OpCode, Role, Session};
+use hioload_ws::ws::{
+    deflate, CloseCode, Codecs, DeflateConfig, Event, FrameTallies, Limits, OpCode, Role, Session,
+};
+
+use crate::cli::PayloadKind;
 
 /// What the client speaks.
 #[derive(Debug, Clone)]
@@ -71,6 +75,10 @@ pub struct Plan {
     pub end: Instant,
     /// The run's start: pub/sub messages carry their send time relative to it.
     pub epoch: Instant,
+    /// Offer permessage-deflate with this policy, and compress what is sent when accepted.
+    pub deflate: Option<DeflateConfig>,
+    /// What payloads look like.
+    pub payload: PayloadKind,
 }
 
 /// Counters a worker publishes for the progress line, without locks (one writer each).
@@ -139,6 +147,10 @@ pub struct LoadClient {
     opened: usize,
     /// Frames of one read, parsed after the session has decoded them (kept for its capacity).
     scratch: Vec<Frame>,
+    /// Deflate state lent to every connection (with `--deflate`).
+    codecs: Option<Codecs>,
+    /// Text pub/sub publishes are padded with (a slice of it).
+    prose: Vec<u8>,
 }
 
 /// A pub/sub frame as the client cares about it.
@@ -211,9 +223,18 @@ pub struct ClientConn {
 impl LoadClient {
     /// The client of worker `worker`, publishing into `live[worker]`.
     pub fn new(plan: Arc<Plan>, live: Arc<[Live]>, worker: usize) -> Self {
-        let pattern = (0..plan.size + 26).map(|i| b'a' + (i % 26) as u8).collect();
+        let pattern = match plan.payload {
+            PayloadKind::Letters => (0..plan.size + 26).map(|i| b'a' + (i % 26) as u8).collect(),
+            PayloadKind::Json => json_pattern(plan.size + 26),
+        };
+        let prose = match plan.payload {
+            PayloadKind::Letters => vec![b'x'; plan.size],
+            PayloadKind::Json => prose_pattern(plan.size),
+        };
         let next_publish = plan.measure_from;
         Self {
+            codecs: plan.deflate.map(|d| Codecs::new(d.level, d.min_size)),
+            prose,
             pattern,
             tally: Tally {
                 messages: 0,
@@ -261,8 +282,7 @@ impl LoadClient {
     /// The payload of message `seq`: printable ASCII shifted by the sequence number, so an echo
     /// of another message or with any byte changed is caught.
     fn payload(&self, seq: u64) -> &[u8] {
-        let off = (seq % 26) as usize;
-        &self.pattern[off..off + self.plan.size]
+        payload_of(&self.pattern, self.plan.size, seq)
     }
 
     fn live(&self) -> Option<&Live> {
@@ -328,9 +348,13 @@ impl LoadClient {
                 self.worker,
                 conn.next_seq >> 32
             );
-            conn.session
-                .sender(out)
-                .frame(true, OpCode::Text, join.as_bytes());
+            send_message(
+                &mut conn.session,
+                self.codecs.as_mut(),
+                out,
+                OpCode::Text,
+                join.as_bytes(),
+            );
             return;
         }
         self.tally.ready += 1;
@@ -347,11 +371,11 @@ impl LoadClient {
         let seq = conn.next_seq;
         conn.next_seq += 1;
         conn.inflight.push_back((seq, now));
-        let payload = self.payload(seq);
+        let payload = payload_of(&self.pattern, self.plan.size, seq);
         match &self.plan.protocol {
             Protocol::WebSocket { text, .. } => {
                 let op = if *text { OpCode::Text } else { OpCode::Binary };
-                conn.session.sender(out).frame(true, op, payload);
+                send_message(&mut conn.session, self.codecs.as_mut(), out, op, payload);
             }
             Protocol::Tcp | Protocol::PubSub(_) => out.extend_from_slice(payload),
         }
@@ -375,7 +399,9 @@ impl LoadClient {
         let start = text.len();
         let _ = write!(text, "{sent_ns}:{}:{}:", self.worker, m.published);
         let pad = self.plan.size.saturating_sub(text.len() - start);
-        text.extend(std::iter::repeat_n('x', pad));
+        // The prose pattern is ASCII without quotes or backslashes: valid inside a JSON string.
+        let pad = &self.prose[..pad.min(self.prose.len())];
+        text.push_str(std::str::from_utf8(pad).unwrap_or_default());
         text.push('"');
         if p.rate.is_none() {
             let _ = write!(text, r#","id":{}"#, m.published);
@@ -383,9 +409,13 @@ impl LoadClient {
         text.push('}');
         m.published += 1;
         self.tally.publishes += 1;
-        session
-            .sender(out)
-            .frame(true, OpCode::Text, text.as_bytes());
+        send_message(
+            session,
+            self.codecs.as_mut(),
+            out,
+            OpCode::Text,
+            text.as_bytes(),
+        );
     }
 
     /// `n` echoes differed from what was sent.
@@ -428,8 +458,17 @@ impl LoadClient {
         head.extend_from_slice(input);
         match handshake::parse_response(head, key) {
             Ok(None) => Verdict::Continue,
-            Ok(Some((len, _))) => {
-                let mut rest = head.split_off(len);
+            Ok(Some(accepted)) => {
+                if let (Some(config), Some(answer)) = (&self.plan.deflate, accepted.extensions) {
+                    match deflate::accept(answer, config) {
+                        Ok(params) => conn.session.set_deflate(params),
+                        Err(e) => {
+                            return self
+                                .fail(conn, || format!("bad permessage-deflate answer: {e}"))
+                        }
+                    }
+                }
+                let mut rest = head.split_off(accepted.head_len);
                 conn.phase = Phase::Open;
                 self.start(conn, out, now);
                 if rest.is_empty() {
@@ -457,7 +496,9 @@ impl LoadClient {
         let mut closed = false;
         let (session, inflight) = (&mut conn.session, &mut conn.inflight);
         let (mut completed, mut bad) = (0usize, 0u64);
-        let result = session.feed(input, out, |ev, _| match ev {
+        let mut codecs = self.codecs.take();
+        let mut tally = FrameTallies::default();
+        let result = session.feed_with(input, out, &mut tally, codecs.as_mut(), |ev, _| match ev {
             Event::Message(m) => match inflight.get(completed).map(|(seq, _)| self.payload(*seq)) {
                 Some(want) => {
                     bad += u64::from(want != m.as_bytes());
@@ -468,6 +509,7 @@ impl LoadClient {
             Event::Close(_) => closed = true,
             Event::Ping(_) | Event::Pong(_) => {}
         });
+        self.codecs = codecs;
         // Count the echoes in order, then refill the pipeline with as many new messages.
         self.mismatched(bad);
         for _ in 0..completed {
@@ -509,11 +551,15 @@ impl LoadClient {
     ) -> Verdict {
         let mut frames = std::mem::take(&mut self.scratch);
         let mut closed = false;
-        let result = conn.session.feed(input, out, |ev, _| match ev {
-            Event::Message(m) => frames.push(classify(m.as_bytes())),
-            Event::Close(_) => closed = true,
-            Event::Ping(_) | Event::Pong(_) => {}
-        });
+        let mut tally = FrameTallies::default();
+        let codecs = self.codecs.as_mut();
+        let result = conn
+            .session
+            .feed_with(input, out, &mut tally, codecs, |ev, _| match ev {
+                Event::Message(m) => frames.push(classify(m.as_bytes())),
+                Event::Close(_) => closed = true,
+                Event::Ping(_) | Event::Pong(_) => {}
+            });
         let mut verdict = Verdict::Continue;
         let now_ns = now.saturating_duration_since(self.plan.epoch).as_nanos() as u64;
         for f in frames.drain(..) {
@@ -633,9 +679,13 @@ impl LoadClient {
         };
         m.joined = !m.joined;
         m.churn_sent = Some(now);
-        session
-            .sender(out)
-            .frame(true, OpCode::Text, text.as_bytes());
+        send_message(
+            session,
+            self.codecs.as_mut(),
+            out,
+            OpCode::Text,
+            text.as_bytes(),
+        );
     }
 
     /// Time between two churn steps of one churner.
@@ -753,7 +803,8 @@ impl Service for LoadClient {
         match (&self.plan.protocol, &conn.phase) {
             (Protocol::WebSocket { host, path, .. }, Phase::Handshake { key, .. })
             | (Protocol::PubSub(PubSubPlan { host, path, .. }), Phase::Handshake { key, .. }) => {
-                handshake::write_client_request(out, host, path, key, &[]);
+                let offer = self.plan.deflate.as_ref().map(deflate::offer);
+                handshake::write_client_request(out, host, path, key, &[], offer.as_deref());
             }
             _ => {
                 conn.phase = Phase::Open;
@@ -922,6 +973,89 @@ fn classify(json: &[u8]) -> Frame {
     }
 }
 
+/// The `size` bytes of `pattern` that message `seq` carries.
+fn payload_of(pattern: &[u8], size: usize, seq: u64) -> &[u8] {
+    let off = (seq % 26) as usize;
+    &pattern[off..off + size]
+}
+
+/// Send one whole message, compressed when the session negotiated permessage-deflate.
+fn send_message(
+    session: &mut Session,
+    codecs: Option<&mut Codecs>,
+    out: &mut Vec<u8>,
+    op: OpCode,
+    payload: &[u8],
+) {
+    let mut tx = session.sender_with(out, None, codecs.map(|c| &mut c.compress));
+    match op {
+        OpCode::Text => tx.text(std::str::from_utf8(payload).unwrap_or_default()),
+        _ => tx.binary(payload),
+    }
+}
+
+/// A deterministic xorshift stream, for payloads that look random but repeat run to run.
+fn xorshift(state: &mut u32) -> u32 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    x
+}
+
+const WORDS: [&str; 32] = [
+    "the", "meeting", "is", "at", "noon", "please", "bring", "your", "notes", "and", "laptop",
+    "we", "will", "review", "release", "plan", "for", "next", "week", "thanks", "great", "idea",
+    "see", "you", "soon", "ok", "deploy", "finished", "tests", "green", "lunch", "today",
+];
+
+/// `len` bytes of chat-like JSON records with pseudo-random users, words and numbers: text that
+/// deflate shrinks about as much as real chat traffic.
+fn json_pattern(len: usize) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(len + 256);
+    let mut rng = 0x2545_f491u32;
+    let mut seq = 1_000u32;
+    while s.len() < len {
+        seq += 1 + xorshift(&mut rng) % 3;
+        let _ = write!(
+            s,
+            r#"{{"type":"message","channel":"room-{}","user":"user-{}","seq":{},"ts":{},"text":""#,
+            xorshift(&mut rng) % 50,
+            xorshift(&mut rng) % 5_000,
+            seq,
+            1_764_000_000_000u64 + u64::from(xorshift(&mut rng) % 100_000_000),
+        );
+        let words = 3 + xorshift(&mut rng) % 12;
+        for w in 0..words {
+            if w > 0 {
+                s.push(' ');
+            }
+            s.push_str(WORDS[xorshift(&mut rng) as usize % WORDS.len()]);
+        }
+        s.push_str("\"}\n");
+    }
+    s.truncate(len);
+    s.into_bytes()
+}
+
+/// `len` bytes of pseudo-random words and numbers (no quotes or backslashes).
+fn prose_pattern(len: usize) -> Vec<u8> {
+    let mut s = String::with_capacity(len + 16);
+    let mut rng = 0x1b87_3593u32;
+    while s.len() < len {
+        if xorshift(&mut rng).is_multiple_of(8) {
+            s.push_str(&(xorshift(&mut rng) % 100_000).to_string());
+        } else {
+            s.push_str(WORDS[xorshift(&mut rng) as usize % WORDS.len()]);
+        }
+        s.push(' ');
+    }
+    s.truncate(len);
+    s.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -962,6 +1096,8 @@ mod tests {
             measure_from: now,
             end: now + Duration::from_secs(3600),
             epoch: now,
+            deflate: None,
+            payload: PayloadKind::Letters,
         })
     }
 
@@ -1017,7 +1153,7 @@ mod tests {
         let (parsed, _) = handshake::parse_request(&req, 8192)
             .expect("a valid request")
             .expect("a whole request");
-        let mut response = handshake::accept_response(&parsed, None);
+        let mut response = handshake::accept_response(&parsed, None, None);
         let mut server = Session::new(Role::Server, Limits::default());
         d.input(s, &mut response, false, now);
         let mut frames = d.take_output(s);
@@ -1085,7 +1221,7 @@ mod tests {
         let (parsed, _) = handshake::parse_request(&req, 8192)
             .expect("a valid request")
             .expect("a whole request");
-        let mut response = handshake::accept_response(&parsed, None);
+        let mut response = handshake::accept_response(&parsed, None, None);
         d.input(s, &mut response, false, now);
         let mut server = Session::new(Role::Server, Limits::default());
         let texts = |server: &mut Session, mut frames: Vec<u8>| {
@@ -1204,7 +1340,12 @@ mod tests {
             let (parsed, _) = handshake::parse_request(&req, 8192)
                 .expect("a valid request")
                 .expect("a whole request");
-            d.input(s, &mut handshake::accept_response(&parsed, None), false, t0);
+            d.input(
+                s,
+                &mut handshake::accept_response(&parsed, None, None),
+                false,
+                t0,
+            );
             slots.push(s);
         }
         let (churner, member) = (slots[0], slots[1]);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::client::{Plan, Protocol, PubSubPlan};
 use super::{server, Outcome, Run, Transport};
 use crate::cli::{BenchKind, GeneratorArgs, LoadArgs};
+use hioload_ws::ws::DeflateConfig;
 
 /// Run a `bench` subcommand; an error if any echo mismatched or any connection failed.
 pub fn command(kind: BenchKind) -> Result<(), String> {
@@ -24,6 +25,9 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
             )
         }
         BenchKind::Tcp(a) => {
+            if a.load.deflate {
+                return Err("--deflate: raw TCP has no WebSocket compression".into());
+            }
             let remote = super::resolve(&a.addr, 9002).map_err(|e| format!("--addr: {e}"))?;
             (
                 load_run(remote, Protocol::Tcp, &a.load, &a.gen, 0)?,
@@ -43,6 +47,8 @@ pub fn command(kind: BenchKind) -> Result<(), String> {
                 size: 0,
                 duration: a.hold,
                 warmup: Duration::ZERO,
+                deflate: false,
+                payload: crate::cli::PayloadKind::Letters,
             };
             let mut run = load_run(remote, protocol, &load, &a.gen, 0)?;
             run.plan.depth = 0;
@@ -141,6 +147,8 @@ fn load_run(
             protocol,
             depth: load.depth as usize,
             size,
+            deflate: load.deflate.then(DeflateConfig::default),
+            payload: load.payload,
             measure_from: now,
             end: now,
             epoch: now,

@@ -43,7 +43,7 @@ impl Mode for BroadcastMode {
 
     fn service(&self, worker: usize, live: Option<&Arc<LiveWs>>) -> Self::Service {
         let f = self.figures.get(worker).cloned().unwrap_or_default();
-        super::ws_service(Broadcast::default(), &self.ws, f, live)
+        super::ws_service(Broadcast::new(self.ws.deflate.as_ref()), &self.ws, f, live)
     }
 
     fn figures(&self) -> Figures {

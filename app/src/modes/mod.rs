@@ -17,7 +17,7 @@ use std::sync::Arc;
 use hioload_ws::live::LiveWs;
 use hioload_ws::middleware::{Counters, Logging, Metrics, Recover};
 use hioload_ws::stack::{Postboxes, Service};
-use hioload_ws::ws::Limits;
+use hioload_ws::ws::{DeflateConfig, Limits};
 use hioload_ws::ws_metrics::WsMeter;
 use hioload_ws::Handler;
 use hioload_ws::WsConfig;
@@ -166,8 +166,27 @@ pub fn ws_config(ws: &WsArgs, common: &CommonArgs) -> Result<WsConfig, String> {
         idle_timeout: common.idle_timeout.0,
         ping_interval: ws.ping_interval.0,
         close_timeout: ws.close_timeout,
+        deflate: deflate_config(ws)?,
         ..WsConfig::default()
     })
+}
+
+/// The permessage-deflate policy from the flags (`None` with `--deflate off`).
+fn deflate_config(ws: &WsArgs) -> Result<Option<DeflateConfig>, String> {
+    if !ws.deflate.0 {
+        return Ok(None);
+    }
+    let config = DeflateConfig {
+        server_window_bits: ws.deflate_window_bits,
+        client_window_bits: ws.deflate_client_window_bits,
+        server_takeover: ws.deflate_server_takeover,
+        client_takeover: ws.deflate_client_takeover,
+        level: ws.deflate_level,
+        min_size: u32::try_from(ws.deflate_min_size)
+            .map_err(|_| "--deflate-min-size is too large (at most 4GiB)")?,
+    };
+    config.validate().map_err(|e| format!("--deflate: {e}"))?;
+    Ok(Some(config))
 }
 
 /// The pub/sub settings from the flags.
@@ -278,5 +297,6 @@ pub fn pubsub_config(
         },
         broker: None,
         archive: None,
+        deflate: None,
     })
 }

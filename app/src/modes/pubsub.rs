@@ -43,10 +43,12 @@ impl PubSubMode {
     /// and storing messages in `archive` (whose links `config` holds) if given.
     pub fn new(
         ws: WsConfig,
-        config: PubSubConfig,
+        mut config: PubSubConfig,
         bridge: Option<Bridge>,
         archive: Option<Archive>,
     ) -> Self {
+        // The hub compresses each message once for all members, as the sessions negotiate.
+        config.deflate = ws.deflate;
         Self {
             ws,
             config,

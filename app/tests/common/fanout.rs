@@ -176,7 +176,7 @@ impl Service for Client {
         // The last session to be ready writes to the senders' connections.
         cx.accept_pushes(true);
         let key = handshake::client_key((index as u128 + 1).to_le_bytes());
-        handshake::write_client_request(cx.out().tail(), "test", "/fanout", &key, &[]);
+        handshake::write_client_request(cx.out().tail(), "test", "/fanout", &key, &[], None);
         Conn {
             index,
             session: Session::new(
@@ -198,8 +198,8 @@ impl Service for Client {
             head.extend_from_slice(input);
             match handshake::parse_response(head, key) {
                 Ok(None) => return Verdict::Continue,
-                Ok(Some((len, _))) => {
-                    rest = head.split_off(len);
+                Ok(Some(accepted)) => {
+                    rest = head.split_off(accepted.head_len);
                     conn.handshake = None;
                     self.ready += 1;
                     self.out.ready = self.ready;
@@ -335,7 +335,7 @@ pub fn silent_session(server: SocketAddr) -> std::net::TcpStream {
     let mut s: std::net::TcpStream = socket.into();
     let key = handshake::client_key([7; 16]);
     let mut req = Vec::new();
-    handshake::write_client_request(&mut req, "test", "/silent", &key, &[]);
+    handshake::write_client_request(&mut req, "test", "/silent", &key, &[], None);
     s.write_all(&req).expect("send the upgrade request");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // Read the 101 one byte at a time, so nothing after it is taken off the socket.

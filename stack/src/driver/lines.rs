@@ -47,6 +47,8 @@ pub(crate) struct Line {
     /// The service knows the connection (opened and not yet closed).
     pub(crate) live: bool,
     pub(crate) pushable: bool,
+    /// The service's tag for the connection ([`crate::ConnCtx::set_tag`]).
+    pub(crate) tag: u8,
     /// In the dirty list.
     pub(crate) dirty: bool,
     /// During this call the service may queue references to the input
@@ -106,6 +108,7 @@ impl Lines {
         line.generation = generation;
         line.live = false;
         line.pushable = false;
+        line.tag = 0;
         self.forget(slot);
     }
 
@@ -272,6 +275,15 @@ mod tests {
             slot,
             generation: slot + 10,
         }
+    }
+
+    #[test]
+    fn a_reused_slot_starts_without_the_old_tag() {
+        let mut l = lines(SlowConsumer::Drop);
+        l.lines[2].tag = 15;
+        assert_eq!(l.live(id(2)).map(|line| line.tag), Some(15));
+        l.start(2, 40);
+        assert_eq!(l.lines[2].tag, 0);
     }
 
     #[test]
