@@ -515,6 +515,17 @@ fn pubsub_load_counts_deliveries_in_order_at_a_rate_and_as_fast_as_acks() {
     );
 }
 
+/// The one JSON line of a successful `bench --json` run.
+fn json_line(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.trim().to_owned()
+}
+
 #[test]
 fn deflate_loads_are_verified_and_shrink_what_goes_on_the_wire() {
     // Echo: JSON-like text, compressed both ways; every echo is checked byte for byte.
@@ -541,13 +552,8 @@ fn deflate_loads_are_verified_and_shrink_what_goes_on_the_wire() {
         "--deflate",
         "--json",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout.trim();
+    let line = json_line(&out);
+    let line = line.as_str();
     assert!(num(line, "messages") > 100.0, "{line}");
     assert_eq!(
         (num(line, "mismatches"), num(line, "failed_sessions")),
@@ -599,13 +605,8 @@ fn deflate_loads_are_verified_and_shrink_what_goes_on_the_wire() {
         "--deflate",
         "--json",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout.trim();
+    let line = json_line(&out);
+    let line = line.as_str();
     assert!(num(line, "messages") > 100.0, "{line}");
     assert_eq!(
         (num(line, "mismatches"), num(line, "gaps")),

@@ -2,7 +2,9 @@
 //
 // usage: node node_client.js ws://HOST:PORT/path
 //
-// Checks text, binary, 1 MiB, ping/pong, 50 concurrent sessions and the close handshake.
+// Checks that permessage-deflate is negotiated (the client offers it by default), then text,
+// binary, 1 MiB of compressible JSON and of random bytes, ping/pong, 50 concurrent sessions and
+// the close handshake.
 'use strict';
 const crypto = require('crypto');
 const WebSocket = require('ws');
@@ -54,9 +56,16 @@ async function session(n) {
 
 async function main() {
   const ws = await open(url);
+  const ext = ws.extensions;
+  assert(ext.includes('permessage-deflate'), `permessage-deflate not negotiated: "${ext}"`);
   ws.send('hello');
   let r = await next(ws);
   assert(!r.isBinary && r.data.toString() === 'hello', 'text echo');
+  const records = Array.from({ length: 12000 }, (_, i) => ({ type: 'message', user: `u${i % 97}`, seq: i }));
+  const json = JSON.stringify(records);
+  ws.send(json);
+  r = await next(ws);
+  assert(!r.isBinary && r.data.toString() === json, `${json.length}-byte JSON echo`);
   const blob = crypto.randomBytes(1000);
   ws.send(blob);
   r = await next(ws);
@@ -74,7 +83,7 @@ async function main() {
   const code = await closed;
   assert(code === 1000, `close code ${code}`);
   await Promise.all(Array.from({ length: 50 }, (_, n) => session(n)));
-  console.log('node ws smoke: ok (text, binary, 1 MiB, ping, 50 concurrent, close)');
+  console.log('node ws smoke: ok (permessage-deflate, text, binary, JSON and 1 MiB, ping, 50 concurrent, close)');
 }
 
 const timer = setTimeout(() => {

@@ -173,44 +173,63 @@ impl TxDeflate {
     }
 }
 
-/// The receiving side of permessage-deflate in one session.
+/// Hand a complete message to `on_event` with a sender for replies; text must be UTF-8.
+fn emit<O, F>(
+    on_event: &mut F,
+    mut tx: Sender<'_, O>,
+    text: bool,
+    payload: &[u8],
+) -> Result<(), ProtocolError>
+where
+    O: Transmit + ?Sized,
+    F: FnMut(Event<'_>, &mut Sender<'_, O>),
+{
+    let msg = if text {
+        Message::Text(std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
+    } else {
+        Message::Binary(payload)
+    };
+    on_event(Event::Message(msg), &mut tx);
+    Ok(())
+}
+
+/// A session's own inflate state: with context takeover, or when no worker decompressor is lent.
+/// Made at the first compressed message (boxed: a session without it pays one pointer).
 #[derive(Debug)]
-struct RxDeflate {
-    params: DeflateParams,
-    /// The session's own decompressor: with context takeover, or when no worker decompressor
-    /// is lent. Made at the first compressed message.
-    own: Option<Box<Inflater>>,
+struct OwnInflate {
+    inflater: Inflater,
     /// Where messages inflate when no worker buffer is lent.
     out: Vec<u8>,
 }
 
-/// Inflate one complete compressed message's payload for `rx`'s session, with the worker's
-/// inflaters if lent.
+/// Inflate one complete compressed message's payload for a session that negotiated `p`, with
+/// the worker's inflaters if lent.
 fn inflate<'b>(
-    rx: &'b mut RxDeflate,
+    p: DeflateParams,
+    own: &'b mut Option<Box<OwnInflate>>,
     pool: Option<&'b mut Inflaters>,
     data: &[u8],
     limit: u64,
 ) -> Result<&'b [u8], ProtocolError> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let p = rx.params;
+    let own_state = |own: &'b mut Option<Box<OwnInflate>>| -> &'b mut OwnInflate {
+        own.get_or_insert_with(|| {
+            Box::new(OwnInflate {
+                inflater: Inflater::new(p.recv_window_bits),
+                out: Vec::new(),
+            })
+        })
+    };
     let result = match pool {
         Some(pool) if !p.recv_takeover => pool.inflate(None, data, limit),
-        Some(pool) => {
-            let own = rx
-                .own
-                .get_or_insert_with(|| Box::new(Inflater::new(p.recv_window_bits)));
-            pool.inflate(Some(own), data, limit)
-        }
+        Some(pool) => pool.inflate(Some(&mut own_state(own).inflater), data, limit),
         None => {
-            let own = rx
-                .own
-                .get_or_insert_with(|| Box::new(Inflater::new(p.recv_window_bits)));
-            let result = own.message(data, &mut rx.out, limit);
+            let own = own_state(own);
+            let result = own.inflater.message(data, &mut own.out, limit);
             if !p.recv_takeover {
-                own.reset();
+                own.inflater.reset();
             }
-            result.map(|()| &rx.out[..])
+            result.map(|()| &own.out[..])
         }
     };
     result.map_err(|e| match e {
@@ -423,8 +442,8 @@ pub struct Session {
     msg_type: Option<OpCode>,
     /// The message in progress is compressed (its first frame had RSV1).
     msg_compressed: bool,
-    /// permessage-deflate's receiving side, when negotiated.
-    rx_deflate: Option<RxDeflate>,
+    /// permessage-deflate's own inflate state, if the session needs one.
+    inflate_own: Option<Box<OwnInflate>>,
     /// The message in progress, when it is fragmented or spans reads.
     msg: Vec<u8>,
     /// A control frame's payload that spans reads (rare: allocated only then).
@@ -449,7 +468,7 @@ impl Session {
             hdr_len: 0,
             msg_type: None,
             msg_compressed: false,
-            rx_deflate: None,
+            inflate_own: None,
             msg: Vec::new(),
             ctrl: None,
             utf8: Utf8Validator::new(),
@@ -465,11 +484,7 @@ impl Session {
     /// Apply permessage-deflate as negotiated, before the first frame either way.
     pub fn set_deflate(&mut self, params: DeflateParams) {
         self.tx.deflate = Some(TxDeflate { params, own: None });
-        self.rx_deflate = Some(RxDeflate {
-            params,
-            own: None,
-            out: Vec::new(),
-        });
+        self.inflate_own = None;
     }
 
     /// The negotiated permessage-deflate parameters, if any.
@@ -701,7 +716,7 @@ impl Session {
         // RSV1 marks a compressed message: allowed on the first frame of a data message only,
         // and only with permessage-deflate (RFC 7692 §6).
         let first_data = matches!(h.opcode, OpCode::Text | OpCode::Binary);
-        if h.rsv != 0 && !(h.rsv == RSV1 && first_data && self.rx_deflate.is_some()) {
+        if h.rsv != 0 && !(h.rsv == RSV1 && first_data && self.tx.deflate.is_some()) {
             return Err(ProtocolError::ReservedBits(h.rsv));
         }
         if h.opcode.is_control() {
@@ -809,26 +824,20 @@ impl Session {
                 }
             }
             let data: &[u8] = if whole { chunk } else { &self.msg };
-            let Some(rx) = self.rx_deflate.as_mut() else {
+            let Some(params) = self.tx.deflate.as_ref().map(|d| d.params) else {
                 return Err(ProtocolError::ReservedBits(RSV1));
             };
-            let plain = inflate(rx, inflaters, data, self.limits.max_message)?;
+            let own = &mut self.inflate_own;
+            let plain = inflate(params, own, inflaters, data, self.limits.max_message)?;
             self.msg_type = None;
             self.msg_compressed = false;
-            let msg = if text {
-                Message::Text(std::str::from_utf8(plain).map_err(|_| ProtocolError::InvalidUtf8)?)
-            } else {
-                Message::Binary(plain)
+            let tx = Sender {
+                out,
+                tx: &mut self.tx,
+                sent: Some(sent),
+                compress,
             };
-            on_event(
-                Event::Message(msg),
-                &mut Sender {
-                    out,
-                    tx: &mut self.tx,
-                    sent: Some(sent),
-                    compress,
-                },
-            );
+            emit(on_event, tx, text, plain)?;
             self.msg.clear();
             if self.msg.capacity() > KEEP_CAPACITY {
                 self.msg = Vec::new();
@@ -838,21 +847,13 @@ impl Session {
         if whole {
             // Zero-copy: the whole message is in the caller's buffer.
             self.msg_type = None;
-            let msg = if text {
-                Message::Text(std::str::from_utf8(chunk).map_err(|_| ProtocolError::InvalidUtf8)?)
-            } else {
-                Message::Binary(chunk)
+            let tx = Sender {
+                out,
+                tx: &mut self.tx,
+                sent: Some(sent),
+                compress,
             };
-            on_event(
-                Event::Message(msg),
-                &mut Sender {
-                    out,
-                    tx: &mut self.tx,
-                    sent: Some(sent),
-                    compress,
-                },
-            );
-            return Ok(());
+            return emit(on_event, tx, text, chunk);
         }
         if text {
             self.utf8
@@ -862,24 +863,18 @@ impl Session {
         self.msg.extend_from_slice(chunk);
         if complete && header.fin {
             self.msg_type = None;
-            let msg = if text {
+            if text {
                 self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                // Validated piece by piece above; checking again keeps this crate free of unsafe.
-                Message::Text(
-                    std::str::from_utf8(&self.msg).map_err(|_| ProtocolError::InvalidUtf8)?,
-                )
-            } else {
-                Message::Binary(&self.msg)
+            }
+            let tx = Sender {
+                out,
+                tx: &mut self.tx,
+                sent: Some(sent),
+                compress,
             };
-            on_event(
-                Event::Message(msg),
-                &mut Sender {
-                    out,
-                    tx: &mut self.tx,
-                    sent: Some(sent),
-                    compress,
-                },
-            );
+            // Text was validated piece by piece above; `emit` checks it again, which keeps this
+            // crate free of unsafe.
+            emit(on_event, tx, text, &self.msg)?;
             self.msg.clear();
             if self.msg.capacity() > KEEP_CAPACITY {
                 self.msg = Vec::new();
