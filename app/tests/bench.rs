@@ -380,7 +380,21 @@ fn two_hundred_dashboard_viewers_cost_no_thread() {
     // Let the startup threads (workers, admin, signals) settle.
     let (mut first, _) = tungstenite::connect(format!("ws://{admin}/ws")).expect("dashboard");
     first.read().expect("a snapshot");
-    let before = threads(app.pid());
+    // Under load a startup thread (the SIGHUP watcher, say) may start after the first snapshot:
+    // wait until the count has held for 300 ms.
+    let mut before = threads(app.pid());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut steady_since = std::time::Instant::now();
+    while steady_since.elapsed() < std::time::Duration::from_millis(300)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let now = threads(app.pid());
+        if now != before {
+            before = now;
+            steady_since = std::time::Instant::now();
+        }
+    }
     let mut viewers: Vec<_> = (0..200)
         .map(|_| {
             let (ws, _) =
