@@ -597,6 +597,7 @@ fn deflate_loads_are_verified_and_shrink_what_goes_on_the_wire() {
 
     // Pub/sub: members with deflate get each message compressed once for all of them.
     let app = Appliance::start("pubsub", &["--workers", "1"]);
+    let admin = app.admin().expect("admin endpoint announced");
     let url = format!("ws://{}/", app.addr);
     let out = bench(&[
         "pubsub",
@@ -626,5 +627,21 @@ fn deflate_loads_are_verified_and_shrink_what_goes_on_the_wire() {
         (num(line, "mismatches"), num(line, "gaps")),
         (0.0, 0.0),
         "{line}"
+    );
+    // 15 members a channel: each compression served many deliveries.
+    let compressed = sample(
+        admin,
+        "hioload_pubsub_compressed_total{worker=\"0\"} ",
+        100.0,
+    );
+    let publishes = sample(admin, "hioload_pubsub_publishes_total{worker=\"0\"} ", 0.0);
+    let deliveries = sample(admin, "hioload_pubsub_deliveries_total{worker=\"0\"} ", 0.0);
+    assert!(
+        compressed >= 100.0 && compressed <= publishes + 100.0,
+        "{compressed} compressions for {publishes} publishes"
+    );
+    assert!(
+        deliveries >= 10.0 * compressed,
+        "{deliveries} deliveries for {compressed} compressions"
     );
 }

@@ -420,6 +420,11 @@ impl Hub {
         self.presence_events
     }
 
+    /// What the hub compressed, once per message for all members (with deflate on).
+    pub fn deflate_stats(&self) -> Option<hioload_wsproto::deflate::DeflateStats> {
+        self.preparer.stats()
+    }
+
     /// `asker` joins `channel` (a rejoin answers a fresh `joined` without counting it twice).
     /// With a broker, a channel new here is synced first: the answer waits for [`Hub::synced`].
     pub fn join(

@@ -228,6 +228,12 @@ pub struct PubSubCounters {
     pub members: AtomicU64,
     /// Bytes of history retained by this worker's hub (a gauge).
     pub history_bytes: AtomicU64,
+    /// Messages and presence changes this worker's hub compressed, each once for all members.
+    pub compressed: AtomicU64,
+    /// Their bytes before compression.
+    pub compressed_in_bytes: AtomicU64,
+    /// Their bytes after compression.
+    pub compressed_out_bytes: AtomicU64,
 }
 
 impl PubSubCounters {
@@ -877,6 +883,13 @@ impl PubSub {
             .store(self.members.count() as u64, Ordering::Relaxed);
         c.presence_events
             .store(self.hub.presence_events(), Ordering::Relaxed);
+        if let Some(d) = self.hub.deflate_stats() {
+            c.compressed.store(d.compressed, Ordering::Relaxed);
+            c.compressed_in_bytes
+                .store(d.compressed_in, Ordering::Relaxed);
+            c.compressed_out_bytes
+                .store(d.compressed_out, Ordering::Relaxed);
+        }
     }
 }
 

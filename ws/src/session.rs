@@ -280,7 +280,7 @@ impl<O: Transmit + ?Sized> Sender<'_, O> {
             None => None,
         };
         match compressed {
-            Some(c) => write_frame(
+            Some(c) => put_frame(
                 self.out,
                 self.tx,
                 self.sent.as_deref_mut(),
@@ -343,7 +343,7 @@ impl<O: Transmit + ?Sized> Sender<'_, O> {
     }
 
     fn write(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
-        write_frame(
+        put_frame(
             self.out,
             self.tx,
             self.sent.as_deref_mut(),
@@ -384,9 +384,10 @@ impl<O: Transmit + ?Sized> Sender<'_, O> {
     }
 }
 
-/// Encode one frame into `out`: `(opcode, fin, rsv)` and the payload, masked if `tx` is a
-/// client's.
-fn write_frame<O: Transmit + ?Sized>(
+/// Encode one frame into a [`Transmit`] sink: `(opcode, fin, rsv)` and the payload, masked if
+/// `tx` is a client's, the payload handed to [`Transmit::put_payload`] so a sink may keep it by
+/// reference, and counted. (`frame::write_frame` is the plain `Vec` twin for tests and tools.)
+fn put_frame<O: Transmit + ?Sized>(
     out: &mut O,
     tx: &mut TxState,
     sent: Option<&mut FrameTally>,

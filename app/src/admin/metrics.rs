@@ -381,7 +381,7 @@ fn pubsub_families(m: &mut String, workers: &[Arc<PubSubCounters>]) {
         return;
     }
     type Get = fn(&PubSubCounters) -> &AtomicU64;
-    let simple: [(&str, &str, &str, Get); 6] = [
+    let simple: [(&str, &str, &str, Get); 9] = [
         (
             "hioload_pubsub_channels",
             "gauge",
@@ -417,6 +417,24 @@ fn pubsub_families(m: &mut String, workers: &[Arc<PubSubCounters>]) {
             "counter",
             "Presence changes (joined, left) sent by the worker's channels.",
             |c| &c.presence_events,
+        ),
+        (
+            "hioload_pubsub_compressed_total",
+            "counter",
+            "Messages and presence changes the worker's channels compressed (permessage-deflate), each once for all members.",
+            |c| &c.compressed,
+        ),
+        (
+            "hioload_pubsub_compressed_in_bytes_total",
+            "counter",
+            "Their bytes before compression.",
+            |c| &c.compressed_in_bytes,
+        ),
+        (
+            "hioload_pubsub_compressed_out_bytes_total",
+            "counter",
+            "Their bytes after compression.",
+            |c| &c.compressed_out_bytes,
         ),
     ];
     for (name, kind, help, get) in simple {
