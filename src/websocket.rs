@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use hioload_stack::{CloseCause, ConnCtx, ConnId, Ctx, Service, Verdict};
 use hioload_wsproto::handshake::{self, HandshakeError};
 use hioload_wsproto::{
-    deflate, CloseCode, Codecs, DeflateConfig, Event, Limits, Message, Role, Sender, Session,
-    SessionState, Transmit,
+    deflate, deflate::DeflateStats, CloseCode, Codecs, DeflateConfig, Event, Limits, Message, Role,
+    Sender, Session, SessionState, Transmit,
 };
 
 use crate::handler::{Context, Decision, Handler, SessionOps, WorkerContext};
@@ -214,9 +214,16 @@ impl<H: Handler> WsService<H> {
         self
     }
 
-    /// What has been counted so far.
+    /// What has been counted so far (its deflate figures as of the last tick: see
+    /// [`WsService::deflate_stats`]).
     pub fn tally(&self) -> &WsTally {
         &self.tally
+    }
+
+    /// What the worker's deflate codecs have compressed and inflated so far (zero with deflate
+    /// off).
+    pub fn deflate_stats(&self) -> DeflateStats {
+        self.codecs.as_ref().map(Codecs::stats).unwrap_or_default()
     }
 
     /// Count a failed handshake by the status sent (or `ws_metrics::HANDSHAKE_TIMEOUT`).
@@ -431,9 +438,6 @@ impl<H: Handler> WsService<H> {
         );
         if peer_closed {
             self.tally.close_received[ws_metrics::close_slot(peer_code)] += 1;
-        }
-        if let Some(c) = &self.codecs {
-            self.tally.deflate = c.stats();
         }
         self.tally
             .count_close_sent(closes, session.close_code_sent());

@@ -498,7 +498,7 @@ fn each_session_takes_its_own_encoding_of_a_deflated_broadcast() {
         let expected = if i == 0 { 0xc1 } else { 0x81 };
         assert_eq!(firsts, [expected, expected], "session {i}");
     }
-    let d = h.d.service().tally().deflate;
+    let d = h.d.service().deflate_stats();
     assert_eq!(d.inflated, 1, "{d:?}");
     assert_eq!(d.inflated_out, 1_000, "{d:?}");
 }

@@ -189,20 +189,8 @@ impl<'a, M> Ctx<'a, M> {
 
     /// Queue `frame` for each of `to` (ids of other workers are refused).
     pub fn push_all(&mut self, to: &[ConnId], frame: &Prepared) -> Fanout {
-        self.push_all_tagged(to, |_| frame)
-    }
-
-    /// Queue for each of `to` the frame `pick` chooses by the connection's tag
-    /// ([`ConnCtx::set_tag`]): one message prepared in several encodings, each connection
-    /// taking the one it negotiated.
-    pub fn push_all_tagged<'f>(
-        &mut self,
-        to: &[ConnId],
-        pick: impl Fn(u8) -> &'f Prepared,
-    ) -> Fanout {
         let mut f = Fanout::default();
         for &id in to {
-            let frame = pick(self.tag(id).unwrap_or(0));
             match self.push(id, frame) {
                 Ok(()) => f.queued += 1,
                 Err(PushError::Full(_)) => f.dropped += 1,
@@ -292,7 +280,7 @@ impl<'a, M> ConnCtx<'a, M> {
     }
 
     /// Keep a small number with this connection that pushes from other connections' turns can
-    /// read ([`Ctx::tag`], [`Ctx::push_all_tagged`]): say, which encoding of a broadcast it
+    /// read ([`Ctx::tag`]): say, which encoding of a broadcast it
     /// takes. 0 until set.
     pub fn set_tag(&mut self, tag: u8) {
         self.cx.lines.lines[self.slot as usize].tag = tag;

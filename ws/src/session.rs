@@ -157,12 +157,8 @@ impl TxDeflate {
                 if data.len() < p.min_size as usize {
                     return None;
                 }
-                let own = self.own(p);
-                let ok = own.message(data, local);
-                if !p.send_takeover || !ok || local.len() >= data.len() {
-                    own.reset();
-                }
-                (ok && local.len() < data.len()).then_some(&local[..])
+                let sent = self.own(p).shrink(data, local, p.send_takeover);
+                sent.then_some(&local[..])
             }
         }
     }
@@ -486,11 +482,6 @@ impl Session {
     pub fn set_deflate(&mut self, params: DeflateParams) {
         self.tx.deflate = Some(TxDeflate { params, own: None });
         self.inflate_own = None;
-    }
-
-    /// The negotiated permessage-deflate parameters, if any.
-    pub fn deflate(&self) -> Option<&DeflateParams> {
-        self.tx.deflate.as_ref().map(|d| &d.params)
     }
 
     /// Where the closing handshake stands.
@@ -873,8 +864,8 @@ impl Session {
                 sent: Some(sent),
                 compress,
             };
-            // Text was validated piece by piece above; `emit` checks it again, which keeps this
-            // crate free of unsafe.
+            // Text was validated piece by piece above; `emit` checks it again rather than trust
+            // that unchecked.
             emit(on_event, tx, text, &self.msg)?;
             self.msg.clear();
             if self.msg.capacity() > KEEP_CAPACITY {

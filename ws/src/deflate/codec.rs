@@ -87,6 +87,18 @@ impl Compressor {
         true
     }
 
+    /// Compress `data` into `out` as [`Compressor::message`] does; `true` when `out` is to be
+    /// sent, that is, deflate made it smaller. The context is kept for the next message only
+    /// with `keep` and when `out` is sent: a message sent as it is must not stay in the
+    /// compressor's window, which the peer's would then no longer match.
+    pub fn shrink(&mut self, data: &[u8], out: &mut Vec<u8>, keep: bool) -> bool {
+        let sent = self.message(data, out) && out.len() < data.len();
+        if !(keep && sent) {
+            self.reset();
+        }
+        sent
+    }
+
     /// Forget the context: the next message refers to nothing before it.
     pub fn reset(&mut self) {
         self.z.reset();
@@ -248,9 +260,8 @@ impl Compressors {
         let level = self.level;
         let z = self.shared[usize::from(window_bits - MIN_WINDOW_BITS)]
             .get_or_insert_with(|| Box::new(Compressor::new(level, window_bits)));
-        let ok = z.message(data, &mut self.out);
-        z.reset();
-        self.finish(ok, data.len())
+        let sent = z.shrink(data, &mut self.out, false);
+        self.finish(sent, data.len())
     }
 
     /// Compress `data` with a session's own compressor (context takeover), into this pool's
@@ -261,15 +272,13 @@ impl Compressors {
             self.stats.sent_plain += 1;
             return None;
         }
-        let ok = own.message(data, &mut self.out);
-        if !ok || self.out.len() >= data.len() {
-            own.reset();
-        }
-        self.finish(ok, data.len())
+        let sent = own.shrink(data, &mut self.out, true);
+        self.finish(sent, data.len())
     }
 
-    fn finish(&mut self, ok: bool, plain: usize) -> Option<&[u8]> {
-        if !ok || self.out.len() >= plain {
+    /// Count the message and hand out the compressed bytes when `sent`.
+    fn finish(&mut self, sent: bool, plain: usize) -> Option<&[u8]> {
+        if !sent {
             self.stats.sent_plain += 1;
             if self.out.capacity() > KEEP_CAPACITY {
                 self.out = Vec::new();
@@ -287,11 +296,6 @@ impl Compressors {
         if self.out.capacity() > KEEP_CAPACITY {
             self.out = Vec::new();
         }
-    }
-
-    /// The size threshold.
-    pub fn min_size(&self) -> usize {
-        self.min_size as usize
     }
 }
 
